@@ -1,0 +1,62 @@
+"""The request journal: one JSON line per request, never a key, bodies only when asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from typing import Any
+
+_SECRET_PATTERNS = [
+    re.compile(r"(sk-(?:or-|ant-|proj-)?[A-Za-z0-9_\-]{8,})"),
+    re.compile(r"((?:gsk|fw|xai)_[A-Za-z0-9]{8,})"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
+]
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Text with known secrets and anything shaped like an API key replaced."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[REDACTED]")
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups and pattern.pattern.startswith("(?i)(bearer"):
+            text = pattern.sub(r"\1[REDACTED]", text)
+        else:
+            text = pattern.sub("[REDACTED]", text)
+    return text
+
+
+class Journal:
+    """Append-only JSONL writer, safe across threads; the file is created mode 0600."""
+
+    def __init__(self, path: str | None, secrets: tuple[str, ...] = (), log_bodies: bool = False) -> None:
+        self.path = path
+        self.secrets = tuple(s for s in secrets if s)
+        self.log_bodies = log_bodies
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        if path:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.chmod(path, 0o600)
+            except OSError:
+                pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            return
+        record.setdefault(
+            "time", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        )
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        line = redact(line, self.secrets) + "\n"
+        with self._lock:
+            os.write(self._fd, line.encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,403 @@
+"""The request pipeline, free of any web framework: bytes in, a `Reply` out.
+
+validate (schemas) → translate.request → upstream → translate.sse/stream → Reply.
+The Flask blueprint only turns HTTP into calls here and `Reply` back into HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .config import Config
+from .errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    ProxyError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .journal import Journal, redact
+from .schemas import validate_messages_request
+from .translate import SSEParser, StreamTranslator, format_events, openai_to_anthropic, translate_request
+from .translate.errors import TYPE_STATUS, envelope, upstream_error_message, upstream_error_type
+from .translate.request import KNOWN_FIELDS
+from .translate.response import new_message_id
+from .translate.sse import SSEError
+from .translate.tokens import estimate_input_tokens
+from .upstream import FORWARD_TO_ANTHROPIC, PING, Upstream, host_of
+
+JSON = "application/json"
+SSE = "text/event-stream"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MODELS_CACHE_SECONDS = 300.0
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes | Iterator[bytes]
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, orjson.dumps(payload), JSON, dict(headers or {}))
+
+
+def decode_json(raw: bytes) -> Any:
+    """The request body as JSON, or an InvalidRequest that says what is wrong with it."""
+    if not raw.strip():
+        raise InvalidRequest("body: the request body is empty; expected a JSON object")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"body: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"body: not valid JSON: {exc}") from None
+
+
+@dataclass
+class Call:
+    """What the journal records about one request."""
+
+    request_id: str
+    endpoint: str
+    started: float = field(default_factory=time.monotonic)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Proxy:
+    def __init__(self, config: Config, upstream: Upstream | None = None, journal: Journal | None = None) -> None:
+        self.config = config
+        self.provider = config.provider
+        self.upstream = upstream or Upstream(config.provider, config.timeouts, config.retry, pool_size=config.threads)
+        secrets = tuple(k for k in (config.provider.api_key, *config.auth_keys) if k)
+        self.journal = journal or Journal(config.log_file, secrets=secrets, log_bodies=config.log_bodies)
+        self.secrets = secrets
+        self._models_cache: tuple[float, list[str]] = (0.0, [])
+
+    def close(self) -> None:
+        self.upstream.close()
+        self.journal.close()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _client_key(self, headers: Mapping[str, str]) -> str | None:
+        key = headers.get("x-api-key")
+        if key:
+            return key
+        auth = headers.get("authorization", "")
+        return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+    def _upstream_auth(self, headers: Mapping[str, str]) -> dict[str, str]:
+        client_key = self._client_key(headers)
+        if self.provider.key_missing or (
+            self.provider.api_key_from_client
+            and not self.provider.api_key
+            and not client_key
+            and self.provider.key_required
+        ):
+            var = self.provider.api_key_env or "the provider's key variable"
+            raise AuthenticationFailed(
+                f"claude-proxy has no API key for provider '{self.provider.name}': set the environment variable "
+                f"{var} (or api_key in the [provider] table) and restart the proxy"
+            )
+        return self.upstream.auth_headers(client_key)
+
+    def _finish(self, call: Call, status: int, **fields: Any) -> None:
+        record = {
+            "request_id": call.request_id,
+            "endpoint": call.endpoint,
+            "provider": self.provider.name,
+            "status": status,
+            "latency_ms": round((time.monotonic() - call.started) * 1000, 1),
+            **call.record,
+            **fields,
+        }
+        self.journal.write(record)
+
+    def fail(self, call: Call, error: ProxyError) -> None:
+        self._finish(call, error.status, error_type=error.error_type, error=redact(error.message, self.secrets))
+
+    # -- POST /v1/messages -----------------------------------------------------------
+
+    def messages(self, raw: bytes, headers: Mapping[str, str], call: Call) -> Reply:
+        try:
+            return self._messages(raw, headers, call)
+        except ProxyError as error:
+            self.fail(call, error)
+            raise
+
+    def _validated(self, raw: bytes, call: Call, count_tokens: bool = False) -> dict[str, Any]:
+        body = decode_json(raw)
+        problems = validate_messages_request(body, count_tokens=count_tokens)
+        if problems:
+            raise InvalidRequest(
+                "; ".join(problems[:10]) + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+            )
+        call.record["client_model"] = body["model"]
+        if self.config.log_bodies:
+            call.record["request_body"] = body
+        return body
+
+    def _messages(self, raw: bytes, headers: Mapping[str, str], call: Call) -> Reply:
+        body = self._validated(raw, call)
+        upstream_model = self.config.models.resolve(body["model"])
+        stream = bool(body.get("stream"))
+        call.record.update(upstream_model=upstream_model, stream=stream)
+        if self.provider.format == "anthropic":
+            return self._passthrough("/v1/messages", raw, body, upstream_model, headers, call, stream)
+        auth = self._upstream_auth(headers)
+        forward = {}
+        if self.config.forward_unknown:
+            forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
+        translation = translate_request(body, model=upstream_model, dialect=self.provider.dialect, forward=forward)
+        payload = orjson.dumps(translation.body)
+        deadline = time.monotonic() + self.config.timeouts.total
+        out_headers = {**auth, "X-Request-Id": call.request_id, "User-Agent": f"claude-proxy/{__version__}"}
+        if stream:
+            out_headers["Accept"] = SSE
+        response = self.upstream.post_json("/chat/completions", payload, out_headers, stream=stream, deadline=deadline)
+        if stream:
+            translator = StreamTranslator(translation.context, message_id=new_message_id())
+            return Reply(200, self._stream(response, translator, call, deadline), SSE, dict(STREAM_HEADERS))
+        content = self.upstream.read(response, deadline)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise UpstreamUnavailable(f"{self.provider.name}: upstream answered with a body that is not JSON") from None
+        if not isinstance(data, dict) or data.get("error") or _choice_error(data):
+            payload_error = data if not isinstance(data, dict) or data.get("error") else _choice_error(data)
+            message = upstream_error_message(payload_error) or "upstream returned an error"
+            error_type = upstream_error_type(payload_error) or "api_error"
+            status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
+            raise ProxyError(f"{self.provider.name}: {message}", status=status, error_type=error_type)
+        message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
+        usage = message["usage"]
+        self._finish(
+            call,
+            200,
+            input_tokens=usage["input_tokens"],
+            output_tokens=usage["output_tokens"],
+            cache_read_tokens=usage["cache_read_input_tokens"],
+            stop_reason=message["stop_reason"],
+        )
+        return json_reply(message)
+
+    def _stream(self, response: Any, translator: StreamTranslator, call: Call, deadline: float) -> Iterator[bytes]:
+        parser = SSEParser()
+        first_byte: float | None = None
+        disconnected = False
+        try:
+            try:
+                for piece in self.upstream.iter_body(response, deadline):
+                    if piece is PING:
+                        events = translator.ping()
+                    else:
+                        events = []
+                        for event in parser.feed(piece):
+                            events += translator.feed_data(event.data)
+                            if translator.ended:
+                                break
+                    if events:
+                        if first_byte is None:
+                            first_byte = time.monotonic()
+                        yield format_events(events)
+                    if translator.ended:
+                        break
+                else:
+                    events = []
+                    for event in parser.close():
+                        events += translator.feed_data(event.data)
+                    events += translator.finish()
+                    if events:
+                        yield format_events(events)
+            except (UpstreamTimeout, UpstreamUnavailable, SSEError) as exc:
+                message = exc.message if isinstance(exc, ProxyError) else f"{self.provider.name}: {exc}"
+                # A finish_reason already seen means the answer was complete; the rest was trailing.
+                events = translator.finish() if translator.finish_reason else translator.fail("api_error", message)
+                yield format_events(events)
+            except GeneratorExit:
+                disconnected = True
+                raise
+            except Exception as exc:  # a bug must still end the stream as the grammar says
+                events = translator.fail("api_error", f"claude-proxy internal error: {type(exc).__name__}")
+                yield format_events(events)
+        finally:
+            response.close()
+            usage = translator.usage or {}
+            fields: dict[str, Any] = {
+                "input_tokens": usage.get("input_tokens"),
+                "output_tokens": usage.get("output_tokens"),
+                "cache_read_tokens": usage.get("cache_read_input_tokens"),
+                "stop_reason": translator.stop_reason,
+            }
+            if first_byte is not None:
+                fields["ttfb_ms"] = round((first_byte - call.started) * 1000, 1)
+            if translator.error:
+                fields["error_type"], fields["error"] = translator.error[0], redact(translator.error[1], self.secrets)
+            if disconnected and not translator.ended:
+                fields["error_type"], fields["error"] = "client_disconnected", "client closed the connection mid-stream"
+            self._finish(call, 200, **fields)
+
+    # -- Anthropic passthrough -------------------------------------------------------
+
+    def _passthrough_headers(self, headers: Mapping[str, str], call: Call) -> dict[str, str]:
+        client_key = self._client_key(headers)
+        key = self.provider.api_key or (client_key if self.provider.api_key_from_client else None)
+        if not key and self.provider.key_required:
+            self._upstream_auth(headers)  # raises with the helpful message
+        out = {"x-api-key": key} if key else {}
+        for name in FORWARD_TO_ANTHROPIC:
+            if headers.get(name):
+                out[name] = headers[name]
+        out.setdefault("anthropic-version", "2023-06-01")
+        out["X-Request-Id"] = call.request_id
+        return out
+
+    def _passthrough(
+        self,
+        path: str,
+        raw: bytes,
+        body: dict[str, Any],
+        upstream_model: str,
+        headers: Mapping[str, str],
+        call: Call,
+        stream: bool,
+    ) -> Reply:
+        out_headers = self._passthrough_headers(headers, call)
+        if upstream_model != body["model"]:
+            raw = orjson.dumps({**body, "model": upstream_model})
+        deadline = time.monotonic() + self.config.timeouts.total
+        try:
+            response = self.upstream.post_json(path, raw, out_headers, stream=stream, deadline=deadline)
+        except UpstreamHTTPError as error:
+            if error.raw and b'"error"' in error.raw:
+                self.fail(call, error)
+                return Reply(error.status, error.raw, JSON, dict(error.headers))
+            raise
+        content_type = response.headers.get("content-type", JSON)
+        if stream and content_type.startswith(SSE):
+            return Reply(response.status_code, self._relay(response, call, deadline), SSE, dict(STREAM_HEADERS))
+        content = self.upstream.read(response, deadline)
+        fields: dict[str, Any] = {}
+        try:
+            usage = orjson.loads(content).get("usage") or {}
+            fields = {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens")}
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        self._finish(call, response.status_code, **fields)
+        return Reply(response.status_code, content, content_type)
+
+    def _relay(self, response: Any, call: Call, deadline: float) -> Iterator[bytes]:
+        """Anthropic SSE bytes through as they arrive; a broken upstream ends with an error event."""
+        error: ProxyError | None = None
+        try:
+            for piece in self.upstream.iter_body(response, deadline):
+                yield b'event: ping\ndata: {"type":"ping"}\n\n' if piece is PING else piece
+        except (UpstreamTimeout, UpstreamUnavailable) as exc:
+            error = exc
+            yield b"\n\nevent: error\ndata: " + orjson.dumps(envelope("api_error", exc.message)) + b"\n\n"
+        finally:
+            response.close()
+            if error is not None:
+                self.fail(call, error)
+            else:
+                self._finish(call, 200)
+
+    # -- other endpoints --------------------------------------------------------------
+
+    def count_tokens(self, raw: bytes, headers: Mapping[str, str], call: Call) -> Reply:
+        try:
+            body = self._validated(raw, call, count_tokens=True)
+            if self.provider.format == "anthropic":
+                model = self.config.models.resolve(body["model"])
+                return self._passthrough("/v1/messages/count_tokens", raw, body, model, headers, call, False)
+            tokens = estimate_input_tokens(body)
+        except ProxyError as error:
+            self.fail(call, error)
+            raise
+        self._finish(call, 200, input_tokens=tokens)
+        return json_reply({"input_tokens": tokens})
+
+    def upstream_model_ids(self, headers: Mapping[str, str]) -> list[str]:
+        """The upstream's model list, cached; never raises (an empty list if unreachable)."""
+        stamp, cached = self._models_cache
+        if time.monotonic() - stamp < MODELS_CACHE_SECONDS:
+            return cached
+        ids: list[str] = []
+        try:
+            auth = (
+                self._passthrough_headers(headers, Call("models", "models"))
+                if self.provider.format == "anthropic"
+                else self._upstream_auth(headers)
+            )
+            path = "/v1/models" if self.provider.format == "anthropic" else "/models"
+            response = self.upstream.request(
+                "GET", path, headers=auth, retry=False, deadline=time.monotonic() + 5.0, timeout=5.0
+            )
+            data = orjson.loads(self.upstream.read(response, time.monotonic() + 5.0))
+            ids = [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+        except Exception:
+            ids = []
+        self._models_cache = (time.monotonic(), ids)
+        return ids
+
+    def models(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
+        names = list(dict.fromkeys(self.config.models.exact_names + self.upstream_model_ids(headers)))
+        data = [_model_object(n) for n in names]
+        if query.get("after_id") in names:
+            data = data[names.index(query["after_id"]) + 1 :]
+        if query.get("before_id") in names:
+            data = data[: names.index(query["before_id"])]
+        try:
+            limit = max(1, min(int(query.get("limit", 1000)), 1000))
+        except ValueError:
+            raise InvalidRequest("limit: must be an integer from 1 to 1000") from None
+        page = data[:limit]
+        return json_reply(
+            {
+                "data": page,
+                "has_more": len(data) > limit,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            }
+        )
+
+    def model(self, model_id: str, headers: Mapping[str, str]) -> Reply:
+        known = self.config.models.lookup(model_id) is not None or model_id in self.upstream_model_ids(headers)
+        if not known:
+            raise NotFound(f"model '{model_id}' is not mapped by claude-proxy nor listed by the upstream")
+        return json_reply(_model_object(model_id))
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "provider": self.provider.name,
+            "format": self.provider.format,
+            "upstream": host_of(self.provider.base_url),
+            "api_key_configured": not self.provider.key_missing,
+            "models_mapped": len(self.config.models),
+        }
+
+
+def _choice_error(data: dict[str, Any]) -> Any:
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict) and choice.get("error"):
+            return {"error": choice["error"]}
+    return None
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}

@@ -1,0 +1,62 @@
+"""What makes one OpenAI-compatible provider differ from another, as plain data.
+
+The translator reads these fields instead of asking "which provider is this?", so a new
+provider is a new row in the preset table, never a new branch in the translator.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str = "openai"
+    # Field that carries max_tokens upstream; reasoning models always get max_completion_tokens.
+    max_tokens_field: str = "max_tokens"
+    # Glob patterns of upstream model names that are "reasoning models" (o-series, gpt-5…):
+    # they take max_completion_tokens + reasoning_effort and reject sampling parameters.
+    reasoning_models: tuple[str, ...] = ()
+    # How a requested thinking budget reaches the provider:
+    # "reasoning_effort" (top-level string), "openrouter" ({"reasoning": {...}}),
+    # "chat_template_kwargs" (vLLM/Qwen enable_thinking), "zai" ({"thinking": {...}}), "none".
+    reasoning_param: str = "reasoning_effort"
+    # Send the reasoning parameter to every model, not only to `reasoning_models`.
+    reasoning_param_all_models: bool = False
+    reasoning_efforts: tuple[str, ...] = REASONING_EFFORTS
+    top_k: bool = False
+    stream_usage: bool = True
+    user_field: bool = False
+    user_max_len: int = 64
+    # Past thinking blocks: "drop", or "tool_turns" to send them back as reasoning_content
+    # on assistant turns that made tool calls (DeepSeek / Kimi thinking models need that).
+    reasoning_history: str = "drop"
+    # Reasoning inlined as <think>…</think> in content.
+    think_tags: bool = False
+    # "any" keeps tool ids; "alnum9" rewrites them to 9 alphanumerics (Mistral).
+    tool_id_style: str = "any"
+    tool_name_max: int = 64
+    strip_schema_keys: frozenset[str] = frozenset({"$schema"})
+    # JSON-schema "format" values removed (a "*" entry removes every format).
+    strip_formats: frozenset[str] = frozenset()
+    tool_choice_any: str = "required"
+    parallel_tool_calls: bool = True
+    # xAI reports reasoning tokens outside completion_tokens.
+    reasoning_tokens_separate: bool = False
+    # PDF documents as OpenAI "file" content parts (else a text note).
+    pdf_file_parts: bool = False
+    # Extra fields merged into every upstream request (provider routing, etc.).
+    extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def is_reasoning_model(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pat) for pat in self.reasoning_models)
+
+    def with_overrides(self, **changes: Any) -> Dialect:
+        return replace(self, **changes)
+
+
+DEFAULT_DIALECT = Dialect()

@@ -1,0 +1,471 @@
+"""Anthropic Messages request → OpenAI Chat Completions request.
+
+`translate_request` returns the upstream body together with what the response side needs
+to map names back (a `RequestContext`), so responses and streams can be translated
+without keeping any state between requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dialect import DEFAULT_DIALECT, Dialect
+from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
+from .tokens import estimate_input_tokens
+
+BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
+
+# Top-level request fields that are Anthropic-only and consumed (or deliberately dropped)
+# by the translation; anything else unknown is governed by the `[params]` config.
+KNOWN_FIELDS = frozenset(
+    {
+        "model", "max_tokens", "messages", "system", "tools", "tool_choice", "stop_sequences",
+        "temperature", "top_p", "top_k", "metadata", "thinking", "stream", "output_config",
+        "context_management", "cache_control", "container", "service_tier", "speed",
+        "inference_geo", "diagnostics", "user_profile_id", "workspace_id", "mcp_servers",
+        "betas", "anthropic_beta",
+    }
+)
+
+# Block types with no OpenAI equivalent that are flattened to text rather than rejected.
+SERVER_BLOCK_TYPES = frozenset(
+    {
+        "server_tool_use", "web_search_tool_result", "web_fetch_tool_result",
+        "code_execution_tool_result", "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result", "tool_search_tool_result",
+        "container_upload", "mcp_tool_use", "mcp_tool_result", "tool_reference",
+    }
+)
+
+IMAGE_TOOL_RESULT_NOTE = "Image output of tool call {id}:"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What translating the response needs to know about the request."""
+
+    client_model: str
+    upstream_model: str
+    dialect: Dialect = DEFAULT_DIALECT
+    tool_names: dict[str, str] = field(default_factory=dict)
+    stop_sequences: tuple[str, ...] = ()
+    input_tokens: int = 0
+    stream: bool = False
+    thinking: bool = False
+
+
+@dataclass(frozen=True)
+class Translation:
+    body: dict[str, Any]
+    context: RequestContext
+
+
+def _text_of(blocks: Any) -> str:
+    if isinstance(blocks, str):
+        return blocks
+    parts = []
+    for block in blocks or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif isinstance(block, str):
+            parts.append(block)
+    return "\n\n".join(p for p in parts if p)
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, str):
+        return "" if system.startswith(BILLING_HEADER_PREFIX) else system
+    texts = []
+    for block in system or []:
+        if not isinstance(block, dict):
+            continue
+        text = str(block.get("text", ""))
+        if text.startswith(BILLING_HEADER_PREFIX) or not text:
+            continue
+        texts.append(text)
+    return "\n\n".join(texts)
+
+
+def _image_part(source: dict[str, Any]) -> dict[str, Any] | None:
+    kind = source.get("type")
+    if kind == "base64":
+        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    elif kind == "url":
+        url = str(source.get("url", ""))
+    else:
+        return None
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_parts(block: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
+    source = block.get("source") or {}
+    title = block.get("title")
+    header = f"Document: {title}\n" if title else ""
+    kind = source.get("type")
+    if kind == "text":
+        return [{"type": "text", "text": header + str(source.get("data", ""))}]
+    if kind == "content":
+        inner = source.get("content")
+        return [{"type": "text", "text": header + _text_of(inner)}]
+    if kind == "base64":
+        media = source.get("media_type", "application/pdf")
+        if dialect.pdf_file_parts:
+            filename = (title or "document") + (".pdf" if media == "application/pdf" else "")
+            return [
+                {
+                    "type": "file",
+                    "file": {"filename": filename, "file_data": f"data:{media};base64,{source.get('data', '')}"},
+                }
+            ]
+        return [{"type": "text", "text": f"[{header.strip() or 'Document'} ({media}) omitted: "
+                 "this provider does not accept file attachments]"}]
+    if kind == "url":
+        return [{"type": "text", "text": f"{header}[Document at {source.get('url', '')}]"}]
+    return [{"type": "text", "text": f"[{header.strip() or 'Document'} omitted]"}]
+
+
+def _flatten_block(block: dict[str, Any]) -> str:
+    """A readable text stand-in for a block that cannot travel upstream as itself."""
+    kind = block.get("type")
+    if kind == "search_result":
+        return "\n".join(
+            x for x in (str(block.get("title", "")), str(block.get("source", "")), _text_of(block.get("content"))) if x
+        )
+    if kind == "server_tool_use":
+        return f"[server tool call {block.get('name', '')}: {json.dumps(block.get('input', {}), ensure_ascii=False)}]"
+    if kind == "web_search_tool_result":
+        content = block.get("content")
+        lines = []
+        if isinstance(content, list):
+            for item in content:
+                if isinstance(item, dict):
+                    lines.append(f"- {item.get('title', '')} <{item.get('url', '')}>")
+        return "[web search results]\n" + "\n".join(lines)
+    content = block.get("content")
+    inner = _text_of(content) if isinstance(content, (list, str)) else ""
+    return f"[{kind}]" + (f"\n{inner}" if inner else "")
+
+
+def _user_parts(blocks: list[Any], dialect: Dialect) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for block in blocks:
+        if isinstance(block, str):
+            parts.append({"type": "text", "text": block})
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            parts.append({"type": "text", "text": str(block.get("text", ""))})
+        elif kind == "image":
+            part = _image_part(block.get("source") or {})
+            parts.append(part or {"type": "text", "text": "[image omitted: file references are not supported]"})
+        elif kind == "document":
+            parts.extend(_document_parts(block, dialect))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            parts.append({"type": "text", "text": _flatten_block(block)})
+    return parts
+
+
+def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """All-text content as one string (the form every provider accepts)."""
+    if all(p.get("type") == "text" for p in parts):
+        return "\n\n".join(p["text"] for p in parts if p["text"])
+    return parts
+
+
+def _tool_result_messages(block: dict[str, Any], dialect: Dialect) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A tool_result → the tool message, plus image parts that must follow as a user turn."""
+    tool_id = to_upstream_id(str(block.get("tool_use_id", "")), dialect.tool_id_style)
+    content = block.get("content")
+    images: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        texts = []
+        for item in content:
+            if isinstance(item, str):
+                texts.append(item)
+                continue
+            kind = item.get("type")
+            if kind == "text":
+                texts.append(str(item.get("text", "")))
+            elif kind == "image":
+                part = _image_part(item.get("source") or {})
+                if part:
+                    images.append(part)
+                    texts.append("[image attached in the next message]")
+            elif kind == "document":
+                texts.extend(p["text"] for p in _document_parts(item, dialect) if p["type"] == "text")
+            else:
+                texts.append(_flatten_block(item))
+        text = "\n\n".join(t for t in texts if t)
+    else:
+        text = "" if content is None else str(content)
+    if block.get("is_error"):
+        text = f"Error: {text}" if text else "Error: the tool call failed."
+    if images:
+        images = [{"type": "text", "text": IMAGE_TOOL_RESULT_NOTE.format(id=tool_id)}, *images]
+    return {"role": "tool", "tool_call_id": tool_id, "content": text}, images
+
+
+def _user_messages(content: Any, dialect: Dialect) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    tool_messages: list[dict[str, Any]] = []
+    follow_up: list[dict[str, Any]] = []
+    others: list[Any] = []
+    for block in content or []:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            message, images = _tool_result_messages(block, dialect)
+            tool_messages.append(message)
+            follow_up.extend(images)
+        else:
+            others.append(block)
+    out = list(tool_messages)
+    parts = follow_up + _user_parts(others, dialect)
+    if parts:
+        out.append({"role": "user", "content": _collapse(parts)})
+    return out
+
+
+def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content or []:
+        if isinstance(block, str):
+            texts.append(block)
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "thinking":
+            thinking.append(str(block.get("thinking", "")))
+        elif kind == "redacted_thinking":
+            continue
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": to_upstream_id(str(block.get("id", "")), dialect.tool_id_style),
+                    "type": "function",
+                    "function": {
+                        "name": to_upstream_tool_name(str(block.get("name", "")), dialect.tool_name_max),
+                        "arguments": json.dumps(block.get("input", {}), ensure_ascii=False),
+                    },
+                }
+            )
+        else:
+            texts.append(_flatten_block(block))
+    text = "".join(texts)
+    if not text and not calls:
+        return None
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        message["tool_calls"] = calls
+        if dialect.reasoning_history == "tool_turns" and thinking:
+            message["reasoning_content"] = "".join(thinking)
+    return message
+
+
+def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    system = _system_text(body.get("system"))
+    if system:
+        out.append({"role": "system", "content": system})
+    for message in body.get("messages") or []:
+        role = message.get("role")
+        content = message.get("content")
+        if role == "user":
+            out.extend(_user_messages(content, dialect))
+        elif role == "assistant":
+            translated = _assistant_message(content, dialect)
+            if translated:
+                out.append(translated)
+        elif role == "system":
+            text = _system_text(content)
+            if text:
+                out.append({"role": "system", "content": text})
+    return out
+
+
+def clean_schema(schema: Any, dialect: Dialect) -> Any:
+    """A JSON schema without the keywords this provider rejects (property names are kept)."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    strip_all_formats = "*" in dialect.strip_formats
+    for key, value in schema.items():
+        if key in dialect.strip_schema_keys:
+            continue
+        if key == "format" and isinstance(value, str) and (strip_all_formats or value in dialect.strip_formats):
+            continue
+        if key in ("properties", "patternProperties", "$defs", "definitions") and isinstance(value, dict):
+            out[key] = {name: clean_schema(sub, dialect) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else"):
+            out[key] = clean_schema(value, dialect) if isinstance(value, dict) else (
+                [clean_schema(v, dialect) for v in value] if isinstance(value, list) else value
+            )
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+            out[key] = [clean_schema(v, dialect) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _tools(tools: list[dict[str, Any]], dialect: Dialect) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        kind = tool.get("type")
+        if kind not in (None, "custom") or "input_schema" not in tool:
+            continue  # server tools (web_search_2025…, bash_2025…) have no OpenAI form
+        function: dict[str, Any] = {
+            "name": to_upstream_tool_name(str(tool["name"]), dialect.tool_name_max),
+            "parameters": clean_schema(tool.get("input_schema") or {"type": "object"}, dialect),
+        }
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: dict[str, Any], dialect: Dialect) -> Any:
+    kind = choice.get("type")
+    if kind == "any":
+        return dialect.tool_choice_any
+    if kind == "none":
+        return "none"
+    if kind == "tool":
+        return {"type": "function", "function": {"name": to_upstream_tool_name(str(choice.get("name", "")), dialect.tool_name_max)}}
+    return "auto"
+
+
+def reasoning_effort(body: dict[str, Any], dialect: Dialect) -> str | None:
+    """The effort a request's thinking settings ask for, in the provider's vocabulary."""
+    thinking = body.get("thinking") or {}
+    kind = thinking.get("type")
+    if kind == "disabled":
+        return None
+    wanted = ((body.get("output_config") or {}).get("effort") or "").lower() or None
+    if kind == "enabled" and not wanted:
+        budget = int(thinking.get("budget_tokens") or 0)
+        wanted = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    if kind is None and not wanted:
+        return None
+    if kind == "adaptive" and not wanted:
+        wanted = "medium"
+    allowed = dialect.reasoning_efforts
+    if wanted in allowed:
+        return wanted
+    order = ["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+    rank = order.index(wanted) if wanted in order else order.index("medium")
+    # nearest allowed effort, preferring the stronger one
+    best = min(allowed, key=lambda e: (abs(order.index(e) - rank) if e in order else 99, -order.index(e) if e in order else 0))
+    return best
+
+
+def _apply_reasoning(out: dict[str, Any], body: dict[str, Any], dialect: Dialect, model: str) -> None:
+    thinking = body.get("thinking") or {}
+    disabled = thinking.get("type") == "disabled"
+    effort = reasoning_effort(body, dialect)
+    param = dialect.reasoning_param
+    applies = dialect.reasoning_param_all_models or dialect.is_reasoning_model(model)
+    if param == "reasoning_effort" and effort and applies:
+        out["reasoning_effort"] = effort
+    elif param == "openrouter":
+        if disabled:
+            out["reasoning"] = {"enabled": False}
+        elif effort:
+            out["reasoning"] = {"effort": effort if effort in ("low", "medium", "high") else "high"}
+    elif param == "chat_template_kwargs" and (effort or disabled):
+        out["chat_template_kwargs"] = {"enable_thinking": not disabled}
+    elif param == "zai" and (effort or disabled):
+        out["thinking"] = {"type": "disabled" if disabled else "enabled"}
+
+
+def _user_field(metadata: Any, dialect: Dialect) -> str | None:
+    if not dialect.user_field or not isinstance(metadata, dict):
+        return None
+    user = metadata.get("user_id")
+    if not isinstance(user, str) or not user:
+        return None
+    if len(user) > dialect.user_max_len:
+        return hashlib.sha256(user.encode()).hexdigest()[: dialect.user_max_len]
+    return user
+
+
+def translate_request(
+    body: dict[str, Any],
+    *,
+    model: str | None = None,
+    dialect: Dialect = DEFAULT_DIALECT,
+    forward: dict[str, Any] | None = None,
+) -> Translation:
+    """Translate a validated Anthropic request body.
+
+    `model` is the upstream model (defaults to the requested one); `forward` holds unknown
+    top-level fields the caller decided to pass through.
+    """
+    client_model = str(body.get("model", ""))
+    upstream_model = model or client_model
+    reasoning = dialect.is_reasoning_model(upstream_model)
+    out: dict[str, Any] = {"model": upstream_model, "messages": _messages(body, dialect)}
+
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        out["max_completion_tokens" if reasoning else dialect.max_tokens_field] = max_tokens
+
+    if not reasoning:
+        for name in ("temperature", "top_p"):
+            if body.get(name) is not None:
+                out[name] = body[name]
+        if dialect.top_k and body.get("top_k") is not None:
+            out["top_k"] = body["top_k"]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
+
+    tools = _tools(body.get("tools") or [], dialect)
+    if tools:
+        out["tools"] = tools
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            out["tool_choice"] = _tool_choice(choice, dialect)
+            if choice.get("disable_parallel_tool_use") and dialect.parallel_tool_calls:
+                out["parallel_tool_calls"] = False
+
+    user = _user_field(body.get("metadata"), dialect)
+    if user:
+        out["user"] = user
+    _apply_reasoning(out, body, dialect, upstream_model)
+
+    stream = bool(body.get("stream"))
+    if stream:
+        out["stream"] = True
+        if dialect.stream_usage:
+            out["stream_options"] = {"include_usage": True}
+    for key, value in (forward or {}).items():
+        out.setdefault(key, value)
+    for key, value in dialect.extra_body.items():
+        out.setdefault(key, value)
+
+    names = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
+    thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+    context = RequestContext(
+        client_model=client_model,
+        upstream_model=upstream_model,
+        dialect=dialect,
+        tool_names=tool_name_map(names, dialect.tool_name_max),
+        stop_sequences=tuple(body.get("stop_sequences") or ()),
+        input_tokens=estimate_input_tokens(body),
+        stream=stream,
+        thinking=thinking,
+    )
+    return Translation(out, context)
+
+
+def anthropic_to_openai(body: dict[str, Any], model: str | None = None, dialect: Dialect = DEFAULT_DIALECT) -> dict[str, Any]:
+    """Just the upstream body, for callers that do not need the response context."""
+    return translate_request(body, model=model, dialect=dialect).body

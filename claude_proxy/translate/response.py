@@ -1,0 +1,302 @@
+"""OpenAI Chat Completions response → Anthropic message, and the rules both paths share:
+finish reasons, usage, reasoning fields, tool-argument repair."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from typing import Any
+
+from .dialect import Dialect
+from .identifiers import to_anthropic_id
+from .request import RequestContext
+
+FINISH_REASONS: dict[str, str] = {
+    "stop": "end_turn",
+    "end_turn": "end_turn",
+    "eos": "end_turn",
+    "stop_sequence": "end_turn",
+    "length": "max_tokens",
+    "max_tokens": "max_tokens",
+    "model_length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "tool_use": "tool_use",
+    "content_filter": "refusal",
+    "safety": "refusal",
+    "recitation": "refusal",
+    "refusal": "refusal",
+}
+ERROR_FINISH_REASONS = frozenset({"error", "network_error", "insufficient_system_resource"})
+
+THINK_TAGS = (("<think>", "</think>"), ("<thought>", "</thought>"))
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def signature_for(thinking: str) -> str:
+    """A stand-in signature: clients expect one and echo it back; upstreams never see it."""
+    return "cpxsig_" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
+def map_finish_reason(reason: str | None, *, saw_tool_calls: bool = False) -> str:
+    if saw_tool_calls:
+        return "tool_use"
+    if not reason:
+        return "end_turn"
+    mapped = FINISH_REASONS.get(reason.lower())
+    if mapped:
+        return mapped
+    if "filter" in reason.lower() or "safety" in reason.lower():
+        return "refusal"
+    return "end_turn"
+
+
+def matched_stop(choice: dict[str, Any], stop_sequences: tuple[str, ...]) -> str | None:
+    """The stop sequence that ended generation, where the upstream names it."""
+    for key in ("stop_reason", "matched_stop", "stop_sequence"):
+        value = choice.get(key)
+        if isinstance(value, str) and value in stop_sequences:
+            return value
+    return None
+
+
+def find_usage(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    """Usage wherever a provider put it: top level, x_groq, or inside the choice."""
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and usage:
+        return usage
+    groq = chunk.get("x_groq")
+    if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+        return groq["usage"]
+    for choice in chunk.get("choices") or []:
+        if isinstance(choice, dict) and isinstance(choice.get("usage"), dict):
+            return choice["usage"]
+    return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def convert_usage(usage: dict[str, Any] | None, dialect: Dialect) -> dict[str, int] | None:
+    if not usage:
+        return None
+    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    details = usage.get("prompt_tokens_details") or {}
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = cached or _int(usage.get("prompt_cache_hit_tokens")) or _int(usage.get("cached_tokens"))
+    if dialect.reasoning_tokens_separate:
+        out_details = usage.get("completion_tokens_details") or {}
+        if isinstance(out_details, dict):
+            completion += _int(out_details.get("reasoning_tokens"))
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": completion,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def reasoning_text(delta: dict[str, Any]) -> str:
+    """Reasoning text of a delta or message; each provider's field, never counted twice."""
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    details = delta.get("reasoning_details")
+    if isinstance(details, list):
+        texts = []
+        for item in details:
+            if isinstance(item, dict):
+                value = item.get("text") or item.get("summary")
+                if isinstance(value, str):
+                    texts.append(value)
+        return "".join(texts)
+    return ""
+
+
+def content_parts(content: Any) -> list[tuple[str, str]]:
+    """Content as (kind, text) pieces; Mistral sends arrays with "thinking" parts."""
+    if isinstance(content, str):
+        return [("text", content)] if content else []
+    out: list[tuple[str, str]] = []
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "thinking":
+                inner = part.get("thinking")
+                if isinstance(inner, list):
+                    text = "".join(str(p.get("text", "")) for p in inner if isinstance(p, dict))
+                else:
+                    text = str(inner or "")
+                if text:
+                    out.append(("thinking", text))
+            elif part.get("type") == "text" and part.get("text"):
+                out.append(("text", str(part["text"])))
+    return out
+
+
+def split_think_tags(text: str) -> list[tuple[str, str]]:
+    """Whole-text split of inline <think> sections (the streaming path has its own)."""
+    out: list[tuple[str, str]] = []
+    pattern = re.compile(r"<(think|thought)>(.*?)(?:</\1>|$)", re.DOTALL)
+    pos = 0
+    for match in pattern.finditer(text):
+        if match.start() > pos:
+            out.append(("text", _after_think(text[pos : match.start()], pos)))
+        if match.group(2).strip():
+            out.append(("thinking", match.group(2)))
+        pos = match.end()
+    if pos < len(text):
+        out.append(("text", _after_think(text[pos:], pos)))
+    return [(k, t) for k, t in out if t and (k == "thinking" or t.strip())]
+
+
+def _after_think(text: str, pos: int) -> str:
+    """Text that follows a think section starts at its first non-space (as when streaming)."""
+    return text.lstrip() if pos else text
+
+
+def repair_json(raw: str) -> dict[str, Any] | None:
+    """Arguments as a JSON object, repairing what models commonly get wrong; None if hopeless."""
+    text = raw.strip()
+    if not text:
+        return {}
+    candidates = [text]
+    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.DOTALL)
+    if fenced:
+        candidates.append(fenced.group(1))
+    closed = _close_brackets(text)
+    candidates.append(closed)
+    candidates.append(re.sub(r",\s*([}\]])", r"\1", text))
+    candidates.append(re.sub(r",\s*([}\]])", r"\1", closed))  # truncated right after a comma
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str):
+            nested = repair_json(value)
+            if nested is not None:
+                return nested
+    decoder = json.JSONDecoder()
+    try:
+        value, _end = decoder.raw_decode(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def closing_suffix(text: str) -> str | None:
+    """The characters that would close a truncated JSON object (None if it is not one)."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]" and (not stack or stack.pop() != ch):
+            return None
+    if not stack and not in_string:
+        return ""
+    return ('"' if in_string else "") + "".join(reversed(stack))
+
+
+def _close_brackets(text: str) -> str:
+    suffix = closing_suffix(text)
+    return text + suffix if suffix else text
+
+
+def parse_arguments(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    if arguments is None:
+        return {}
+    repaired = repair_json(str(arguments))
+    if repaired is None:
+        # Surfaced to the model: the tool rejects it and the model can try again.
+        return {"_invalid_json_arguments": str(arguments)}
+    return repaired
+
+
+def openai_to_anthropic(response: dict[str, Any], context: RequestContext, message_id: str | None = None) -> dict[str, Any]:
+    """A non-streaming completion → an Anthropic message."""
+    dialect = context.dialect
+    message_id = message_id or new_message_id()
+    choices = response.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+
+    thinking = reasoning_text(message)
+    pieces = content_parts(message.get("content"))
+    if dialect.think_tags:
+        pieces = [p for kind, text in pieces for p in (split_think_tags(text) if kind == "text" else [(kind, text)])]
+    if thinking:
+        pieces.insert(0, ("thinking", thinking))
+    for kind, text in pieces:
+        if content and content[-1]["type"] == kind:
+            content[-1][kind] += text
+        elif kind == "thinking":
+            content.append({"type": "thinking", "thinking": text, "signature": ""})
+        else:
+            content.append({"type": "text", "text": text})
+    for block in content:
+        if block["type"] == "thinking":
+            block["signature"] = signature_for(block["thinking"])
+
+    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    if not calls and isinstance(message.get("function_call"), dict):
+        calls = [{"id": "", "function": message["function_call"]}]
+    for n, call in enumerate(calls):
+        function = call.get("function") or {}
+        name = str(function.get("name") or "")
+        call_id = str(call.get("id") or f"call_{n}_{message_id[-8:]}")
+        content.append(
+            {
+                "type": "tool_use",
+                "id": to_anthropic_id(call_id),
+                "name": context.tool_names.get(name, name),
+                "input": parse_arguments(function.get("arguments")),
+            }
+        )
+
+    reason = choice.get("finish_reason")
+    stop_sequence = matched_stop(choice, context.stop_sequences)
+    stop_reason = map_finish_reason(reason, saw_tool_calls=bool(calls))
+    if stop_sequence and stop_reason == "end_turn":
+        stop_reason = "stop_sequence"
+    usage = convert_usage(find_usage(response), dialect) or {
+        "input_tokens": context.input_tokens,
+        "output_tokens": sum(len(json.dumps(b)) for b in content) // 4,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": context.client_model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage,
+    }

@@ -1,0 +1,330 @@
+"""The one door out: a pooled `requests` session, retries before the first byte, timeouts,
+and streaming reads that forward bytes as soon as they arrive.
+
+Nothing else in the package imports `requests`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import ReadTimeoutError
+
+from .config import ProviderConfig, RetryPolicy, Timeouts
+from .errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from .translate.errors import from_upstream_response
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES_ANTHROPIC = RETRY_STATUSES | {529}
+MAX_ERROR_BODY = 1 << 20
+READ_SIZE = 1 << 16
+PING = object()  # yielded by `iter_body` when the upstream has been silent for a ping interval
+
+# Client headers that may cross to an upstream (everything else stays with the proxy).
+FORWARD_TO_ANTHROPIC = ("anthropic-version", "anthropic-beta")
+PASS_BACK_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
+
+
+def host_of(url: str) -> str:
+    """The host:port of a URL without any credentials it might embed."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free description of a transport failure (never str(exc): it has URLs)."""
+    text = repr(exc).lower()
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("reset", "connection reset"),
+        ("broken pipe", "connection closed"),
+        ("name or service", "host name could not be resolved"),
+        ("nodename", "host name could not be resolved"),
+        ("temporary failure in name", "host name could not be resolved"),
+        ("certificate", "TLS certificate error"),
+        ("ssl", "TLS error"),
+        ("incompleteread", "connection closed before the response was complete"),
+        ("remotedisconnected", "connection closed without a response"),
+        ("protocolerror", "connection broken"),
+        ("network is unreachable", "network unreachable"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(parsed.timestamp() - time.time(), 0.0)
+
+
+class Upstream:
+    """One per process (per worker): thread-safe, its connection pool sized to the threads."""
+
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        timeouts: Timeouts = Timeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+        pool_size: int = 64,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.provider = provider
+        self.timeouts = timeouts
+        self.retry = retry
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.trust_env = False  # an upstream is named by config, not by HTTP_PROXY
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.host = host_of(provider.base_url)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- requests -------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.provider.base_url + path
+
+    def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
+        key = self.provider.api_key or (client_key if self.provider.api_key_from_client else None)
+        if not key:
+            return {}
+        if self.provider.format == "anthropic":
+            return {"x-api-key": key}
+        return {"Authorization": f"Bearer {key}"}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        deadline: float | None = None,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        """Send, retrying what is safe to retry; returns a 2xx/3xx response with headers read.
+
+        Raises UpstreamHTTPError (status + Anthropic envelope), UpstreamTimeout or
+        UpstreamUnavailable. The body of a streamed response is left unread.
+        """
+        deadline = deadline or time.monotonic() + self.timeouts.total
+        all_headers = {"Content-Type": "application/json", **self.provider.headers, **(headers or {})}
+        if stream:
+            all_headers["Accept-Encoding"] = "identity"  # compressed SSE would be buffered by the decoder
+        retry_statuses = RETRY_STATUSES_ANTHROPIC if self.provider.format == "anthropic" else RETRY_STATUSES
+        attempts = 1 + (self.retry.max_retries if retry else 0)
+        read_timeout = timeout or self.timeouts.read
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"{self.provider.name}: no answer within the {self.timeouts.total:g}s deadline")
+            try:
+                response = self.session.request(
+                    method,
+                    self.url(path),
+                    data=body,
+                    headers=all_headers,
+                    stream=True,
+                    timeout=(min(self.timeouts.connect, remaining), min(read_timeout, remaining)),
+                    allow_redirects=False,
+                )
+            except requests.ConnectTimeout:
+                error: Exception = UpstreamTimeout(
+                    f"{self.provider.name}: timed out connecting to {self.host} after {self.timeouts.connect:g}s"
+                )
+                if last or not self._pause(attempt, None, deadline):
+                    raise error from None
+                continue
+            except requests.ReadTimeout:
+                raise UpstreamTimeout(
+                    f"{self.provider.name}: {self.host} sent no response within {min(read_timeout, remaining):g}s"
+                ) from None
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                error = UpstreamUnavailable(f"{self.provider.name}: cannot reach {self.host}: {_reason(exc)}")
+                if last or not self._pause(attempt, None, deadline):
+                    raise error from None
+                continue
+            except requests.RequestException as exc:
+                raise UpstreamUnavailable(
+                    f"{self.provider.name}: request to {self.host} failed: {_reason(exc)}"
+                ) from None
+
+            if response.status_code < 400:
+                return response
+            status = response.status_code
+            wait = retry_after_seconds(response.headers)
+            failure = self._http_error(response)
+            if status in retry_statuses and not last and failure.headers.get("x-should-retry") != "false":
+                if self._pause(attempt, wait, deadline):
+                    continue
+            raise failure
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _http_error(self, response: requests.Response) -> UpstreamHTTPError:
+        try:
+            body = b""
+            for piece in response.iter_content(READ_SIZE):
+                body += piece
+                if len(body) > MAX_ERROR_BODY:
+                    break
+        except (requests.RequestException, Urllib3HTTPError, OSError):
+            pass
+        finally:
+            response.close()
+        status, envelope = from_upstream_response(response.status_code, body, self.provider.name)
+        headers = {k: v for k in PASS_BACK_HEADERS if (v := response.headers.get(k))}
+        return UpstreamHTTPError(
+            status, envelope, headers, raw=body[:MAX_ERROR_BODY], content_type=response.headers.get("content-type", "")
+        )
+
+    def _pause(self, attempt: int, retry_after: float | None, deadline: float) -> bool:
+        """Sleep before the next attempt; False if that would pass the deadline."""
+        if retry_after is not None:
+            delay = min(retry_after, self.retry.max_delay)
+        else:
+            delay = min(self.retry.base_delay * (2**attempt), self.retry.max_delay)
+            delay += random.uniform(0, self.retry.base_delay)
+        if time.monotonic() + delay >= deadline:
+            return False
+        self.sleep(delay)
+        return True
+
+    def post_json(
+        self, path: str, payload: bytes, headers: Mapping[str, str] | None = None, **kw: Any
+    ) -> requests.Response:
+        return self.request("POST", path, body=payload, headers=headers, **kw)
+
+    # -- reading bodies -----------------------------------------------------------------
+
+    def read(self, response: requests.Response, deadline: float, limit: int = 256 << 20) -> bytes:
+        """A whole (non-streamed) body, with the same timeouts and error mapping as streams."""
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for piece in self.iter_body(response, deadline):
+                if piece is PING:
+                    continue
+                parts.append(piece)
+                size += len(piece)
+                if size > limit:
+                    raise UpstreamUnavailable(f"{self.provider.name}: response larger than {limit} bytes")
+        finally:
+            response.close()
+        return b"".join(parts)
+
+    # -- streaming reads -------------------------------------------------------------
+
+    def iter_body(self, response: requests.Response, deadline: float) -> Iterator[Any]:
+        """Body bytes as they arrive (one read, whatever is available), or PING after a
+        silence of `ping_interval`. Raises UpstreamTimeout / UpstreamUnavailable."""
+        raw = response.raw
+        sock = _socket_of(raw)
+        http_response = getattr(raw, "_fp", None)
+        fp = getattr(http_response, "fp", None)
+        idle_limit = self.timeouts.read
+        ping_every = self.timeouts.ping_interval
+        last_data = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise UpstreamTimeout(f"{self.provider.name}: response exceeded the {self.timeouts.total:g}s deadline")
+            if sock is not None and fp is not None and _would_block(http_response, fp, sock):
+                wait = min(ping_every, idle_limit - (now - last_data), deadline - now)
+                if wait > 0 and not _readable(sock, wait):
+                    if time.monotonic() - last_data >= idle_limit:
+                        raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s")
+                    yield PING
+                    continue
+            try:
+                data = raw.read1(READ_SIZE, decode_content=True)
+            except ReadTimeoutError:
+                raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s") from None
+            except (Urllib3HTTPError, OSError, ValueError, AttributeError) as exc:
+                raise UpstreamUnavailable(
+                    f"{self.provider.name}: connection broke mid-response: {_reason(exc)}"
+                ) from None
+            if not data:
+                return
+            last_data = time.monotonic()
+            yield data
+
+
+def _socket_of(raw: Any) -> socket.socket | None:
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _would_block(http_response: Any, fp: Any, sock: socket.socket) -> bool:
+    """Whether the next read would have to wait for the network.
+
+    Looks only at bytes already received (Python's buffer, the TLS layer), so a silent
+    upstream can be answered with a ping instead of a blocked read. For chunked bodies a
+    chunk's trailing CRLF alone is not "data": reading on would block on the next size line.
+    """
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    previous = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)
+        buffered = fp.peek(1)
+    except (BlockingIOError, ssl.SSLWantReadError, TimeoutError, InterruptedError):
+        return True
+    except (OSError, ValueError):
+        return False  # let the real read raise the real error
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:
+            pass
+    if not buffered:
+        return True
+    if not getattr(http_response, "chunked", False):
+        return False
+    left = getattr(http_response, "chunk_left", None)
+    if left:
+        return False
+    return buffered.count(b"\n") < (1 if left is None else 2)
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    try:
+        ready, _, _ = select.select([sock], [], [], timeout)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
