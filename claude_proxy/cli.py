@@ -157,7 +157,21 @@ def serve(config: Config) -> int:
     return 0
 
 
+# Subcommands live in their own modules, each with `main(argv) -> int`.
+SUBCOMMANDS = {
+    "run": "claude_proxy.launcher",  # claude-proxy run -- <claude args>
+    "doctor": "claude_proxy.doctor",  # checks config, key, upstream, a one-token completion
+    "logs": "claude_proxy.logsummary",  # claude-proxy logs --summary
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return int(module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.show_config_paths:

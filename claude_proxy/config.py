@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .models import ModelMap
+from .models import DEFAULT_PROVIDER, Chain, ModelMap, parse_chain
 from .providers import PRESETS, Preset, preset
+from .routing import SCENARIOS, RoutingConfig
 from .translate.dialect import Dialect
 
 if sys.version_info >= (3, 11):
@@ -84,6 +85,15 @@ class Config:
     workers: int = 2
     threads: int = 64
     source: str | None = None
+    # Several providers: `provider` is the default one (the seed's [provider] table, named "default").
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    default_provider: str = DEFAULT_PROVIDER
+    routes: Mapping[str, Chain] = field(default_factory=dict)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            object.__setattr__(self, "providers", {self.default_provider: self.provider})
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -127,7 +137,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-TOP_LEVEL = {"port", "host", "timeout", "provider", "models", "params", "server", "upstream"}
+TOP_LEVEL = {"port", "host", "timeout", "provider", "providers", "models", "routes", "routing", "params", "server", "upstream"}
+ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
 SERVER_KEYS = {
     "auth_keys",
@@ -237,6 +248,8 @@ def build_provider(
     if not name:
         if base_url:
             name = "custom"
+        elif prefix.startswith("providers.") and preset(prefix.split(".")[1]):
+            name = prefix.split(".")[1]
         else:
             names = ", ".join(PRESETS)
             raise ConfigError(f"{where}: '{prefix}name' is required (one of: {names})")
@@ -275,11 +288,66 @@ def build_provider(
     )
 
 
-def _models(table: Mapping[str, Any], where: str) -> ModelMap:
+def _models(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> ModelMap:
+    chains: dict[str, Chain] = {}
     for key, value in table.items():
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: 'models.\"{key}\"' must be a model name string, got {value!r}")
-    return ModelMap(table)
+        try:
+            chains[key] = parse_chain(value, providers, default)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'models.\"{key}\"': {exc}") from None
+    return ModelMap(chains, providers, default)
+
+
+def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> dict[str, Chain]:
+    routes: dict[str, Chain] = {}
+    for key, value in table.items():
+        if key not in SCENARIOS:
+            raise ConfigError(f"{where}: unknown route 'routes.{key}' (expected one of: {', '.join(SCENARIOS)})")
+        try:
+            routes[key] = parse_chain(value, providers, default)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'routes.{key}': {exc}") from None
+    return routes
+
+
+def _providers(
+    root: _Reader, where: str, env: Mapping[str, str], cli_provider: str | None
+) -> tuple[dict[str, ProviderConfig], str]:
+    """[provider] (named "default") and every [providers.NAME] → (providers, default name)."""
+    provider_table = root.table_of("provider")
+    named = root.table_of("providers")
+    routing = root.table_of("routing")
+    providers: dict[str, ProviderConfig] = {}
+    for name, table in named.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: 'providers.{name}' must be a table")
+        if name == DEFAULT_PROVIDER and provider_table:
+            raise ConfigError(f"{where}: 'providers.{name}' clashes with [provider], which is the provider called default")
+        providers[name] = build_provider(table, where, env, prefix=f"providers.{name}.")
+    default = routing.get("default_provider") if isinstance(routing.get("default_provider"), str) else None
+    if provider_table or cli_provider or not providers:
+        if not provider_table and not cli_provider:
+            raise ConfigError(
+                f"{where}: no provider configured: add a [provider] table or pass --provider NAME "
+                f"(one of: {', '.join(PRESETS)})"
+            )
+        prov = build_provider(provider_table, where, env, cli_provider)
+        if cli_provider and provider_table.get("name") and provider_table["name"] != cli_provider:
+            # --provider switches presets: keep only the table's keys that are not preset-specific
+            kept = {k: v for k, v in provider_table.items() if k in ("api_key_from_client", "headers", "quirks")}
+            prov = build_provider(kept, where, env, cli_provider)
+        providers = {DEFAULT_PROVIDER: prov, **providers}
+        default = default or DEFAULT_PROVIDER
+    if default is None:
+        if len(providers) != 1:
+            raise ConfigError(
+                f"{where}: several [providers] and no [provider]: set 'routing.default_provider' to one of "
+                f"{', '.join(providers)}"
+            )
+        default = next(iter(providers))
+    if default not in providers:
+        raise ConfigError(f"{where}: 'routing.default_provider' names unknown provider {default!r}")
+    return providers, default
 
 
 def load_config(
@@ -301,23 +369,22 @@ def load_config(
         data = read_toml(found) if found else {}
         where = str(found) if found else "<no config file>"
     root = _Reader(where, data, "", TOP_LEVEL)
-    provider_table = root.table_of("provider")
-    if not provider_table and not provider:
-        raise ConfigError(
-            f"{where}: no provider configured: add a [provider] table or pass --provider NAME "
-            f"(one of: {', '.join(PRESETS)})"
-        )
-    prov = build_provider(provider_table, where, env, provider) if provider_table or provider else None
-    assert prov is not None
-    if provider and provider_table.get("name") and provider_table["name"] != provider:
-        # --provider switches presets: keep only the table's keys that are not preset-specific
-        kept = {k: v for k, v in provider_table.items() if k in ("api_key_from_client", "headers", "quirks")}
-        prov = build_provider(kept, where, env, provider)
+    providers, default = _providers(root, where, env, provider)
 
     params = _Reader(where, root.table_of("params"), "params.", PARAMS_KEYS)
     extra = params.table_of("extra")
     if extra:
-        prov = replace(prov, dialect=prov.dialect.with_overrides(extra_body={**prov.dialect.extra_body, **extra}))
+        providers = {
+            name: replace(p, dialect=p.dialect.with_overrides(extra_body={**p.dialect.extra_body, **extra}))
+            for name, p in providers.items()
+        }
+    routing = _Reader(where, root.table_of("routing"), "routing.", ROUTING_KEYS)
+    routing_config = RoutingConfig(
+        long_context_threshold=routing.integer("long_context_threshold", RoutingConfig.long_context_threshold, 1, 10**8),
+        background_models=routing.strings("background_models", RoutingConfig.background_models),
+        cooldown_failures=routing.integer("cooldown_failures", RoutingConfig.cooldown_failures, 1, 1000),
+        cooldown_seconds=routing.number("cooldown_seconds", RoutingConfig.cooldown_seconds),
+    )
     server = _Reader(where, root.table_of("server"), "server.", SERVER_KEYS)
     upstream = _Reader(where, root.table_of("upstream"), "upstream.", UPSTREAM_KEYS)
 
@@ -329,8 +396,12 @@ def load_config(
     total = upstream.number("timeout", root.number("timeout", Timeouts.total))
     max_body = server.get("max_body_size", (int, str), 'a size in bytes or a string like "32MB"', None)
     return Config(
-        provider=prov,
-        models=_models(root.table_of("models"), where),
+        provider=providers[default],
+        providers=providers,
+        default_provider=default,
+        routes=_routes(root.table_of("routes"), where, providers, default),
+        routing=routing_config,
+        models=_models(root.table_of("models"), where, providers, default),
         host=root.get("host", str, "an address string", DEFAULT_HOST),
         port=root.integer("port", DEFAULT_PORT, 0, 65535),
         drop=frozenset(params.strings("drop", DEFAULT_DROP)),

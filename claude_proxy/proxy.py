@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from . import __version__
-from .config import Config
+from .config import Config, ProviderConfig
 from .errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -25,6 +25,8 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .journal import Journal, redact
+from .models import DEFAULT_PROVIDER, Target
+from .routing import ProviderHealth, Router
 from .schemas import validate_messages_request
 from .translate import SSEParser, StreamTranslator, format_events, openai_to_anthropic, translate_request
 from .translate.errors import TYPE_STATUS, envelope, upstream_error_message, upstream_error_type
@@ -76,19 +78,51 @@ class Call:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One target of a chain, with the provider and the connection pool that serve it."""
+
+    target: Target
+    provider: ProviderConfig
+    upstream: Upstream
+    label: str  # the provider's name in headers, logs and metrics
+    last: bool  # the chain's last target: retries (and Retry-After) apply only here
+
+
+def falls_back(error: ProxyError) -> bool:
+    """Failures that move a chain to its next target: the provider, not the request, is at fault."""
+    if isinstance(error, (UpstreamUnavailable, UpstreamTimeout)):
+        return True
+    return isinstance(error, UpstreamHTTPError) and (error.status == 429 or error.status >= 500)
+
+
 class Proxy:
     def __init__(self, config: Config, upstream: Upstream | None = None, journal: Journal | None = None) -> None:
         self.config = config
         self.provider = config.provider
         self.upstream = upstream or Upstream(config.provider, config.timeouts, config.retry, pool_size=config.threads)
-        secrets = tuple(k for k in (config.provider.api_key, *config.auth_keys) if k)
+        self.upstreams: dict[str, Upstream] = {
+            name: self.upstream
+            if name == config.default_provider
+            else Upstream(provider, config.timeouts, config.retry, pool_size=config.threads)
+            for name, provider in config.providers.items()
+        }
+        self.router = Router(config.models, config.routes, config.providers, config.default_provider, config.routing)
+        self.health_of = ProviderHealth(config.routing)
+        provider_keys = [p.api_key for p in config.providers.values()]
+        secrets = tuple(k for k in (config.provider.api_key, *provider_keys, *config.auth_keys) if k)
         self.journal = journal or Journal(config.log_file, secrets=secrets, log_bodies=config.log_bodies)
         self.secrets = secrets
         self._models_cache: tuple[float, list[str]] = (0.0, [])
 
     def close(self) -> None:
-        self.upstream.close()
+        for upstream in {id(u): u for u in self.upstreams.values()}.values():
+            upstream.close()
         self.journal.close()
+
+    def label(self, name: str) -> str:
+        provider = self.config.providers[name]
+        return provider.name if name == DEFAULT_PROVIDER else name
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -99,20 +133,21 @@ class Proxy:
         auth = headers.get("authorization", "")
         return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
-    def _upstream_auth(self, headers: Mapping[str, str]) -> dict[str, str]:
+    def _upstream_auth(
+        self, headers: Mapping[str, str], provider: ProviderConfig | None = None, upstream: Upstream | None = None
+    ) -> dict[str, str]:
+        provider = provider or self.provider
+        upstream = upstream or self.upstream
         client_key = self._client_key(headers)
-        if self.provider.key_missing or (
-            self.provider.api_key_from_client
-            and not self.provider.api_key
-            and not client_key
-            and self.provider.key_required
+        if provider.key_missing or (
+            provider.api_key_from_client and not provider.api_key and not client_key and provider.key_required
         ):
-            var = self.provider.api_key_env or "the provider's key variable"
+            var = provider.api_key_env or "the provider's key variable"
             raise AuthenticationFailed(
-                f"claude-proxy has no API key for provider '{self.provider.name}': set the environment variable "
-                f"{var} (or api_key in the [provider] table) and restart the proxy"
+                f"claude-proxy has no API key for provider '{provider.name}': set the environment variable "
+                f"{var} (or api_key in its provider table) and restart the proxy"
             )
-        return self.upstream.auth_headers(client_key)
+        return upstream.auth_headers(client_key)
 
     def _finish(self, call: Call, status: int, **fields: Any) -> None:
         record = {
@@ -152,36 +187,67 @@ class Proxy:
 
     def _messages(self, raw: bytes, headers: Mapping[str, str], call: Call) -> Reply:
         body = self._validated(raw, call)
-        upstream_model = self.config.models.resolve(body["model"])
         stream = bool(body.get("stream"))
-        call.record.update(upstream_model=upstream_model, stream=stream)
-        if self.provider.format == "anthropic":
-            return self._passthrough("/v1/messages", raw, body, upstream_model, headers, call, stream)
-        auth = self._upstream_auth(headers)
+        plan = self.router.plan(body)
+        call.record.update(route=plan.route, stream=stream)
+        targets = self.health_of.order(plan.chain)
+        failed: list[dict[str, Any]] = []
+        for n, target in enumerate(targets):
+            provider = self.config.providers[target.provider]
+            attempt = Attempt(target, provider, self.upstreams[target.provider], self.label(target.provider),
+                              last=n == len(targets) - 1)
+            call.record.update(provider=attempt.label, upstream_model=target.model)
+            try:
+                reply = self._attempt(attempt, raw, body, headers, call, stream)
+            except ProxyError as error:
+                if falls_back(error):
+                    self.health_of.failure(target.provider)
+                    failed.append({"provider": attempt.label, "model": target.model, "status": error.status,
+                                   "error_type": error.error_type, "error": redact(error.message, self.secrets)})
+                    call.record["failed_attempts"] = failed
+                    if not attempt.last:
+                        continue
+                raise
+            self.health_of.success(target.provider)
+            reply.headers.update({"x-claude-proxy-route": plan.route, "x-claude-proxy-provider": attempt.label,
+                                  "x-claude-proxy-model": target.model})
+            return reply
+        raise AssertionError("unreachable: a chain has at least one target")  # pragma: no cover
+
+    def _attempt(
+        self, attempt: Attempt, raw: bytes, body: dict[str, Any], headers: Mapping[str, str], call: Call, stream: bool
+    ) -> Reply:
+        """One target, translated afresh from the client's original body."""
+        provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
+        if provider.format == "anthropic":
+            return self._passthrough("/v1/messages", raw, body, model, headers, call, stream, attempt)
+        auth = self._upstream_auth(headers, provider, upstream)
         forward = {}
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
-        translation = translate_request(body, model=upstream_model, dialect=self.provider.dialect, forward=forward)
+        translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward)
         payload = orjson.dumps(translation.body)
         deadline = time.monotonic() + self.config.timeouts.total
         out_headers = {**auth, "X-Request-Id": call.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
-        response = self.upstream.post_json("/chat/completions", payload, out_headers, stream=stream, deadline=deadline)
+        response = upstream.post_json(
+            "/chat/completions", payload, out_headers, stream=stream, deadline=deadline, retry=attempt.last
+        )
         if stream:
             translator = StreamTranslator(translation.context, message_id=new_message_id())
-            return Reply(200, self._stream(response, translator, call, deadline), SSE, dict(STREAM_HEADERS))
-        content = self.upstream.read(response, deadline)
+            return Reply(200, self._stream(response, translator, call, deadline, upstream), SSE, dict(STREAM_HEADERS))
+        content = upstream.read(response, deadline)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise UpstreamUnavailable(f"{self.provider.name}: upstream answered with a body that is not JSON") from None
+            raise UpstreamUnavailable(f"{provider.name}: upstream answered with a body that is not JSON") from None
         if not isinstance(data, dict) or data.get("error") or _choice_error(data):
             payload_error = data if not isinstance(data, dict) or data.get("error") else _choice_error(data)
             message = upstream_error_message(payload_error) or "upstream returned an error"
             error_type = upstream_error_type(payload_error) or "api_error"
             status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
-            raise ProxyError(f"{self.provider.name}: {message}", status=status, error_type=error_type)
+            raise ProxyError(f"{provider.name}: {message}", status=status, error_type=error_type)
         message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
         usage = message["usage"]
         self._finish(
@@ -194,13 +260,15 @@ class Proxy:
         )
         return json_reply(message)
 
-    def _stream(self, response: Any, translator: StreamTranslator, call: Call, deadline: float) -> Iterator[bytes]:
+    def _stream(
+        self, response: Any, translator: StreamTranslator, call: Call, deadline: float, upstream: Upstream
+    ) -> Iterator[bytes]:
         parser = SSEParser()
         first_byte: float | None = None
         disconnected = False
         try:
             try:
-                for piece in self.upstream.iter_body(response, deadline):
+                for piece in upstream.iter_body(response, deadline):
                     if piece is PING:
                         events = translator.ping()
                     else:
@@ -223,7 +291,7 @@ class Proxy:
                     if events:
                         yield format_events(events)
             except (UpstreamTimeout, UpstreamUnavailable, SSEError) as exc:
-                message = exc.message if isinstance(exc, ProxyError) else f"{self.provider.name}: {exc}"
+                message = exc.message if isinstance(exc, ProxyError) else f"{upstream.provider.name}: {exc}"
                 # A finish_reason already seen means the answer was complete; the rest was trailing.
                 events = translator.finish() if translator.finish_reason else translator.fail("api_error", message)
                 yield format_events(events)
@@ -252,11 +320,14 @@ class Proxy:
 
     # -- Anthropic passthrough -------------------------------------------------------
 
-    def _passthrough_headers(self, headers: Mapping[str, str], call: Call) -> dict[str, str]:
+    def _passthrough_headers(
+        self, headers: Mapping[str, str], call: Call, provider: ProviderConfig | None = None
+    ) -> dict[str, str]:
+        provider = provider or self.provider
         client_key = self._client_key(headers)
-        key = self.provider.api_key or (client_key if self.provider.api_key_from_client else None)
-        if not key and self.provider.key_required:
-            self._upstream_auth(headers)  # raises with the helpful message
+        key = provider.api_key or (client_key if provider.api_key_from_client else None)
+        if not key and provider.key_required:
+            self._upstream_auth(headers, provider)  # raises with the helpful message
         out = {"x-api-key": key} if key else {}
         for name in FORWARD_TO_ANTHROPIC:
             if headers.get(name):
@@ -274,22 +345,30 @@ class Proxy:
         headers: Mapping[str, str],
         call: Call,
         stream: bool,
+        attempt: Attempt | None = None,
     ) -> Reply:
-        out_headers = self._passthrough_headers(headers, call)
+        provider = attempt.provider if attempt else self.provider
+        upstream = attempt.upstream if attempt else self.upstream
+        last = attempt.last if attempt else True
+        out_headers = self._passthrough_headers(headers, call, provider)
         if upstream_model != body["model"]:
             raw = orjson.dumps({**body, "model": upstream_model})
         deadline = time.monotonic() + self.config.timeouts.total
         try:
-            response = self.upstream.post_json(path, raw, out_headers, stream=stream, deadline=deadline)
+            response = upstream.post_json(path, raw, out_headers, stream=stream, deadline=deadline, retry=last)
         except UpstreamHTTPError as error:
-            if error.raw and b'"error"' in error.raw:
+            # Anthropic's own error bodies go back unmodified (Claude Code matches on their wording),
+            # unless a fallback target is still to be tried.
+            if error.raw and b'"error"' in error.raw and (last or not falls_back(error)):
                 self.fail(call, error)
                 return Reply(error.status, error.raw, JSON, dict(error.headers))
             raise
         content_type = response.headers.get("content-type", JSON)
         if stream and content_type.startswith(SSE):
-            return Reply(response.status_code, self._relay(response, call, deadline), SSE, dict(STREAM_HEADERS))
-        content = self.upstream.read(response, deadline)
+            return Reply(
+                response.status_code, self._relay(response, call, deadline, upstream), SSE, dict(STREAM_HEADERS)
+            )
+        content = upstream.read(response, deadline)
         fields: dict[str, Any] = {}
         try:
             usage = orjson.loads(content).get("usage") or {}
@@ -299,11 +378,11 @@ class Proxy:
         self._finish(call, response.status_code, **fields)
         return Reply(response.status_code, content, content_type)
 
-    def _relay(self, response: Any, call: Call, deadline: float) -> Iterator[bytes]:
+    def _relay(self, response: Any, call: Call, deadline: float, upstream: Upstream) -> Iterator[bytes]:
         """Anthropic SSE bytes through as they arrive; a broken upstream ends with an error event."""
         error: ProxyError | None = None
         try:
-            for piece in self.upstream.iter_body(response, deadline):
+            for piece in upstream.iter_body(response, deadline):
                 yield b'event: ping\ndata: {"type":"ping"}\n\n' if piece is PING else piece
         except (UpstreamTimeout, UpstreamUnavailable) as exc:
             error = exc
@@ -381,6 +460,15 @@ class Proxy:
         return json_reply(_model_object(model_id))
 
     def health(self) -> dict[str, Any]:
+        providers = {
+            self.label(name): {
+                "format": provider.format,
+                "upstream": host_of(provider.base_url),
+                "api_key_configured": not provider.key_missing,
+                **self.health_of.state(name),
+            }
+            for name, provider in self.config.providers.items()
+        }
         return {
             "status": "ok",
             "version": __version__,
@@ -389,6 +477,7 @@ class Proxy:
             "upstream": host_of(self.provider.base_url),
             "api_key_configured": not self.provider.key_missing,
             "models_mapped": len(self.config.models),
+            "providers": providers,
         }
 
 

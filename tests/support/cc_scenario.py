@@ -1,0 +1,235 @@
+"""One Claude Code session against claude-proxy and a scripted upstream — meant to run inside `unshare -n`.
+
+Run by tests/test_claude_code.py as::
+
+    unshare -n sh -c 'ip link set lo up && exec python tests/support/cc_scenario.py --claude BIN --out RESULT.json'
+
+so the upstream, the proxy (gunicorn) and the CLI share a network namespace whose only interface is loopback:
+whatever the CLI tries to reach besides 127.0.0.1 fails. The upstream answers the first chat completion with a
+streamed Bash tool call (``echo <marker>``) and the second with text quoting the tool message it received. The
+script writes everything the test asserts on to RESULT.json: the CLI's exit code and JSON output, the upstream's
+recorded requests, the proxy's journal and output. It never asserts itself, so a failure shows all the evidence.
+
+``--via-launcher`` runs the CLI through ``claude-proxy run`` instead of starting the proxy itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.proxy_server import ProxyServer, write_config  # noqa: E402
+from tests.support.upstream import (  # noqa: E402
+    FakeUpstream,
+    Json,
+    RecordedRequest,
+    Reset,
+    Response,
+    Stream,
+    chunk,
+    completion,
+    tool_call_delta,
+    usage_chunk,
+)
+
+UPSTREAM_MODEL = "scripted-model"
+UPSTREAM_KEY = "sk-scenario-upstream-key-0123456789"
+TOOL_CALL_ID = "call_cc_scenario_1"
+# (prompt_tokens, completion_tokens, cached_tokens) the upstream reports for turn 1 and turn 2.
+USAGE = [(1234, 56, 0), (2345, 78, 1000)]
+
+
+def _tool_turn(req: RecordedRequest, marker: str) -> Response:
+    """Turn 1: call Bash with `echo <marker>`, arguments split over several deltas like real providers do."""
+    prompt, completion_tokens, cached = USAGE[0]
+    arguments = json.dumps({"command": f"echo {marker} | tr a-z A-Z", "description": "Print the marker"})
+    if not req.stream:
+        call = {"id": TOOL_CALL_ID, "type": "function", "function": {"name": "Bash", "arguments": arguments}}
+        body = completion(
+            "Running it.", tool_calls=[call], finish_reason="tool_calls", model=UPSTREAM_MODEL,
+            prompt_tokens=prompt, completion_tokens=completion_tokens,
+        )  # fmt: skip
+        return Json(body)
+    cut = [0, 5, 17, len(arguments) // 2, len(arguments)]
+    items: list[Any] = [chunk(role="assistant", content="", model=UPSTREAM_MODEL)]
+    items.append(chunk("Running it.", model=UPSTREAM_MODEL))
+    items.append(
+        chunk(tool_calls=[tool_call_delta(0, id=TOOL_CALL_ID, name="Bash", arguments="")], model=UPSTREAM_MODEL)
+    )
+    for start, end in zip(cut, cut[1:]):
+        items.append(chunk(tool_calls=[tool_call_delta(0, arguments=arguments[start:end])], model=UPSTREAM_MODEL))
+    items.append(chunk(finish_reason="tool_calls", model=UPSTREAM_MODEL))
+    items.append(usage_chunk(prompt, completion_tokens, cached, model=UPSTREAM_MODEL))
+    return Stream(items)
+
+
+def _answer_turn(req: RecordedRequest, tool_output: str) -> Response:
+    """Turn 2: text that quotes what the tool message carried (so the test sees the tool really ran)."""
+    prompt, completion_tokens, cached = USAGE[1]
+    text = f"The command printed: {tool_output.strip()}"
+    if not req.stream:
+        body = completion(
+            text, model=UPSTREAM_MODEL, prompt_tokens=prompt, completion_tokens=completion_tokens
+        )  # fmt: skip
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+        return Json(body)
+    pieces = [text[:10], text[10:25], text[25:]]
+    items: list[Any] = [chunk(role="assistant", content="", model=UPSTREAM_MODEL)]
+    items += [chunk(piece, model=UPSTREAM_MODEL) for piece in pieces if piece]
+    items.append(chunk(finish_reason="stop", model=UPSTREAM_MODEL))
+    items.append(usage_chunk(prompt, completion_tokens, cached, model=UPSTREAM_MODEL))
+    return Stream(items)
+
+
+def _broken_stream() -> Response:
+    """A stream that starts fine, then the upstream connection dies: the proxy must end it with an SSE error."""
+    return Stream([chunk(role="assistant", content="", model=UPSTREAM_MODEL), Reset()])
+
+
+def make_handler(marker: str, scenario: str) -> Any:
+    broken: list[int] = []
+
+    def handler(req: RecordedRequest) -> Response:
+        if req.method != "POST" or not req.path.rstrip("/").endswith("/chat/completions"):
+            return Json({"error": {"message": f"no route for {req.method} {req.path}", "type": "not_found"}}, 404)
+        messages = req.json.get("messages", []) if isinstance(req.json, dict) else []
+        tools = [m for m in messages if isinstance(m, dict) and m.get("role") == "tool"]
+        if not tools:
+            if scenario == "fallback" and req.stream and not broken:
+                broken.append(req.index)
+                return _broken_stream()
+            return _tool_turn(req, marker)
+        content = tools[-1].get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return _answer_turn(req, str(content))
+
+    return handler
+
+
+def _request_record(req: RecordedRequest) -> dict[str, Any]:
+    return {
+        "method": req.method,
+        "path": req.path,
+        "query": req.query,
+        "headers": dict(req.headers.items()),
+        "json": req.json,
+        "body_bytes": len(req.body),
+    }
+
+
+def cli_env(home: Path, base_url: str | None) -> dict[str, str]:
+    """A clean environment for the CLI: no inherited ANTHROPIC_* settings, a throwaway HOME, side traffic off."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "TMPDIR": str(home / "tmp"),
+        "LANG": "C.UTF-8",
+        "ANTHROPIC_API_KEY": "dummy-client-key",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    }
+    if base_url:
+        env["ANTHROPIC_BASE_URL"] = base_url
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    marker = args.marker or f"cc-marker-{secrets.token_hex(6)}"
+    work = Path(tempfile.mkdtemp(prefix="cc-scenario-"))
+    home, project = work / "home", work / "project"
+    home.mkdir()
+    project.mkdir()
+    prompt = "Run `echo` with the marker using the Bash tool, then tell me what it printed."
+    claude_args = ["-p", prompt, "--output-format", "json", "--allowedTools", "Bash"]
+    result: dict[str, Any] = {"marker": marker, "scenario": args.scenario, "usage_scripted": USAGE}
+    with FakeUpstream() as upstream:
+        upstream.handler = make_handler(marker, args.scenario)
+        config: dict[str, Any] = {
+            "provider": {"name": "custom", "base_url": upstream.url, "api_key": UPSTREAM_KEY},
+            "models": {"*": UPSTREAM_MODEL},
+            "upstream": {"read_timeout": 30.0},
+        }
+        proxy: ProxyServer | None = None
+        started = time.monotonic()
+        try:
+            if args.via_launcher:
+                config_path = write_config(work / "claude-proxy.toml", config)
+                journal_path = work / "requests.jsonl"
+                env = cli_env(home, None)
+                env["CLAUDE_BIN"] = args.claude
+                env["PYTHONPATH"] = str(ROOT)
+                command = [sys.executable, "-m", "claude_proxy", "run", "-c", str(config_path)]
+                command += ["--log-file", str(journal_path), "--", *claude_args]
+            else:
+                proxy = ProxyServer(config).start()
+                env = cli_env(home, proxy.url)
+                command = [args.claude, *claude_args]
+            try:
+                done = subprocess.run(
+                    command, cwd=project, env=env, capture_output=True, text=True, timeout=args.timeout
+                )
+                result["returncode"], result["stdout"], result["stderr"] = done.returncode, done.stdout, done.stderr
+            except subprocess.TimeoutExpired as exc:
+                result["returncode"] = None
+                result["stdout"] = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+                result["stderr"] = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+                result["timeout"] = args.timeout
+            result["cli_seconds"] = round(time.monotonic() - started, 2)
+            try:
+                result["cli_json"] = json.loads(result["stdout"])
+            except (TypeError, ValueError):
+                result["cli_json"] = None
+        finally:
+            if proxy is not None:
+                proxy.stop()
+                result["journal"] = proxy.journal()
+                result["proxy_output"] = proxy.output()
+            elif args.via_launcher:
+                journal_file = work / "requests.jsonl"
+                lines = journal_file.read_text().splitlines() if journal_file.exists() else []
+                result["journal"] = [json.loads(line) for line in lines if line.strip()]
+            result["upstream_requests"] = [_request_record(r) for r in upstream.requests]
+            result["upstream_errors"] = upstream.errors
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claude", required=True, help="the claude executable")
+    parser.add_argument("--out", required=True, help="where to write the JSON result")
+    parser.add_argument("--marker", help="what the tool call echoes (random by default)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds the CLI may take")
+    parser.add_argument(
+        "--scenario",
+        choices=["tool", "fallback"],
+        default="tool",
+        help="fallback: the first stream breaks mid-way, so the CLI must retry without streaming",
+    )
+    parser.add_argument("--via-launcher", action="store_true", help="run the CLI through `claude-proxy run`")
+    args = parser.parse_args(argv)
+    result = run(args)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
