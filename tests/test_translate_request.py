@@ -437,6 +437,34 @@ def test_tool_result_images_follow_as_a_user_message() -> None:
     ]
 
 
+def test_tool_result_pdf_follows_as_a_file_part_or_becomes_a_note() -> None:
+    messages = [
+        assistant_calls(("t1", "Read", {"path": "r.pdf"})),
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "read 1 page"},
+                {"type": "document", "source": PDF, "title": "r"},
+            ]},
+        ]},
+    ]
+    assert translate(req(messages), dialect=Dialect(pdf_file_parts=True))["messages"] == [
+        openai_calls(("t1", "Read", {"path": "r.pdf"})),
+        {"role": "tool", "tool_call_id": "t1", "content": "read 1 page\n\n[document attached in the next message]"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Image output of tool call t1:"},
+                {"type": "file", "file": {"filename": "r.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}},
+            ],
+        },
+    ]
+    assert translate(req(messages))["messages"] == [
+        openai_calls(("t1", "Read", {"path": "r.pdf"})),
+        {"role": "tool", "tool_call_id": "t1", "content": "read 1 page\n\n[Document: r (application/pdf) omitted: "
+                                                           "this provider does not accept file attachments]"},
+    ]
+
+
 def test_text_next_to_tool_results_keeps_order_after_the_tool_messages() -> None:
     messages = [
         {"role": "user", "content": "go"},
@@ -1100,3 +1128,10 @@ def test_claude_code_fixture_through_openrouter() -> None:
     out = translate(body, model="anthropic/claude-opus", dialect=Dialect(reasoning_param="openrouter", user_field=True))
     assert out["reasoning"] == {"effort": "high"}
     assert out["user"] == hashlib.sha256(body["metadata"]["user_id"].encode()).hexdigest()[:64]
+
+
+def test_reasoning_models_get_no_stop_sequences() -> None:
+    body = req(stop_sequences=["END"], temperature=0.2)
+    assert "stop" not in translate(body, model="o3-mini", dialect=REASONING)
+    assert "temperature" not in translate(body, model="o3-mini", dialect=REASONING)
+    assert translate(body, model="gpt-4o", dialect=REASONING)["stop"] == ["END"]

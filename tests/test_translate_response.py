@@ -319,10 +319,17 @@ def test_finish_reasons(reason: str | None, expected: str) -> None:
     assert map_finish_reason(reason) == expected
 
 
-@pytest.mark.parametrize("reason", ["stop", "length", "content_filter", None, "eos"])
-def test_any_finish_reason_with_tool_calls_is_tool_use(reason: str | None) -> None:
+@pytest.mark.parametrize("reason", ["stop", "tool_calls", None, "eos", "something_new"])
+def test_finish_reason_with_tool_calls_is_tool_use(reason: str | None) -> None:
     response = completion({"tool_calls": [call("c1", "Bash", "{}")]}, reason, USAGE)
     assert convert(response)["stop_reason"] == "tool_use"
+
+
+@pytest.mark.parametrize(("reason", "expected"), [("length", "max_tokens"), ("content_filter", "refusal")])
+def test_cut_off_or_refused_tool_calls_keep_their_reason(reason: str, expected: str) -> None:
+    # a tool call truncated by max_tokens must not look complete and runnable
+    response = completion({"tool_calls": [call("c1", "Bash", "{}")]}, reason, USAGE)
+    assert convert(response)["stop_reason"] == expected
 
 
 @pytest.mark.parametrize("key", ["stop_reason", "matched_stop", "stop_sequence"])

@@ -383,7 +383,8 @@ def test_no_argument_call_followed_by_another_call() -> None:
 
 def test_truncated_arguments_are_closed() -> None:
     events = run([calls(tc(0, "call_a", "Bash", '{"command": "ls -')), chunk({}, "length", usage=U)])
-    assert events == start() + tool(0, "call_a", "Bash", '{"command": "ls -', '"}') + end("tool_use", AU)
+    # closed so the client can parse it, but the stop reason says it was cut off
+    assert events == start() + tool(0, "call_a", "Bash", '{"command": "ls -', '"}') + end("max_tokens", AU)
 
 
 def test_hopeless_arguments_end_with_an_error() -> None:
@@ -1047,3 +1048,32 @@ def test_provider_stream_is_independent_of_read_size(step: int) -> None:
     )
     assert run_sse(raw, step=step) == (start() + thinking(0, "R") + text(1, "héllo ✓")
                                        + tool(2, "call_a", "Bash", '{"command": "é"}') + end("tool_use", AU))
+
+
+def test_gateway_numbering_every_call_zero_still_gives_two_calls() -> None:
+    # Some gateways put index 0 on every call; a new id that carries a name after a complete
+    # call starts a new one (a host that only changes the id mid-call sends no name).
+    events = run([
+        calls(tc(0, "call_a", "Bash", ARGS_LS)),
+        calls(tc(0, "call_b", "Read", '{"path": ')),
+        calls(tc(0, args='"x"}')),
+        chunk({}, "tool_calls", usage=U),
+    ])
+    assert events == (start() + tool(0, "call_a", "Bash", ARGS_LS)
+                      + tool(1, "call_b", "Read", '{"path": ', '"x"}') + end("tool_use", AU))
+
+
+def test_same_index_new_id_without_name_continues_the_call() -> None:
+    events = run([
+        calls(tc(0, "call_a", "Bash", '{"command": ')),
+        calls(tc(0, "call_changed", None, '"ls"}')),
+        chunk({}, "tool_calls", usage=U),
+    ])
+    assert events == start() + tool(0, "call_a", "Bash", '{"command": ', '"ls"}') + end("tool_use", AU)
+
+
+def test_empty_data_line_is_a_keep_alive() -> None:
+    translator = StreamTranslator(context())
+    assert translator.feed_data("") == []
+    assert translator.feed_data("  ") == []
+    assert not translator.ended

@@ -178,7 +178,7 @@ def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 
 
 def _tool_result_messages(block: dict[str, Any], dialect: Dialect) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A tool_result → the tool message, plus image parts that must follow as a user turn."""
+    """A tool_result → the tool message, plus image/file parts that must follow as a user turn."""
     tool_id = to_upstream_id(str(block.get("tool_use_id", "")), dialect.tool_id_style)
     content = block.get("content")
     images: list[dict[str, Any]] = []
@@ -197,7 +197,12 @@ def _tool_result_messages(block: dict[str, Any], dialect: Dialect) -> tuple[dict
                     images.append(part)
                     texts.append("[image attached in the next message]")
             elif kind == "document":
-                texts.extend(p["text"] for p in _document_parts(item, dialect) if p["type"] == "text")
+                for part in _document_parts(item, dialect):
+                    if part["type"] == "text":
+                        texts.append(part["text"])
+                    else:  # a file part: like images, it can only travel in a user message
+                        images.append(part)
+                        texts.append("[document attached in the next message]")
             else:
                 texts.append(_flatten_block(item))
         text = "\n\n".join(t for t in texts if t)
@@ -424,7 +429,7 @@ def translate_request(
                 out[name] = body[name]
         if dialect.top_k and body.get("top_k") is not None:
             out["top_k"] = body["top_k"]
-    if body.get("stop_sequences"):
+    if body.get("stop_sequences") and not reasoning:  # o-series / gpt-5 reject `stop`
         out["stop"] = list(body["stop_sequences"])
 
     tools = _tools(body.get("tools") or [], dialect)

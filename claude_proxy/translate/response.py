@@ -44,16 +44,19 @@ def signature_for(thinking: str) -> str:
 
 
 def map_finish_reason(reason: str | None, *, saw_tool_calls: bool = False) -> str:
+    """Anthropic stop_reason for an upstream finish_reason.
+
+    Tool calls make it `tool_use` whatever a plain "stop" says (Gemini, older Ollama), but a
+    cut-off (`max_tokens`) or a refusal wins: a truncated tool call must not look runnable.
+    """
+    mapped = FINISH_REASONS.get(reason.lower()) if reason else None
+    if mapped is None and reason and ("filter" in reason.lower() or "safety" in reason.lower()):
+        mapped = "refusal"
+    if mapped in ("max_tokens", "refusal"):
+        return mapped
     if saw_tool_calls:
         return "tool_use"
-    if not reason:
-        return "end_turn"
-    mapped = FINISH_REASONS.get(reason.lower())
-    if mapped:
-        return mapped
-    if "filter" in reason.lower() or "safety" in reason.lower():
-        return "refusal"
-    return "end_turn"
+    return mapped or "end_turn"
 
 
 def matched_stop(choice: dict[str, Any], stop_sequences: tuple[str, ...]) -> str | None:

@@ -76,6 +76,7 @@ class StreamTranslator:
         self._next_index = 0
         self._calls: dict[Any, _Call] = {}
         self._ids: dict[str, Any] = {}
+        self._by_index: dict[int, Any] = {}
         self._last_key: Any = None
         self._anon = 0
         self._saw_tool_calls = False
@@ -130,6 +131,8 @@ class StreamTranslator:
         """One SSE `data` payload: a JSON chunk, `[DONE]`, or an in-band error."""
         if self.ended:
             return []
+        if not data.strip():
+            return []  # an empty `data:` line is a keep-alive, not a chunk
         if data.strip() == "[DONE]":
             if self.finish_reason is None:
                 self.finish_reason = "stop"  # an explicit end marker, not a cut-off
@@ -314,7 +317,23 @@ class StreamTranslator:
         index = fragment.get("index")
         frag_id = fragment.get("id") if isinstance(fragment.get("id"), str) and fragment.get("id") else None
         if isinstance(index, int) and not isinstance(index, bool):
-            key: Any = ("index", index)
+            key: Any = self._by_index.get(index, ("index", index))
+            current = self._calls.get(key)
+            function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+            if (
+                current is not None
+                and frag_id
+                and current.id
+                and frag_id != current.id
+                and function.get("name")
+                and _is_object(current.arguments)
+            ):
+                # A gateway that numbers every call 0: a new id *with a name* after a complete
+                # call is a new call (a host that merely changes ids mid-call sends no name).
+                self._anon += 1
+                key = ("index", index, self._anon)
+                self._ids[frag_id] = key
+            self._by_index[index] = key
         elif frag_id is not None:
             key = self._ids.get(frag_id, ("id", frag_id))
         elif self._last_key is not None:
