@@ -17,8 +17,9 @@ import orjson
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .config import Config, load_config
-from .errors import NotFound, ProxyError, RequestTooLarge
+from .errors import InvalidRequest, NotFound, ProxyError, RequestTooLarge
 from .proxy import JSON, Call, Proxy, Reply
 from .translate.errors import envelope, error_type_for_status
 
@@ -66,10 +67,13 @@ def _read_body(limit: int) -> bytes:
     stream = request.environ.get("wsgi.input")
     if stream is None:
         return b""
-    if length is not None:
-        data = stream.read(length) if length else b""
-    else:
-        data = stream.read(limit + 1)
+    try:
+        if length is not None:
+            data = stream.read(length) if length else b""
+        else:
+            data = stream.read(limit + 1)
+    except Exception as exc:  # the client's framing broke (bad chunk size, early close): its fault, not ours
+        raise InvalidRequest(f"body: could not be read ({type(exc).__name__})") from None
     if len(data) > limit:
         raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
     return data
@@ -82,6 +86,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     bp.proxy = proxy  # type: ignore[attr-defined]
     auth_keys = tuple(k.encode() for k in config.auth_keys)
     origins = set(config.cors_origins)
+    open_endpoints = OPEN_ENDPOINTS | ({"metrics"} if config.metrics_public else set())
 
     @bp.before_request
     def _begin() -> Response | None:
@@ -89,14 +94,18 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
         g.request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
         if request.method == "OPTIONS" and origins:
             return _preflight()
-        if auth_keys and request.endpoint and request.endpoint.rsplit(".", 1)[-1] not in OPEN_ENDPOINTS:
-            presented = request.headers.get("x-api-key") or ""
+        if auth_keys and request.endpoint and request.endpoint.rsplit(".", 1)[-1] not in open_endpoints:
             bearer = request.headers.get("authorization", "")
-            if not presented and bearer.lower().startswith("bearer "):
-                presented = bearer[7:].strip()
+            # Either header may carry it (Claude Code sends x-api-key from ANTHROPIC_API_KEY and
+            # Bearer from ANTHROPIC_AUTH_TOKEN; a user may have both set).
+            presented = (
+                request.headers.get("x-api-key") or "",
+                bearer[7:].strip() if bearer.lower().startswith("bearer ") else "",
+            )
             ok = False
-            for key in auth_keys:  # every key compared, in constant time, so timing tells nothing
-                ok |= hmac.compare_digest(presented.encode(), key)
+            for key in auth_keys:  # every pair compared, in constant time, so timing tells nothing
+                for candidate in presented:
+                    ok |= hmac.compare_digest(candidate.encode(), key)
             if not ok:
                 return _error_response(
                     401,
@@ -129,7 +138,10 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
 
     @bp.errorhandler(ProxyError)
     def _proxy_error(error: ProxyError) -> Response:
-        return _error_response(error.status, error.error_type, error.message, error.headers)
+        message = error.message
+        for secret in proxy.secrets:  # an upstream may echo the proxy's own key back ("Incorrect API key: sk-…")
+            message = message.replace(secret, "[REDACTED]")
+        return _error_response(error.status, error.error_type, message, error.headers)
 
     @bp.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
@@ -183,6 +195,13 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     def model(model_id: str) -> Response:
         _only("GET")
         return _to_response(proxy.model(model_id, request.headers))
+
+    @bp.route("/metrics", methods=ALL_METHODS, endpoint="metrics")
+    def metrics_endpoint() -> Response:
+        """Prometheus text format; behind the proxy keys unless [server] metrics_public = true."""
+        _only("GET")
+        body, content_type = metrics.metrics().exposition()
+        return Response(body, status=200, content_type=content_type)
 
     @bp.route("/<path:anything>", methods=ALL_METHODS)
     def unknown(anything: str) -> Response:

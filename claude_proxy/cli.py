@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from . import __version__
+from . import __version__, metrics
 from .config import CONFIG_ENV, Config, ConfigError, load_config, search_paths
 
 PROG = "claude-proxy"
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSONL request log (default: $XDG_STATE_HOME/claude-proxy/requests.jsonl; '-' for none)",
     )
     parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
-    parser.add_argument("--threads", type=int, help="threads per worker = concurrent requests each (default 64)")
+    parser.add_argument("--threads", type=int, help="threads per worker = concurrent requests each (default 256)")
     parser.add_argument("--show-config-paths", action="store_true", help="print the config search paths and exit")
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     return parser
@@ -88,21 +89,37 @@ def check_exposure(config: Config) -> None:
         )
 
 
+def _url_host(host: str) -> str:
+    """The bind address as a client on this machine writes it in a URL (a wildcard is reached as localhost)."""
+    if is_loopback(host) or host in ("0.0.0.0", "::", "[::]", ""):
+        return "localhost"
+    return f"[{host.strip('[]')}]" if ":" in host else host
+
+
+def _without_credentials(url: str) -> str:
+    """A URL fit to print: credentials embedded in it (user:pass@, or a token as the user) are masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
 def banner(config: Config) -> str:
     p = config.provider
-    url_host = "localhost" if is_loopback(config.host) else config.host
+    url_host = _url_host(config.host)
+    bind = f"[{config.host.strip('[]')}]" if ":" in config.host else config.host
     key = ("from the client" if p.api_key_from_client else "not needed") if not p.api_key else "set"
     if p.key_missing:
         key = f"MISSING — set {p.api_key_env}; requests will get 401 until you do"
     lines = [
         f"claude-proxy {__version__}",
         f"  provider    {p.name} ({p.format})",
-        f"  base URL    {p.base_url}",
+        f"  base URL    {_without_credentials(p.base_url)}",
         f"  API key     {key}",
         f"  config      {config.source or '(none: preset defaults)'}",
         f"  models      {len(config.models)} mapped"
         + ("" if len(config.models) else " (names pass through unchanged)"),
-        f"  listening   http://{config.host}:{config.port}  ({config.workers} workers x {config.threads} threads)",
+        f"  listening   http://{bind}:{config.port}  ({config.workers} workers x {config.threads} threads)",
         f"  log file    {config.log_file or '(off)'}",
         f"  proxy keys  {'required' if config.auth_keys else 'off'}",
         "",
@@ -118,7 +135,7 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "bind": f"{host}:{config.port}",
         "workers": config.workers,
         "threads": config.threads,
-        "worker_class": "gthread",
+        "worker_class": "claude_proxy.worker.GracefulThreadWorker",  # gthread; refuses new connections on stop
         "timeout": 120,
         "graceful_timeout": 30,
         "keepalive": 75,
@@ -127,6 +144,7 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "errorlog": "-",
         "proc_name": PROG,
         "worker_connections": max(1000, config.threads * 4),
+        "child_exit": metrics.child_exit,  # a dead worker's streams stop counting as in flight
     }
     if os.path.isdir("/dev/shm"):
         options["worker_tmp_dir"] = "/dev/shm"
@@ -136,7 +154,9 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
 def serve(config: Config) -> int:
     from gunicorn.app.base import BaseApplication
 
-    from .app import create_app
+    # Before anything imports prometheus_client: workers then share one metrics directory.
+    metrics_dir = metrics.setup_multiprocess()
+    master = os.getpid()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -148,12 +168,20 @@ def serve(config: Config) -> int:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_app(config)  # in each worker, after fork: no sockets shared
+            # Imported here, in each worker after fork: the master never loads Flask, requests or
+            # marshmallow (~20 MB less RSS), and no sockets are shared.
+            from .app import create_app
+
+            return create_app(config)
 
     if config.log_file:
         Path(config.log_file).parent.mkdir(parents=True, exist_ok=True)
     print(banner(config), file=sys.stderr, flush=True)
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        if os.getpid() == master:  # a worker's exit unwinds through here too
+            metrics.cleanup(metrics_dir)
     return 0
 
 
@@ -194,6 +222,7 @@ def app_from_environment() -> Any:
     try:
         config = load_config(provider=os.environ.get("CLAUDE_PROXY_PROVIDER") or None)
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        # 4 is gunicorn's "App failed to load": the arbiter stops instead of respawning the worker forever
+        raise SystemExit(4) from None
     return create_app(config)

@@ -78,12 +78,13 @@ class Config:
     retry: RetryPolicy = RetryPolicy()
     auth_keys: tuple[str, ...] = field(default=(), repr=False)
     allow_unauthenticated: bool = False
+    metrics_public: bool = False  # GET /metrics without a proxy key even when auth_keys are set
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 32 * 1024 * 1024
     log_file: str | None = None
     log_bodies: bool = False
     workers: int = 2
-    threads: int = 64
+    threads: int = 256  # per worker: each open stream holds one (see BENCHMARKS.md, scenario 3)
     source: str | None = None
     # Several providers: `provider` is the default one (the seed's [provider] table, named "default").
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
@@ -144,6 +145,7 @@ SERVER_KEYS = {
     "auth_keys",
     "auth_keys_env",
     "allow_unauthenticated",
+    "metrics_public",
     "cors_origins",
     "max_body_size",
     "log_file",
@@ -207,30 +209,30 @@ class _Reader:
         return self.get(key, dict, "a table", {}) or {}
 
 
-def _dialect(base: Dialect, quirks: Mapping[str, Any], where: str) -> Dialect:
+def _dialect(base: Dialect, quirks: Mapping[str, Any], where: str, prefix: str = "provider.") -> Dialect:
     changes: dict[str, Any] = {}
     for key, value in quirks.items():
         spec = DIALECT_FIELDS.get(key)
         if spec is None or key == "name":
             hint = ", ".join(sorted(k for k in DIALECT_FIELDS if k != "name"))
-            raise ConfigError(f"{where}: unknown key 'provider.quirks.{key}' (expected one of: {hint})")
+            raise ConfigError(f"{where}: unknown key '{prefix}quirks.{key}' (expected one of: {hint})")
         current = getattr(base, key)
         if isinstance(current, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"{where}: 'provider.quirks.{key}' must be true or false, got {value!r}")
+                raise ConfigError(f"{where}: '{prefix}quirks.{key}' must be true or false, got {value!r}")
         elif isinstance(current, int):
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{where}: 'provider.quirks.{key}' must be an integer, got {value!r}")
+                raise ConfigError(f"{where}: '{prefix}quirks.{key}' must be an integer, got {value!r}")
         elif isinstance(current, str):
             if not isinstance(value, str):
-                raise ConfigError(f"{where}: 'provider.quirks.{key}' must be a string, got {value!r}")
+                raise ConfigError(f"{where}: '{prefix}quirks.{key}' must be a string, got {value!r}")
         elif isinstance(current, (tuple, frozenset)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where}: 'provider.quirks.{key}' must be a list of strings, got {value!r}")
+                raise ConfigError(f"{where}: '{prefix}quirks.{key}' must be a list of strings, got {value!r}")
             value = frozenset(value) if isinstance(current, frozenset) else tuple(value)
         elif isinstance(current, dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: 'provider.quirks.{key}' must be a table, got {value!r}")
+                raise ConfigError(f"{where}: '{prefix}quirks.{key}' must be a table, got {value!r}")
         changes[key] = value
     return base.with_overrides(**changes) if changes else base
 
@@ -246,10 +248,11 @@ def build_provider(
     name = name_override or reader.get("name", str, 'a string (a preset name or "custom")', None)
     base_url = reader.get("base_url", str, "a URL string", None)
     if not name:
-        if base_url:
-            name = "custom"
-        elif prefix.startswith("providers.") and preset(prefix.split(".")[1]):
+        # [providers.groq] is the groq preset even when it overrides base_url (a gateway in front)
+        if prefix.startswith("providers.") and preset(prefix.split(".")[1]):
             name = prefix.split(".")[1]
+        elif base_url:
+            name = "custom"
         else:
             names = ", ".join(PRESETS)
             raise ConfigError(f"{where}: '{prefix}name' is required (one of: {names})")
@@ -272,7 +275,7 @@ def build_provider(
     headers = reader.table_of("headers")
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}: '{prefix}headers' values must be strings")
-    dialect = _dialect(found.dialect, reader.table_of("quirks"), where)
+    dialect = _dialect(found.dialect, reader.table_of("quirks"), where, prefix)
     if dialect.name != found.name and found.name != "custom":
         dialect = dialect.with_overrides(name=found.name)
     return ProviderConfig(
@@ -323,8 +326,9 @@ def _providers(
             raise ConfigError(f"{where}: 'providers.{name}' must be a table")
         if name == DEFAULT_PROVIDER and provider_table:
             raise ConfigError(f"{where}: 'providers.{name}' clashes with [provider], which is the provider called default")
-        providers[name] = build_provider(table, where, env, prefix=f"providers.{name}.")
-    default = routing.get("default_provider") if isinstance(routing.get("default_provider"), str) else None
+        # called by its table's name in errors, headers and logs (the preset stays in its dialect)
+        providers[name] = replace(build_provider(table, where, env, prefix=f"providers.{name}."), name=name)
+    default = _Reader(where, routing, "routing.", None).get("default_provider", str, "a provider name", None)
     if provider_table or cli_provider or not providers:
         if not provider_table and not cli_provider:
             raise ConfigError(
@@ -419,6 +423,7 @@ def load_config(
         ),
         auth_keys=tuple(auth_keys),
         allow_unauthenticated=server.get("allow_unauthenticated", bool, "true or false", False),
+        metrics_public=server.get("metrics_public", bool, "true or false", False),
         cors_origins=server.strings("cors_origins"),
         max_body_bytes=_size(max_body, where) if max_body is not None else Config.max_body_bytes,
         log_file=server.get("log_file", str, "a file path", None),

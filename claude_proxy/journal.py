@@ -48,10 +48,15 @@ class Journal:
     def write(self, record: dict[str, Any]) -> None:
         if self._fd is None:
             return
-        record.setdefault(
-            "time", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
-        )
-        line = json.dumps(record, ensure_ascii=False, default=str)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        record = {"time": stamp, **record}
+        try:
+            line = json.dumps(record, ensure_ascii=False, default=str)
+        except (RecursionError, ValueError, TypeError):
+            # a logged body too deep to serialise must not fail the request it describes
+            record["request_body"] = "[omitted: not serialisable]"
+            line = json.dumps(record, ensure_ascii=False, default=str)
         line = redact(line, self.secrets) + "\n"
         with self._lock:
             os.write(self._fd, line.encode())

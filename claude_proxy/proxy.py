@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import __version__, metrics
 from .config import Config, ProviderConfig
 from .errors import (
     AuthenticationFailed,
@@ -25,7 +25,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .journal import Journal, redact
-from .models import DEFAULT_PROVIDER, Target
+from .models import DEFAULT_PROVIDER, Target, client_target
 from .routing import ProviderHealth, Router
 from .schemas import validate_messages_request
 from .translate import SSEParser, StreamTranslator, format_events, openai_to_anthropic, translate_request
@@ -40,6 +40,7 @@ JSON = "application/json"
 SSE = "text/event-stream"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MODELS_CACHE_SECONDS = 300.0
+UPSTREAM_ERRORS = (UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable)
 
 
 @dataclass
@@ -68,6 +69,10 @@ def decode_json(raw: bytes) -> Any:
         raise InvalidRequest(f"body: not valid JSON: {exc}") from None
 
 
+def too_deep() -> InvalidRequest:
+    return InvalidRequest("body: JSON nested too deeply to process")
+
+
 @dataclass
 class Call:
     """What the journal records about one request."""
@@ -76,6 +81,7 @@ class Call:
     endpoint: str
     started: float = field(default_factory=time.monotonic)
     record: dict[str, Any] = field(default_factory=dict)
+    upstream_error: bool = False  # the failure came from the provider (metrics: upstream_errors_total)
 
 
 @dataclass(frozen=True)
@@ -122,16 +128,21 @@ class Proxy:
 
     def label(self, name: str) -> str:
         provider = self.config.providers[name]
-        return provider.name if name == DEFAULT_PROVIDER else name
+        # [provider] shows as its preset ("deepseek") unless a [providers.deepseek] is also configured
+        if name == DEFAULT_PROVIDER and provider.name not in self.config.providers:
+            return provider.name
+        return name
 
     # -- helpers ---------------------------------------------------------------------
 
     def _client_key(self, headers: Mapping[str, str]) -> str | None:
-        key = headers.get("x-api-key")
-        if key:
-            return key
+        """The client's own provider key (x-api-key, else Bearer); never one of the proxy's keys."""
         auth = headers.get("authorization", "")
-        return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        for key in (headers.get("x-api-key"), bearer):
+            if key and key not in self.config.auth_keys:  # the proxy's own door key stays here
+                return key
+        return None
 
     def _upstream_auth(
         self, headers: Mapping[str, str], provider: ProviderConfig | None = None, upstream: Upstream | None = None
@@ -160,15 +171,20 @@ class Proxy:
             **fields,
         }
         self.journal.write(record)
+        metrics.observe(record, call.upstream_error)
 
     def fail(self, call: Call, error: ProxyError) -> None:
+        call.upstream_error = call.upstream_error or isinstance(error, UPSTREAM_ERRORS)
         self._finish(call, error.status, error_type=error.error_type, error=redact(error.message, self.secrets))
 
     # -- POST /v1/messages -----------------------------------------------------------
 
     def messages(self, raw: bytes, headers: Mapping[str, str], call: Call) -> Reply:
         try:
-            return self._messages(raw, headers, call)
+            try:
+                return self._messages(raw, headers, call)
+            except RecursionError:  # JSON nested deeper than Python recurses (orjson reads 1024 levels)
+                raise too_deep() from None
         except ProxyError as error:
             self.fail(call, error)
             raise
@@ -197,6 +213,8 @@ class Proxy:
             attempt = Attempt(target, provider, self.upstreams[target.provider], self.label(target.provider),
                               last=n == len(targets) - 1)
             call.record.update(provider=attempt.label, upstream_model=target.model)
+            served = {"x-claude-proxy-route": plan.route, "x-claude-proxy-provider": attempt.label,
+                      "x-claude-proxy-model": target.model}
             try:
                 reply = self._attempt(attempt, raw, body, headers, call, stream)
             except ProxyError as error:
@@ -207,10 +225,14 @@ class Proxy:
                     call.record["failed_attempts"] = failed
                     if not attempt.last:
                         continue
+                error.headers.update(served)  # an error too says which target it came from
                 raise
-            self.health_of.success(target.provider)
-            reply.headers.update({"x-claude-proxy-route": plan.route, "x-claude-proxy-provider": attempt.label,
-                                  "x-claude-proxy-model": target.model})
+            # an Anthropic error passed back unmodified (the last target's 429/5xx) is still a failure
+            if reply.status == 429 or reply.status >= 500:
+                self.health_of.failure(target.provider)
+            else:
+                self.health_of.success(target.provider)
+            reply.headers.update(served)
             return reply
         raise AssertionError("unreachable: a chain has at least one target")  # pragma: no cover
 
@@ -247,7 +269,9 @@ class Proxy:
             message = upstream_error_message(payload_error) or "upstream returned an error"
             error_type = upstream_error_type(payload_error) or "api_error"
             status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
-            raise ProxyError(f"{provider.name}: {message}", status=status, error_type=error_type)
+            call.upstream_error = True
+            # an error inside a 200 (OpenRouter) is the upstream's error like any other: same fallback rules
+            raise UpstreamHTTPError(status, envelope(error_type, f"{provider.name}: {message}"))
         message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
         usage = message["usage"]
         self._finish(
@@ -266,11 +290,18 @@ class Proxy:
         parser = SSEParser()
         first_byte: float | None = None
         disconnected = False
+        # A provider that ignores `stream: true` answers with one chat.completion body: translate it whole
+        # (reading it as SSE finds no events, and Claude Code would re-send the turn without streaming).
+        whole: bytearray | None = bytearray() if _is_json_response(response) else None
+        metrics.stream_started()
         try:
             try:
                 for piece in upstream.iter_body(response, deadline):
                     if piece is PING:
                         events = translator.ping()
+                    elif whole is not None:
+                        whole += piece
+                        events = []
                     else:
                         events = []
                         for event in parser.feed(piece):
@@ -280,29 +311,35 @@ class Proxy:
                     if events:
                         if first_byte is None:
                             first_byte = time.monotonic()
-                        yield format_events(events)
+                        yield self._sse(events)
                     if translator.ended:
                         break
                 else:
                     events = []
+                    if whole is not None:
+                        events += _feed_whole(translator, bytes(whole), upstream.provider.name)
                     for event in parser.close():
                         events += translator.feed_data(event.data)
                     events += translator.finish()
                     if events:
-                        yield format_events(events)
+                        yield self._sse(events)
             except (UpstreamTimeout, UpstreamUnavailable, SSEError) as exc:
                 message = exc.message if isinstance(exc, ProxyError) else f"{upstream.provider.name}: {exc}"
                 # A finish_reason already seen means the answer was complete; the rest was trailing.
                 events = translator.finish() if translator.finish_reason else translator.fail("api_error", message)
-                yield format_events(events)
+                yield self._sse(events)
             except GeneratorExit:
                 disconnected = True
                 raise
             except Exception as exc:  # a bug must still end the stream as the grammar says
                 events = translator.fail("api_error", f"claude-proxy internal error: {type(exc).__name__}")
-                yield format_events(events)
+                yield self._sse(events)
         finally:
-            response.close()
+            metrics.stream_ended()
+            if translator.stop_reason is not None and not disconnected:
+                upstream.release(response)  # complete: keep the connection for the next request
+            else:
+                response.close()
             usage = translator.usage or {}
             fields: dict[str, Any] = {
                 "input_tokens": usage.get("input_tokens"),
@@ -314,9 +351,18 @@ class Proxy:
                 fields["ttfb_ms"] = round((first_byte - call.started) * 1000, 1)
             if translator.error:
                 fields["error_type"], fields["error"] = translator.error[0], redact(translator.error[1], self.secrets)
+                call.upstream_error = not translator.error[1].startswith("claude-proxy internal error")
             if disconnected and not translator.ended:
                 fields["error_type"], fields["error"] = "client_disconnected", "client closed the connection mid-stream"
+                call.upstream_error = False
             self._finish(call, 200, **fields)
+
+    def _sse(self, events: list[dict[str, Any]]) -> bytes:
+        """Events as SSE bytes; an upstream that echoes a key into its error message has it blanked."""
+        for event in events:
+            if event["type"] == "error" and self.secrets:
+                event["error"]["message"] = redact(event["error"]["message"], self.secrets)
+        return format_events(events)
 
     # -- Anthropic passthrough -------------------------------------------------------
 
@@ -361,7 +407,9 @@ class Proxy:
             # unless a fallback target is still to be tried.
             if error.raw and b'"error"' in error.raw and (last or not falls_back(error)):
                 self.fail(call, error)
-                return Reply(error.status, error.raw, JSON, dict(error.headers))
+                text = error.raw.decode("utf-8", "replace")
+                clean = redact(text, self.secrets)  # a key echoed back by the upstream stays here
+                return Reply(error.status, error.raw if clean == text else clean.encode(), JSON, dict(error.headers))
             raise
         content_type = response.headers.get("content-type", JSON)
         if stream and content_type.startswith(SSE):
@@ -381,6 +429,7 @@ class Proxy:
     def _relay(self, response: Any, call: Call, deadline: float, upstream: Upstream) -> Iterator[bytes]:
         """Anthropic SSE bytes through as they arrive; a broken upstream ends with an error event."""
         error: ProxyError | None = None
+        metrics.stream_started()
         try:
             for piece in upstream.iter_body(response, deadline):
                 yield b'event: ping\ndata: {"type":"ping"}\n\n' if piece is PING else piece
@@ -388,6 +437,7 @@ class Proxy:
             error = exc
             yield b"\n\nevent: error\ndata: " + orjson.dumps(envelope("api_error", exc.message)) + b"\n\n"
         finally:
+            metrics.stream_ended()
             response.close()
             if error is not None:
                 self.fail(call, error)
@@ -399,10 +449,19 @@ class Proxy:
     def count_tokens(self, raw: bytes, headers: Mapping[str, str], call: Call) -> Reply:
         try:
             body = self._validated(raw, call, count_tokens=True)
-            if self.provider.format == "anthropic":
-                model = self.config.models.resolve(body["model"])
-                return self._passthrough("/v1/messages/count_tokens", raw, body, model, headers, call, False)
-            tokens = estimate_input_tokens(body)
+            # counted where the message would go: an Anthropic target counts exactly, others are estimated
+            target = self.health_of.order(self.router.plan(body).chain)[0]
+            provider = self.config.providers[target.provider]
+            call.record.update(provider=self.label(target.provider), upstream_model=target.model)
+            if provider.format == "anthropic":
+                attempt = Attempt(target, provider, self.upstreams[target.provider], self.label(target.provider), True)
+                return self._passthrough(
+                    "/v1/messages/count_tokens", raw, body, target.model, headers, call, False, attempt
+                )
+            try:
+                tokens = estimate_input_tokens(body)
+            except RecursionError:
+                raise too_deep() from None
         except ProxyError as error:
             self.fail(call, error)
             raise
@@ -433,7 +492,11 @@ class Proxy:
         return ids
 
     def models(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
-        names = list(dict.fromkeys(self.config.models.exact_names + self.upstream_model_ids(headers)))
+        # the names a client can send: [models] names, every configured target as "PROVIDER,MODEL" (when
+        # there is more than one provider to choose from), then what the default provider lists
+        chains = [*self.config.models.entries.values(), *self.config.routes.values()]
+        targets = [str(t) for chain in chains for t in chain] if len(self.config.providers) > 1 else []
+        names = list(dict.fromkeys(self.config.models.exact_names + targets + self.upstream_model_ids(headers)))
         data = [_model_object(n) for n in names]
         if query.get("after_id") in names:
             data = data[names.index(query["after_id"]) + 1 :]
@@ -454,7 +517,11 @@ class Proxy:
         )
 
     def model(self, model_id: str, headers: Mapping[str, str]) -> Reply:
-        known = self.config.models.lookup(model_id) is not None or model_id in self.upstream_model_ids(headers)
+        known = (
+            self.config.models.lookup(model_id) is not None
+            or client_target(model_id, self.config.providers) is not None
+            or model_id in self.upstream_model_ids(headers)
+        )
         if not known:
             raise NotFound(f"model '{model_id}' is not mapped by claude-proxy nor listed by the upstream")
         return json_reply(_model_object(model_id))
@@ -479,6 +546,21 @@ class Proxy:
             "models_mapped": len(self.config.models),
             "providers": providers,
         }
+
+
+def _is_json_response(response: Any) -> bool:
+    content_type = str(getattr(response, "headers", {}).get("content-type", "")).lower()
+    return content_type.split(";")[0].strip().endswith("json")
+
+
+def _feed_whole(translator: StreamTranslator, body: bytes, provider: str) -> list[dict[str, Any]]:
+    """A whole chat.completion (or error body) fed to the stream translator as if it were one chunk."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        message = f"{provider}: upstream answered a streaming request with a body that is not JSON"
+        return translator.fail("api_error", message)
+    return translator.feed(data)
 
 
 def _choice_error(data: dict[str, Any]) -> Any:

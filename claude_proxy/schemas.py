@@ -19,6 +19,24 @@ class _Open(Schema):
         unknown = INCLUDE
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true/false only: the body is forwarded as sent, so "false" must not pass as a boolean."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid", input=value)
+
+
+class StrictFloat(fields.Float):
+    """A JSON number only (not "0.5"): the body is forwarded as sent, and providers reject strings."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, str):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class ImageSource(_Open):
     type = fields.String(required=True, validate=validate.OneOf(("base64", "url", "file")))
     media_type = fields.String(validate=validate.OneOf(IMAGE_MEDIA_TYPES))
@@ -158,7 +176,7 @@ class ToolResultBlock(_Open):
     type = fields.String(required=True)
     tool_use_id = fields.String(required=True, validate=validate.Length(min=1))
     content = StringOrBlocks(_TOOL_RESULT_BLOCKS, allow_none=True)
-    is_error = fields.Boolean(allow_none=True)
+    is_error = StrictBoolean(allow_none=True)
 
 
 SERVER_BLOCKS = (
@@ -207,7 +225,7 @@ class Tool(_Open):
 class ToolChoice(_Open):
     type = fields.String(required=True, validate=validate.OneOf(("auto", "any", "tool", "none")))
     name = fields.String()
-    disable_parallel_tool_use = fields.Boolean()
+    disable_parallel_tool_use = StrictBoolean()
 
     @validates_schema
     def _tool_needs_name(self, data: dict[str, Any], **_: Any) -> None:
@@ -225,6 +243,11 @@ class Thinking(_Open):
             raise ValidationError({"budget_tokens": ["Required when type is 'enabled'."]})
 
 
+class OutputConfig(_Open):
+    effort = fields.String(allow_none=True, validate=validate.OneOf(("low", "medium", "high", "xhigh", "max")))
+    format = fields.Dict(allow_none=True)
+
+
 class Metadata(_Open):
     user_id = fields.String(allow_none=True)
 
@@ -236,15 +259,15 @@ class CountTokensRequest(_Open):
     tools = fields.List(fields.Nested(Tool), allow_none=True)
     tool_choice = fields.Nested(ToolChoice, allow_none=True)
     thinking = fields.Nested(Thinking, allow_none=True)
-    output_config = fields.Dict(allow_none=True)
+    output_config = fields.Nested(OutputConfig, allow_none=True)
 
 
 class MessagesRequest(CountTokensRequest):
     max_tokens = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    stream = fields.Boolean(allow_none=True)
+    stream = StrictBoolean(allow_none=True)
     stop_sequences = fields.List(fields.String(), allow_none=True)
-    temperature = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0, max=1))
-    top_p = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0, max=1))
+    temperature = StrictFloat(allow_none=True, allow_nan=False, validate=validate.Range(min=0, max=1))
+    top_p = StrictFloat(allow_none=True, allow_nan=False, validate=validate.Range(min=0, max=1))
     top_k = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0))
     metadata = fields.Nested(Metadata, allow_none=True)
 

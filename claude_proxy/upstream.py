@@ -6,7 +6,9 @@ Nothing else in the package imports `requests`.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import http.cookiejar
 import random
 import select
 import socket
@@ -67,22 +69,30 @@ def _reason(exc: BaseException) -> str:
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The upstream's wait hint in seconds; None when absent or unreadable (never raises: it is the upstream's text)."""
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return max(float(value) / 1000.0, 0.0)
+            seconds = float(value) / 1000.0
+            if seconds == seconds:  # NaN is no hint
+                return max(seconds, 0.0)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
+        return max(seconds, 0.0) if seconds == seconds else None
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(parsed.timestamp() - time.time(), 0.0)
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):  # neither seconds nor an HTTP date
+        return None
+    if parsed.tzinfo is None:  # "-0000": HTTP dates are GMT
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return max(parsed.timestamp() - time.time(), 0.0)
 
 
 class Upstream:
@@ -102,6 +112,8 @@ class Upstream:
         self.sleep = sleep
         self.session = requests.Session()
         self.session.trust_env = False  # an upstream is named by config, not by HTTP_PROXY
+        # No cookie jar: an upstream's Set-Cookie must not ride along on other clients' requests.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -215,10 +227,13 @@ class Upstream:
     def _pause(self, attempt: int, retry_after: float | None, deadline: float) -> bool:
         """Sleep before the next attempt; False if that would pass the deadline."""
         if retry_after is not None:
-            delay = min(retry_after, self.retry.max_delay)
+            if retry_after > self.retry.max_delay:
+                return False  # retrying sooner than asked earns another refusal: the client gets it and the header
+            delay = retry_after
         else:
-            delay = min(self.retry.base_delay * (2**attempt), self.retry.max_delay)
-            delay += random.uniform(0, self.retry.base_delay)
+            # exponential with up to one base delay of jitter, and never above the configured maximum
+            delay = self.retry.base_delay * (2**attempt) + random.uniform(0, self.retry.base_delay)
+            delay = min(delay, self.retry.max_delay)
         if time.monotonic() + delay >= deadline:
             return False
         self.sleep(delay)
@@ -246,6 +261,31 @@ class Upstream:
         finally:
             response.close()
         return b"".join(parts)
+
+    def release(self, response: requests.Response, wait: float = 0.05) -> None:
+        """Done with a stream whose answer is complete: its connection goes back to the pool if
+        the rest of the body (usually just the chunked terminator after `[DONE]`) is there or
+        arrives within `wait`; otherwise it is closed. Without this every stream costs a new
+        connection (and TLS handshake) to the provider."""
+        raw = response.raw
+        http_response = getattr(raw, "_fp", None)
+        sock = _socket_of(raw)
+        try:
+            if sock is not None:
+                sock.settimeout(wait)  # nothing below may hold the thread longer than that
+            until = time.monotonic() + wait
+            for _ in range(8):
+                fp = getattr(http_response, "fp", None)
+                if sock is None or fp is None or http_response is None or http_response.isclosed():
+                    break
+                if _would_block(http_response, fp, sock) and not _readable(sock, max(0.0, until - time.monotonic())):
+                    break
+                if not raw.read1(READ_SIZE, decode_content=True):
+                    break
+        except (Urllib3HTTPError, OSError, ValueError, AttributeError):
+            pass
+        finally:
+            response.close()  # a no-op for the connection once urllib3 has put it back in the pool
 
     # -- streaming reads -------------------------------------------------------------
 

@@ -1135,3 +1135,10 @@ def test_reasoning_models_get_no_stop_sequences() -> None:
     assert "stop" not in translate(body, model="o3-mini", dialect=REASONING)
     assert "temperature" not in translate(body, model="o3-mini", dialect=REASONING)
     assert translate(body, model="gpt-4o", dialect=REASONING)["stop"] == ["END"]
+
+
+def test_max_tokens_is_clamped_to_the_provider_limit() -> None:
+    limited = Dialect(max_tokens_limit=8192)
+    assert translate(req(max_tokens=128000), dialect=limited)["max_tokens"] == 8192
+    assert translate(req(max_tokens=1000), dialect=limited)["max_tokens"] == 1000
+    assert translate(req(max_tokens=128000))["max_tokens"] == 128000  # no limit by default

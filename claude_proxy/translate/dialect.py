@@ -49,6 +49,9 @@ class Dialect:
     reasoning_tokens_separate: bool = False
     # PDF documents as OpenAI "file" content parts (else a text note).
     pdf_file_parts: bool = False
+    # Largest max_tokens the provider accepts (0: no limit). Claude Code asks for up to 128000,
+    # which many providers reject outright rather than clamp.
+    max_tokens_limit: int = 0
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 

@@ -354,7 +354,9 @@ def reasoning_effort(body: dict[str, Any], dialect: Dialect) -> str | None:
     kind = thinking.get("type")
     if kind == "disabled":
         return None
-    wanted = ((body.get("output_config") or {}).get("effort") or "").lower() or None
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    wanted = effort.lower() if isinstance(effort, str) and effort else None
     if kind == "enabled" and not wanted:
         budget = int(thinking.get("budget_tokens") or 0)
         wanted = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
@@ -421,6 +423,8 @@ def translate_request(
 
     max_tokens = body.get("max_tokens")
     if max_tokens is not None:
+        if dialect.max_tokens_limit and max_tokens > dialect.max_tokens_limit:
+            max_tokens = dialect.max_tokens_limit
         out["max_completion_tokens" if reasoning else dialect.max_tokens_field] = max_tokens
 
     if not reasoning:

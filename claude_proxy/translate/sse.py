@@ -42,6 +42,8 @@ class SSEParser:
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._buffer = b""
+        self._tail: list[bytes] = []  # pieces of an unfinished line, joined once its end arrives
+        self._tail_size = 0
         self._data: list[str] = []
         self._event = ""
         self._id: str | None = None
@@ -55,7 +57,14 @@ class SSEParser:
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._pending_cr = False
-        data = self._buffer + chunk
+        if b"\n" not in chunk and b"\r" not in chunk:  # a long line arriving in pieces: no quadratic re-joins
+            self._tail.append(chunk)
+            self._tail_size += len(chunk)
+            if len(self._buffer) + self._tail_size + self._size > self._max:
+                raise SSEError(f"an SSE event exceeded {self._max} bytes")
+            return []
+        data = self._buffer + b"".join(self._tail) + chunk
+        self._tail, self._tail_size = [], 0
         events: list[SSEEvent] = []
         start = 0
         length = len(data)
@@ -82,6 +91,9 @@ class SSEParser:
     def close(self) -> list[SSEEvent]:
         """End of input: an event still being built is dispatched (streams that just stop)."""
         events: list[SSEEvent] = []
+        if self._tail:
+            self._buffer += b"".join(self._tail)
+            self._tail, self._tail_size = [], 0
         if self._buffer:
             self._line(self._buffer, events)
             self._buffer = b""

@@ -16,6 +16,7 @@ recorded requests, the proxy's journal and output. It never asserts itself, so a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -51,11 +52,11 @@ TOOL_CALL_ID = "call_cc_scenario_1"
 USAGE = [(1234, 56, 0), (2345, 78, 1000)]
 
 
-def _tool_turn(req: RecordedRequest, marker: str) -> Response:
-    """Turn 1: call Bash with `echo <marker>`, arguments split over several deltas like real providers do."""
+def _tool_turn(stream: bool, marker: str) -> Response:
+    """Turn 1: Bash `echo <marker> | tr a-z A-Z` (output ≠ command text), arguments split over several deltas."""
     prompt, completion_tokens, cached = USAGE[0]
     arguments = json.dumps({"command": f"echo {marker} | tr a-z A-Z", "description": "Print the marker"})
-    if not req.stream:
+    if not stream:
         call = {"id": TOOL_CALL_ID, "type": "function", "function": {"name": "Bash", "arguments": arguments}}
         body = completion(
             "Running it.", tool_calls=[call], finish_reason="tool_calls", model=UPSTREAM_MODEL,
@@ -68,21 +69,19 @@ def _tool_turn(req: RecordedRequest, marker: str) -> Response:
     items.append(
         chunk(tool_calls=[tool_call_delta(0, id=TOOL_CALL_ID, name="Bash", arguments="")], model=UPSTREAM_MODEL)
     )
-    for start, end in zip(cut, cut[1:]):
+    for start, end in itertools.pairwise(cut):
         items.append(chunk(tool_calls=[tool_call_delta(0, arguments=arguments[start:end])], model=UPSTREAM_MODEL))
     items.append(chunk(finish_reason="tool_calls", model=UPSTREAM_MODEL))
     items.append(usage_chunk(prompt, completion_tokens, cached, model=UPSTREAM_MODEL))
     return Stream(items)
 
 
-def _answer_turn(req: RecordedRequest, tool_output: str) -> Response:
+def _answer_turn(stream: bool, tool_output: str) -> Response:
     """Turn 2: text that quotes what the tool message carried (so the test sees the tool really ran)."""
     prompt, completion_tokens, cached = USAGE[1]
     text = f"The command printed: {tool_output.strip()}"
-    if not req.stream:
-        body = completion(
-            text, model=UPSTREAM_MODEL, prompt_tokens=prompt, completion_tokens=completion_tokens
-        )  # fmt: skip
+    if not stream:
+        body = completion(text, model=UPSTREAM_MODEL, prompt_tokens=prompt, completion_tokens=completion_tokens)
         body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
         return Json(body)
     pieces = [text[:10], text[10:25], text[25:]]
@@ -94,11 +93,12 @@ def _answer_turn(req: RecordedRequest, tool_output: str) -> Response:
 
 
 def _broken_stream() -> Response:
-    """A stream that starts fine, then the upstream connection dies: the proxy must end it with an SSE error."""
+    """A stream that opens, then the connection is reset before any content: the proxy ends it with an SSE error."""
     return Stream([chunk(role="assistant", content="", model=UPSTREAM_MODEL), Reset()])
 
 
 def make_handler(marker: str, scenario: str) -> Any:
+    """The scripted upstream: a tool call while no tool message is in the conversation, then the answer."""
     broken: list[int] = []
 
     def handler(req: RecordedRequest) -> Response:
@@ -106,15 +106,16 @@ def make_handler(marker: str, scenario: str) -> Any:
             return Json({"error": {"message": f"no route for {req.method} {req.path}", "type": "not_found"}}, 404)
         messages = req.json.get("messages", []) if isinstance(req.json, dict) else []
         tools = [m for m in messages if isinstance(m, dict) and m.get("role") == "tool"]
+        stream = req.stream and scenario != "json"  # "json": a provider that ignores `stream: true`
         if not tools:
             if scenario == "fallback" and req.stream and not broken:
                 broken.append(req.index)
                 return _broken_stream()
-            return _tool_turn(req, marker)
+            return _tool_turn(stream, marker)
         content = tools[-1].get("content")
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return _answer_turn(req, str(content))
+        return _answer_turn(stream, str(content))
 
     return handler
 
@@ -220,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds the CLI may take")
     parser.add_argument(
         "--scenario",
-        choices=["tool", "fallback"],
+        choices=["tool", "fallback", "json"],
         default="tool",
-        help="fallback: the first stream breaks mid-way, so the CLI must retry without streaming",
+        help="fallback: the first stream breaks mid-way, so the CLI must retry without streaming; "
+        "json: the upstream answers streaming requests with plain JSON completions",
     )
     parser.add_argument("--via-launcher", action="store_true", help="run the CLI through `claude-proxy run`")
     args = parser.parse_args(argv)

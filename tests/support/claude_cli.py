@@ -97,7 +97,8 @@ def _install(npm: str, wanted: str, prefix: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=".install-", dir=CACHE))
     started = time.monotonic()
     try:
-        command = [npm, "install", "--prefix", str(scratch), "--no-save", "--no-audit", "--no-fund", f"{PACKAGE}@{wanted}"]
+        command = [npm, "install", "--prefix", str(scratch), "--no-save", "--no-audit", "--no-fund"]
+        command.append(f"{PACKAGE}@{wanted}")
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -118,6 +119,7 @@ def _install(npm: str, wanted: str, prefix: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         scratch.rename(target)
+        target.chmod(0o755)  # mkdtemp made it private
         (target / "install-seconds.txt").write_text(f"{time.monotonic() - started:.1f}\n")
         result = _find_in(target)
         assert result is not None

@@ -1,0 +1,42 @@
+"""The gunicorn worker the `claude-proxy` command runs: gthread, with two changes.
+
+- A firmer graceful stop. On SIGTERM gunicorn's threaded worker stops accepting but keeps
+  its listening socket open until in-flight requests finish, so a new client's connection
+  is completed by the kernel and then waits unanswered in the backlog for up to the
+  graceful timeout. This worker closes its listening sockets as soon as it stops accepting:
+  new connections are refused at once, while in-flight streams still run to their end.
+- HTTP that never reaches the app (a malformed request line, a URI or headers over
+  gunicorn's limits) is answered with an Anthropic error envelope instead of an HTML page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from .translate.errors import envelope, error_type_for_status
+
+
+def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
+    """gunicorn's `util.write_error`, speaking the Anthropic error format."""
+    body = orjson.dumps(envelope(error_type_for_status(status), message or reason))
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
+    def init_process(self) -> None:
+        util.write_error = write_envelope  # this process only: the worker is ours after the fork
+        super().init_process()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:  # shutting down, not merely at worker_connections
+            for listener in self.sockets:
+                listener.close()
