@@ -4,7 +4,7 @@
 N content chunks, a finish chunk, a usage chunk and `data: [DONE]`, chunked like real providers.
 N and the delay between chunks come from the model name, so the proxy needs no special
 config: `bench-c200-d0` = 200 chunks, no delay; `bench-c100-d20` = 100 chunks, 20 ms apart.
-Any other model: 20 chunks, no delay.
+Any other model: 20 chunks, no delay. `GET /stats`: connections accepted and requests served.
 
 Run: `python -m benchmarks.upstream --port 9999` (prints "ready PORT" when listening).
 """
@@ -20,8 +20,12 @@ from functools import lru_cache
 import orjson
 
 MODEL = re.compile(r"c(\d+)-d(\d+(?:\.\d+)?)")
-USAGE = {"prompt_tokens": 7000, "completion_tokens": 200, "total_tokens": 7200,
-         "prompt_tokens_details": {"cached_tokens": 6000}}
+USAGE = {
+    "prompt_tokens": 7000,
+    "completion_tokens": 200,
+    "total_tokens": 7200,
+    "prompt_tokens_details": {"cached_tokens": 6000},
+}
 
 
 def stream_shape(model: str) -> tuple[int, float]:
@@ -57,16 +61,31 @@ def stream_pieces(model: str, n: int) -> tuple[bytes, tuple[bytes, ...], bytes]:
 
 @lru_cache(maxsize=64)
 def completion(model: str) -> bytes:
-    return orjson.dumps({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "Hello from the benchmark upstream. " * 8}}],
-        "usage": USAGE,
-    })
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello from the benchmark upstream. " * 8},
+                }
+            ],
+            "usage": USAGE,
+        }
+    )
 
 
-STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-               b"transfer-encoding: chunked\r\n\r\n")
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
+
+
+STATS = {"connections": 0, "requests": 0}
 
 
 class Connection(asyncio.Protocol):
@@ -80,6 +99,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        STATS["connections"] += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -114,6 +134,10 @@ class Connection(asyncio.Protocol):
         )
 
     def handle(self, method: str, path: str, body: bytes) -> None:
+        if method == "GET" and path == "/stats":  # for run.py: are connections reused?
+            self.respond("200 OK", orjson.dumps(STATS))
+            return
+        STATS["requests"] += 1
         if method == "GET" and path.endswith("/models"):
             self.respond("200 OK", b'{"object":"list","data":[{"id":"bench","object":"model"}]}')
             return
