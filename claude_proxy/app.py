@@ -51,6 +51,17 @@ def _error_response(status: int, error_type: str, message: str, headers: dict[st
     return response
 
 
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    return _error_response(status, error_type_for_status(status), error.description or error.name)
+
+
+def _unexpected(error: Exception) -> Response:
+    """Never a traceback or an HTML page: the details go to the log, the client gets an envelope."""
+    log.exception("unhandled error in claude-proxy (request %s)", g.get("request_id"))
+    return _error_response(500, "api_error", f"claude-proxy internal error ({type(error).__name__})")
+
+
 def _to_response(reply: Reply) -> Response:
     response = Response(reply.body, status=reply.status, content_type=reply.content_type)
     for key, value in reply.headers.items():
@@ -143,15 +154,8 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
             message = message.replace(secret, "[REDACTED]")
         return _error_response(error.status, error.error_type, message, error.headers)
 
-    @bp.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        return _error_response(status, error_type_for_status(status), error.description or error.name)
-
-    @bp.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error in claude-proxy (request %s)", g.get("request_id"))
-        return _error_response(500, "api_error", f"claude-proxy internal error ({type(error).__name__})")
+    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(Exception, _unexpected)
 
     def _only(*methods: str) -> None:
         if request.method not in methods and not (request.method == "HEAD" and "GET" in methods):
@@ -219,14 +223,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(bp)
     app.extensions["claude_proxy"] = bp.proxy  # type: ignore[attr-defined]
 
-    @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        return _error_response(status, error_type_for_status(status), error.description or error.name)
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error in claude-proxy")
-        return _error_response(500, "api_error", f"claude-proxy internal error ({type(error).__name__})")
-
+    # Outside the blueprint too (unknown methods at routing level, errors in other handlers).
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
     return app

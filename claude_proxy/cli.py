@@ -175,7 +175,7 @@ def serve(config: Config) -> int:
             return create_app(config)
 
     if config.log_file:
-        Path(config.log_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.log_file).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new dirs: owner only
     print(banner(config), file=sys.stderr, flush=True)
     try:
         Server().run()

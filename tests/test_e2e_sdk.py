@@ -38,6 +38,17 @@ BASH_TOOL = {
 }
 
 
+def stream_request(proxy) -> requests.Response:  # type: ignore[no-untyped-def]
+    """A raw streaming request, for tests that look at bytes and timing rather than the SDK's view."""
+    body = {
+        "model": "claude-sonnet-5",
+        "max_tokens": 10,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    return requests.post(proxy.url + "/v1/messages", stream=True, timeout=10, json=body)
+
+
 @pytest.fixture
 def client(proxy) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20)
@@ -215,17 +226,7 @@ def test_stream_tokens_arrive_incrementally(proxy, upstream) -> None:
     )
     started = time.monotonic()
     arrivals: list[tuple[float, str]] = []
-    with requests.post(
-        proxy.url + "/v1/messages",
-        stream=True,
-        timeout=10,
-        json={
-            "model": "claude-sonnet-5",
-            "max_tokens": 10,
-            "stream": True,
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    ) as response:
+    with stream_request(proxy) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["x-accel-buffering"] == "no"
         for line in response.iter_lines():
@@ -238,17 +239,7 @@ def test_stream_tokens_arrive_incrementally(proxy, upstream) -> None:
 
 def test_client_disconnect_closes_upstream(proxy, upstream) -> None:
     upstream.enqueue(Stream([chunk(content="hello"), Hang()], done=False))
-    response = requests.post(
-        proxy.url + "/v1/messages",
-        stream=True,
-        timeout=10,
-        json={
-            "model": "claude-sonnet-5",
-            "max_tokens": 10,
-            "stream": True,
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    )
+    response = stream_request(proxy)
     lines = response.iter_lines()
     for line in lines:
         if b"text_delta" in line:
@@ -268,17 +259,7 @@ def test_client_disconnect_closes_upstream(proxy, upstream) -> None:
 def test_pings_keep_a_silent_stream_alive(proxy, upstream) -> None:
     upstream.enqueue(Stream([chunk(reasoning="hmm"), Sleep(2.2), chunk(content="done", finish_reason="stop")]))
     events = []
-    with requests.post(
-        proxy.url + "/v1/messages",
-        stream=True,
-        timeout=10,
-        json={
-            "model": "claude-sonnet-5",
-            "max_tokens": 10,
-            "stream": True,
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    ) as response:
+    with stream_request(proxy) as response:
         for line in response.iter_lines():
             if line.startswith(b"event:"):
                 events.append(line[7:].decode())
@@ -290,17 +271,7 @@ def test_pings_keep_a_silent_stream_alive(proxy, upstream) -> None:
 
 def test_upstream_reset_mid_stream_ends_with_error_event(proxy, upstream) -> None:
     upstream.enqueue(Stream([chunk(content="partial"), Reset()], done=False))
-    with requests.post(
-        proxy.url + "/v1/messages",
-        stream=True,
-        timeout=10,
-        json={
-            "model": "claude-sonnet-5",
-            "max_tokens": 10,
-            "stream": True,
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    ) as response:
+    with stream_request(proxy) as response:
         assert response.status_code == 200
         body = response.text
     events = [line[7:] for line in body.splitlines() if line.startswith("event:")]
@@ -313,17 +284,7 @@ def test_upstream_reset_mid_stream_ends_with_error_event(proxy, upstream) -> Non
 
 def test_stream_cut_without_finish_reason_is_an_error(proxy, upstream) -> None:
     upstream.enqueue(Stream([chunk(content="partial")], done=False))
-    with requests.post(
-        proxy.url + "/v1/messages",
-        stream=True,
-        timeout=10,
-        json={
-            "model": "claude-sonnet-5",
-            "max_tokens": 10,
-            "stream": True,
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    ) as response:
+    with stream_request(proxy) as response:
         body = response.text
     assert "event: error" in body and "cut off" in body
     assert "end_turn" not in body

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from .proxy_server import ROOT, ProxyServer, write_config
 
@@ -25,6 +22,8 @@ class GunicornServer(ProxyServer):
 
     The request log is whatever the config's [server] log_file says (gunicorn has no --log-file of ours).
     """
+
+    name = "gunicorn"
 
     def __init__(
         self,
@@ -58,24 +57,6 @@ class GunicornServer(ProxyServer):
             *extra_args,
         ]
         self.env["CLAUDE_PROXY_CONFIG"] = str(self.config_path)
-
-    def start(self, timeout: float = 20.0) -> GunicornServer:
-        self._stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen(
-            self.args, cwd=self.dir, env=self.env, stdout=self._stderr, stderr=subprocess.STDOUT, text=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if requests.get(self.url + self.health_path, timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not become healthy:\n{self.output()}")
 
 
 def children(pid: int) -> list[int]:

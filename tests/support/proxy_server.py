@@ -56,6 +56,9 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 class ProxyServer:
     """`claude-proxy -c CONFIG` in a subprocess: real gunicorn, real sockets."""
 
+    name = "claude-proxy"
+    health_path = "/health"
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -100,15 +103,15 @@ class ProxyServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"claude-proxy exited with {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                if requests.get(self.url + self.health_path, timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"claude-proxy did not become healthy:\n{self.output()}")
+        raise RuntimeError(f"{self.name} did not become healthy:\n{self.output()}")
 
     def output(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""
