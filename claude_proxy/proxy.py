@@ -30,6 +30,7 @@ from .routing import ProviderHealth, Router
 from .schemas import validate_messages_request
 from .translate import SSEParser, StreamTranslator, format_events, openai_to_anthropic, translate_request
 from .translate.errors import TYPE_STATUS, envelope, upstream_error_message, upstream_error_type
+from .translate.recovery import recover, token_field
 from .translate.request import KNOWN_FIELDS
 from .translate.response import new_message_id
 from .translate.sse import SSEError
@@ -120,6 +121,8 @@ class Proxy:
         self.journal = journal or Journal(config.log_file, secrets=secrets, log_bodies=config.log_bodies)
         self.secrets = secrets
         self._models_cache: tuple[float, list[str]] = (0.0, [])
+        # (provider, upstream model) → adjustments a 400 taught us (see translate.recovery); per process
+        self._learned: dict[tuple[str, str], dict[str, Any]] = {}
 
     def close(self) -> None:
         for upstream in {id(u): u for u in self.upstreams.values()}.values():
@@ -210,18 +213,33 @@ class Proxy:
         failed: list[dict[str, Any]] = []
         for n, target in enumerate(targets):
             provider = self.config.providers[target.provider]
-            attempt = Attempt(target, provider, self.upstreams[target.provider], self.label(target.provider),
-                              last=n == len(targets) - 1)
+            attempt = Attempt(
+                target,
+                provider,
+                self.upstreams[target.provider],
+                self.label(target.provider),
+                last=n == len(targets) - 1,
+            )
             call.record.update(provider=attempt.label, upstream_model=target.model)
-            served = {"x-claude-proxy-route": plan.route, "x-claude-proxy-provider": attempt.label,
-                      "x-claude-proxy-model": target.model}
+            served = {
+                "x-claude-proxy-route": plan.route,
+                "x-claude-proxy-provider": attempt.label,
+                "x-claude-proxy-model": target.model,
+            }
             try:
                 reply = self._attempt(attempt, raw, body, headers, call, stream)
             except ProxyError as error:
                 if falls_back(error):
                     self.health_of.failure(target.provider)
-                    failed.append({"provider": attempt.label, "model": target.model, "status": error.status,
-                                   "error_type": error.error_type, "error": redact(error.message, self.secrets)})
+                    failed.append(
+                        {
+                            "provider": attempt.label,
+                            "model": target.model,
+                            "status": error.status,
+                            "error_type": error.error_type,
+                            "error": redact(error.message, self.secrets),
+                        }
+                    )
                     call.record["failed_attempts"] = failed
                     if not attempt.last:
                         continue
@@ -236,6 +254,18 @@ class Proxy:
             return reply
         raise AssertionError("unreachable: a chain has at least one target")  # pragma: no cover
 
+    def _apply_learned(self, body: dict[str, Any], key: tuple[str, str]) -> dict[str, Any]:
+        """What an earlier 400 taught us about this provider and model, applied up front."""
+        learned = self._learned.get(key)
+        if not learned:
+            return body
+        if learned.get("dropped") == "stream_options":
+            body = {k: v for k, v in body.items() if k != "stream_options"}
+        limit, field = learned.get("max_tokens_limit"), token_field(body)
+        if limit and field and body[field] > limit:
+            body = {**body, field: limit}
+        return body
+
     def _attempt(
         self, attempt: Attempt, raw: bytes, body: dict[str, Any], headers: Mapping[str, str], call: Call, stream: bool
     ) -> Reply:
@@ -248,14 +278,33 @@ class Proxy:
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
         translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward)
-        payload = orjson.dumps(translation.body)
         deadline = time.monotonic() + self.config.timeouts.total
         out_headers = {**auth, "X-Request-Id": call.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
-        response = upstream.post_json(
-            "/chat/completions", payload, out_headers, stream=stream, deadline=deadline, retry=attempt.last
-        )
+        learned_key = (attempt.target.provider, model)
+        out_body = self._apply_learned(translation.body, learned_key)
+        second_chance = True
+        while True:
+            try:
+                response = upstream.post_json(
+                    "/chat/completions",
+                    orjson.dumps(out_body),
+                    out_headers,
+                    stream=stream,
+                    deadline=deadline,
+                    retry=attempt.last,
+                )
+                break
+            except UpstreamHTTPError as error:
+                # A 400 that names a limit we can honour (max_tokens, stream_options) gets one more try.
+                fix = recover(out_body, error.message) if second_chance and error.status in (400, 422) else None
+                if fix is None:
+                    raise
+                second_chance = False
+                out_body, note = fix
+                self._learned.setdefault(learned_key, {}).update(note)
+                call.record["adjusted"] = note
         if stream:
             translator = StreamTranslator(translation.context, message_id=new_message_id())
             return Reply(200, self._stream(response, translator, call, deadline, upstream), SSE, dict(STREAM_HEADERS))

@@ -9,7 +9,6 @@ import socket
 import stat
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,6 +17,7 @@ import requests
 
 from claude_proxy import __version__
 from tests.conftest import UPSTREAM_KEY, proxy_config
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream, Json, Stream, chunk, closed_port, completion, usage_chunk
 
@@ -25,9 +25,7 @@ pytestmark = pytest.mark.e2e
 
 MAX_BODY = 200_000
 PROXY_KEY = "pk-e2e-proxy-key-13579"
-FIXTURES = Path("/work/shared/fixtures/claude-code")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+FIXTURES = CLAUDE_CODE_FIXTURES
 BODY = {"model": "claude-sonnet-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{24}$")
 BASH_TOOL = {
@@ -500,3 +498,40 @@ def test_json_nested_deeper_than_python_recursion_is_a_400(proxy: ProxyServer) -
             "type": "invalid_request_error",
             "message": "body: JSON nested too deeply to process",
         }
+
+
+def test_a_400_naming_the_max_tokens_limit_is_retried_clamped_and_remembered(
+    proxy: ProxyServer, upstream: FakeUpstream
+) -> None:
+    too_many = Json(
+        {
+            "error": {
+                "message": "max_tokens is too large: 128000. This model supports at most 16384 completion tokens",
+                "type": "invalid_request_error",
+            }
+        },
+        status=400,
+    )
+    upstream.enqueue(too_many, Json(completion("clamped")))
+    before = len(upstream.requests)
+    body = {"model": "claude-sonnet-5", "max_tokens": 128000, "messages": [{"role": "user", "content": "x"}]}
+    response = requests.post(proxy.url + "/v1/messages", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["content"][0]["text"] == "clamped"
+    sent = [r.json["max_tokens"] for r in upstream.requests[before:]]
+    assert sent == [128000, 16384]
+    record = next(r for r in proxy.journal() if r.get("request_id") == response.headers["request-id"])
+    assert record["adjusted"] == {"max_tokens_limit": 16384}
+    # the worker remembers: the next request is clamped before it is sent (one worker in this test server)
+    upstream.enqueue(Json(completion("first time")))
+    assert requests.post(proxy.url + "/v1/messages", json=body, timeout=10).status_code == 200
+    assert upstream.requests[-1].json["max_tokens"] == 16384
+
+
+def test_a_400_that_names_nothing_fixable_is_not_retried(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    upstream.enqueue(Json({"error": {"message": "model does not exist"}}, status=400))
+    before = len(upstream.requests)
+    body = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": [{"role": "user", "content": "x"}]}
+    response = requests.post(proxy.url + "/v1/messages", json=body, timeout=10)
+    assert response.status_code == 400
+    assert len(upstream.requests) - before == 1

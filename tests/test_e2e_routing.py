@@ -12,13 +12,13 @@ import copy
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 import requests
 
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import (
     FakeUpstream,
@@ -36,7 +36,7 @@ from tests.support.upstream import (
 
 pytestmark = pytest.mark.e2e
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+FIXTURES = CLAUDE_CODE_FIXTURES
 MAIN_KEY = "sk-main-upstream-key-000000001"
 BACKUP_KEY = "sk-backup-upstream-key-0000002"
 ANTH_KEY = "sk-ant-upstream-key-000000003"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,12 +23,13 @@ from claude_proxy.app import create_app
 from claude_proxy.config import load_config
 from claude_proxy.translate.errors import TYPE_STATUS
 from tests.conftest import proxy_config
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 from tests.support.proxy_server import ProxyServer
 from tests.support.sse_client import parse_sse
 from tests.support.upstream import FakeUpstream
 from tests.test_translate_stream_properties import check_grammar
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+FIXTURES = CLAUDE_CODE_FIXTURES
 ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
 
 RICH = {

@@ -15,8 +15,9 @@ from claude_proxy.config import Config, ConfigError, load_config
 from claude_proxy.models import Target, client_target, parse_chain, parse_target
 from claude_proxy.routing import SCENARIOS, ProviderHealth, Router, RoutingConfig
 from claude_proxy.translate.tokens import estimate_input_tokens
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
-FIXTURES = sorted((Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code").glob("*.json"))
+FIXTURES = sorted(CLAUDE_CODE_FIXTURES.glob("*.json"))
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 HAIKU = "claude-haiku-4-5-20251001"  # Claude Code's small/fast model (titles, summaries, quota probes)
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claude_proxy.schemas import validate_messages_request
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/claude-code")
-if not FIXTURES.is_dir():  # CI runs a clone with shared/ beside it
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+FIXTURES = CLAUDE_CODE_FIXTURES
 FIXTURE_NAMES = (
     "cc-2.1.197-print-default.json",
     "cc-2.1.197-tool-turn-1.json",

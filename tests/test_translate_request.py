@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,9 @@ from claude_proxy.translate import (
     translate_request,
 )
 from claude_proxy.translate.identifiers import to_anthropic_id
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/claude-code")
+FIXTURES = CLAUDE_CODE_FIXTURES
 BILLING = "x-anthropic-billing-header: cc_version=2.1.197.123; cc_entrypoint=sdk-cli;"
 EPHEMERAL = {"type": "ephemeral"}
 REASONING = Dialect(reasoning_models=("o*", "gpt-5*"))
