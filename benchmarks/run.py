@@ -564,9 +564,15 @@ async def soak(env: Env, seconds: float) -> list[tuple[float, float]]:
         await asyncio.sleep(1.0)
         series.append((time.perf_counter() - t0, env.proxy.rss_mb()))
         errors = sum(r.errors for r in runs)
+        workers = children(env.proxy.proc.pid)
+        detail = ", ".join(
+            f"worker {w}: {status_kb(w, 'RssAnon') / 1024:.1f}+{status_kb(w, 'RssFile') / 1024:.1f} MB "
+            f"anon+file, {status_kb(w, 'Threads')} threads"
+            for w in workers
+        )
         print(
             f"  soak t={series[-1][0]:6.0f}s requests={sum(len(r.results) for r in runs)} errors={errors} "
-            f"rss={series[-1][1]:.1f} MB",
+            f"rss={series[-1][1]:.1f} MB ({detail})",
             flush=True,
         )
     return series
