@@ -320,8 +320,27 @@ class Upstream:
                 ) from None
             if not data:
                 return
+            # Drain what has already arrived (a read returns one HTTP chunk at most), so events
+            # that came together are translated together and go to the client in one write.
+            parts = [data]
+            size = len(data)
+            ended = False
+            while size < READ_SIZE and sock is not None and fp is not None:
+                if _would_block(http_response, fp, sock):
+                    break
+                try:
+                    more = raw.read1(READ_SIZE, decode_content=True)
+                except (Urllib3HTTPError, OSError, ValueError, AttributeError):
+                    break  # the next read in the outer loop raises the mapped error
+                if not more:
+                    ended = True
+                    break
+                parts.append(more)
+                size += len(more)
             last_data = time.monotonic()
-            yield data
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            if ended:
+                return
 
 
 def _socket_of(raw: Any) -> socket.socket | None:

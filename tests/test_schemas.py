@@ -331,3 +331,125 @@ def test_output_config_effort_must_be_a_known_level() -> None:
     assert validate_messages_request(body) == ["output_config.effort: Must be one of: low, medium, high, xhigh, max."]
     body["output_config"] = {"effort": "high", "something_new": True}
     assert validate_messages_request(body) == []
+
+
+# -- the fast path never accepts what the full schema rejects ------------------------------------
+
+import json as _json  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from claude_proxy.schemas import COUNT_TOKENS_SCHEMA, MESSAGES_SCHEMA, _plainly_valid  # noqa: E402
+
+ODD_VALUES = st.one_of(
+    st.sampled_from([None, True, False, -1, 0, 1, 1.5, 2, 255, 257, 1023, 1024, float("nan"), "", "0.5", [], {}]),
+    st.sampled_from(["text", "user", "bot", "enabled", "tool_use", "image", "high", "extreme", "image/png", "x" * 300]),
+    st.integers(-5, 2000),
+    st.floats(allow_nan=True),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["type", "text", "x"]), st.text(max_size=3), max_size=2),
+)
+
+
+def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value[:6]):
+            out += _paths(inner, (*prefix, index))
+    return out
+
+
+def _base() -> dict:
+    body = _json.loads((FIXTURES / "cc-2.1.197-tool-turn-2-tool-result.json").read_text())
+    body["tools"] = body["tools"][:3]
+    assistant = next(m for m in body["messages"] if m["role"] == "assistant")
+    assistant["content"].insert(0, {"type": "thinking", "thinking": "hmm", "signature": "sig"})
+    result = next(
+        b
+        for m in body["messages"]
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    )
+    result["is_error"] = False
+    body.update(temperature=0.5, top_p=1, top_k=3, stop_sequences=["END"])
+    return body
+
+
+BASE = _base()
+BASE_PATHS = _paths(BASE)
+
+
+def test_the_fast_path_accepts_claude_codes_requests() -> None:
+    for path in sorted(FIXTURES.glob("*.json")):
+        body = _json.loads(path.read_text())
+        assert _plainly_valid(body, count_tokens=False), path.name
+    assert _plainly_valid(BASE, count_tokens=False)
+
+
+FIXED_ODD_VALUES = [
+    None,
+    True,
+    False,
+    -1,
+    0,
+    1,
+    1.5,
+    2,
+    1023,
+    float("nan"),
+    "",
+    "0.5",
+    "bot",
+    "x" * 300,
+    [],
+    {},
+    [1],
+    {"type": "text"},
+    {"type": "text", "text": 1},
+]
+
+
+def test_the_fast_path_never_accepts_a_single_bad_field() -> None:
+    # every field (by shape) × every odd value, and every field removed: exhaustive for one change
+    for path in BASE_PATHS:
+        for value in [*FIXED_ODD_VALUES, KeyError]:
+            body = copy.deepcopy(BASE)
+            target = body
+            for key in path[:-1]:
+                target = target[key]
+            if value is KeyError:
+                if not isinstance(target, dict):
+                    continue
+                target.pop(path[-1])
+            else:
+                target[path[-1]] = value
+            for count_tokens, schema in ((False, MESSAGES_SCHEMA), (True, COUNT_TOKENS_SCHEMA)):
+                if _plainly_valid(body, count_tokens):
+                    assert schema.validate(body) == {}, (path, value, count_tokens)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_the_fast_path_never_accepts_what_the_schema_rejects(data: st.DataObject) -> None:
+    body = copy.deepcopy(BASE)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(BASE_PATHS))
+        target = body
+        try:
+            for key in path[:-1]:
+                target = target[key]
+            if data.draw(st.booleans()) and isinstance(target, dict):
+                target.pop(path[-1], None)
+            else:
+                target[path[-1]] = data.draw(ODD_VALUES)
+        except (KeyError, IndexError, TypeError):
+            continue
+    for count_tokens, schema in ((False, MESSAGES_SCHEMA), (True, COUNT_TOKENS_SCHEMA)):
+        if _plainly_valid(body, count_tokens):
+            assert schema.validate(body) == {}, body
