@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+import orjson
+
 _SECRET_PATTERNS = [
     re.compile(r"(sk-(?:or-|ant-|proj-)?[A-Za-z0-9_\-]{8,})"),
     re.compile(r"((?:gsk|fw|xai)_[A-Za-z0-9]{8,})"),
@@ -52,11 +54,14 @@ class Journal:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
         record = {"time": stamp, **record}
         try:
-            line = json.dumps(record, ensure_ascii=False, default=str)
+            line = orjson.dumps(record, default=str).decode()
         except (RecursionError, ValueError, TypeError):
-            # a logged body too deep to serialise must not fail the request it describes
-            record["request_body"] = "[omitted: not serialisable]"
-            line = json.dumps(record, ensure_ascii=False, default=str)
+            # a logged body too deep (or with integers too big) for orjson: json, or without the body
+            try:
+                line = json.dumps(record, ensure_ascii=False, default=str)
+            except (RecursionError, ValueError, TypeError):
+                record["request_body"] = "[omitted: not serialisable]"
+                line = json.dumps(record, ensure_ascii=False, default=str)
         line = redact(line, self.secrets) + "\n"
         with self._lock:
             os.write(self._fd, line.encode())

@@ -61,12 +61,12 @@ def decode_json(raw: bytes) -> Any:
     if not raw.strip():
         raise InvalidRequest("body: the request body is empty; expected a JSON object")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"body: not valid UTF-8 (byte {exc.start})") from None
-    try:
-        return orjson.loads(raw)
+        return orjson.loads(raw)  # validates UTF-8 itself: no separate decoding pass on the happy path
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise InvalidRequest(f"body: not valid UTF-8 (byte {bad.start})") from None
         raise InvalidRequest(f"body: not valid JSON: {exc}") from None
 
 

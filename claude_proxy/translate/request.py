@@ -297,28 +297,45 @@ def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
     return out
 
 
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
 def clean_schema(schema: Any, dialect: Dialect) -> Any:
-    """A JSON schema without the keywords this provider rejects (property names are kept)."""
+    """A JSON schema without the keywords this provider rejects (property names are kept).
+
+    Copy-on-write: parts with nothing to strip are returned as they are, not rebuilt.
+    """
     if not isinstance(schema, dict):
         return schema
-    out: dict[str, Any] = {}
-    strip_all_formats = "*" in dialect.strip_formats
-    for key, value in schema.items():
-        if key in dialect.strip_schema_keys:
-            continue
-        if key == "format" and isinstance(value, str) and (strip_all_formats or value in dialect.strip_formats):
-            continue
-        if key in ("properties", "patternProperties", "$defs", "definitions") and isinstance(value, dict):
-            out[key] = {name: clean_schema(sub, dialect) for name, sub in value.items()}
-        elif key in ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else"):
-            out[key] = clean_schema(value, dialect) if isinstance(value, dict) else (
-                [clean_schema(v, dialect) for v in value] if isinstance(value, list) else value
-            )
-        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
-            out[key] = [clean_schema(v, dialect) for v in value]
-        else:
-            out[key] = value
-    return out
+    strip_keys, strip_formats = dialect.strip_schema_keys, dialect.strip_formats
+    out: dict[str, Any] | None = None
+    items = list(schema.items())
+    for position, (key, value) in enumerate(items):
+        drop = key in strip_keys or (
+            key == "format" and isinstance(value, str) and ("*" in strip_formats or value in strip_formats)
+        )
+        new = value
+        if not drop:
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                cleaned = {name: clean_schema(sub, dialect) for name, sub in value.items()}
+                if any(cleaned[name] is not sub for name, sub in value.items()):
+                    new = cleaned
+            elif key in _SCHEMA_ONE and isinstance(value, (dict, list)):
+                new = _clean_list(value, dialect) if isinstance(value, list) else clean_schema(value, dialect)
+            elif key in _SCHEMA_LISTS and isinstance(value, list):
+                new = _clean_list(value, dialect)
+        if out is None and (drop or new is not value):
+            out = dict(items[:position])  # the first change: copy what came before, order kept
+        if out is not None and not drop:
+            out[key] = new
+    return schema if out is None else out
+
+
+def _clean_list(values: list[Any], dialect: Dialect) -> list[Any]:
+    cleaned = [clean_schema(v, dialect) for v in values]
+    return cleaned if any(c is not v for c, v in zip(cleaned, values, strict=True)) else values
 
 
 def _tools(tools: list[dict[str, Any]], dialect: Dialect) -> list[dict[str, Any]]:

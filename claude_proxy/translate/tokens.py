@@ -11,6 +11,11 @@ import json
 import re
 from typing import Any
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+
 # The estimate counts the pieces of this pattern: an ASCII-letter run is 1 + (len - 1) // 6
 # tokens, 1-3 digits 1, any other non-space character 1, and a whitespace run 1 only when it
 # is longer than one character and holds a newline. `text_tokens` computes exactly that count
@@ -22,6 +27,17 @@ PDF_PAGE_TOKENS = 1500
 MESSAGE_OVERHEAD = 4
 TOOL_OVERHEAD = 12
 _SEPARATOR = "\x00"  # joins texts counted together: 1 token of its own, never merges neighbours
+
+
+def _json_text(value: Any) -> str:
+    """JSON text to count tokens in: orjson where it can (10× faster), json where it cannot
+    (integers beyond 64 bits, nesting beyond 254). Spacing differs; single spaces count nothing."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(value).decode()
+        except (TypeError, ValueError):
+            pass
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _class_of(code: int) -> str:
@@ -136,7 +152,7 @@ def _block_tokens(block: Any, texts: list[str]) -> int:
         return 0
     if kind in ("tool_use", "server_tool_use"):
         texts.append(str(block.get("name", "")))
-        texts.append(json.dumps(block.get("input", {}), ensure_ascii=False))
+        texts.append(_json_text(block.get("input", {})))
         return 8
     if kind == "tool_result":
         content = block.get("content")
@@ -144,7 +160,7 @@ def _block_tokens(block: Any, texts: list[str]) -> int:
             return 8 + sum(_block_tokens(b, texts) for b in content)
         texts.append(str(content or ""))
         return 8
-    texts.append(json.dumps(block, ensure_ascii=False))
+    texts.append(_json_text(block))
     return 0
 
 
@@ -172,7 +188,7 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
             total += TOOL_OVERHEAD
             texts.append(str(tool.get("name", "")))
             texts.append(str(tool.get("description", "")))
-            texts.append(json.dumps(tool.get("input_schema", {}), ensure_ascii=False))
+            texts.append(_json_text(tool.get("input_schema", {})))
     return max(total + texts_tokens(texts), 1)
 
 
