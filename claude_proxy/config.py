@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .models import DEFAULT_PROVIDER, Chain, ModelMap, parse_chain
+from .models import DEFAULT_PROVIDER, Chain, ModelMap, parse_chain, provider_aliases
 from .providers import PRESETS, Preset, preset
 from .routing import SCENARIOS, RoutingConfig
 from .translate.dialect import Dialect
@@ -295,7 +295,7 @@ def _models(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
     chains: dict[str, Chain] = {}
     for key, value in table.items():
         try:
-            chains[key] = parse_chain(value, providers, default)
+            chains[key] = parse_chain(value, providers, default, provider_aliases(providers, default))
         except ValueError as exc:
             raise ConfigError(f"{where}: 'models.\"{key}\"': {exc}") from None
     return ModelMap(chains, providers, default)
@@ -307,7 +307,7 @@ def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
         if key not in SCENARIOS:
             raise ConfigError(f"{where}: unknown route 'routes.{key}' (expected one of: {', '.join(SCENARIOS)})")
         try:
-            routes[key] = parse_chain(value, providers, default)
+            routes[key] = parse_chain(value, providers, default, provider_aliases(providers, default))
         except ValueError as exc:
             raise ConfigError(f"{where}: 'routes.{key}': {exc}") from None
     return routes

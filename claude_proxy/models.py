@@ -27,13 +27,19 @@ class Target:
 Chain = tuple[Target, ...]
 
 
-def parse_target(text: str, providers: Collection[str], default: str = DEFAULT_PROVIDER) -> Target:
-    """"PROVIDER,MODEL" or "MODEL"; raises ValueError naming what is wrong."""
+def parse_target(
+    text: str, providers: Collection[str], default: str = DEFAULT_PROVIDER, aliases: Mapping[str, str] | None = None
+) -> Target:
+    """"PROVIDER,MODEL" or "MODEL"; raises ValueError naming what is wrong.
+
+    `aliases` lets the default provider be named by its preset too ("deepseek,deepseek-chat").
+    """
     text = text.strip()
     if not text:
         raise ValueError("a target must not be empty")
     if "," in text:
         provider, model = (part.strip() for part in text.split(",", 1))
+        provider = (aliases or {}).get(provider, provider)
         if provider not in providers:
             known = ", ".join(sorted(providers)) or "none"
             raise ValueError(f"target {text!r} names unknown provider {provider!r} (configured: {known})")
@@ -43,25 +49,39 @@ def parse_target(text: str, providers: Collection[str], default: str = DEFAULT_P
     return Target(default, text)
 
 
-def parse_chain(value: Any, providers: Collection[str], default: str = DEFAULT_PROVIDER) -> Chain:
+def parse_chain(
+    value: Any, providers: Collection[str], default: str = DEFAULT_PROVIDER, aliases: Mapping[str, str] | None = None
+) -> Chain:
     """A target string or a non-empty list of them → a chain."""
     if isinstance(value, str):
-        return (parse_target(value, providers, default),)
+        return (parse_target(value, providers, default, aliases),)
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError("a fallback chain must list at least one target")
         if not all(isinstance(v, str) for v in value):
             raise ValueError("a fallback chain must be a list of target strings")
-        return tuple(parse_target(v, providers, default) for v in value)
+        return tuple(parse_target(v, providers, default, aliases) for v in value)
     raise ValueError(f"expected a target string or a list of targets, got {type(value).__name__}")
 
 
-def client_target(name: str, providers: Collection[str]) -> Target | None:
+def client_target(
+    name: str, providers: Collection[str], aliases: Mapping[str, str] | None = None
+) -> Target | None:
     """A model name the client sent as "PROVIDER,MODEL" selects that target directly."""
     if "," not in name:
         return None
     provider, model = (part.strip() for part in name.split(",", 1))
+    provider = (aliases or {}).get(provider, provider)
     return Target(provider, model) if provider in providers and model else None
+
+
+def provider_aliases(providers: Mapping[str, Any], default: str = DEFAULT_PROVIDER) -> dict[str, str]:
+    """The seed's [provider] is called "default"; its preset name works too when nothing else has it."""
+    provider = providers.get(default)
+    name = getattr(provider, "name", None)
+    if default == DEFAULT_PROVIDER and isinstance(name, str) and name and name not in providers:
+        return {name: default}
+    return {}
 
 
 def _specificity(pattern: str) -> tuple[int, int]:

@@ -568,7 +568,7 @@ class Proxy:
     def model(self, model_id: str, headers: Mapping[str, str]) -> Reply:
         known = (
             self.config.models.lookup(model_id) is not None
-            or client_target(model_id, self.config.providers) is not None
+            or client_target(model_id, self.config.providers, self.router.aliases) is not None
             or model_id in self.upstream_model_ids(headers)
         )
         if not known:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .models import Chain, ModelMap, Target, client_target
+from .models import Chain, ModelMap, Target, client_target, provider_aliases
 from .translate.tokens import estimate_input_tokens
 
 SCENARIOS = ("long_context", "image", "background", "think")
@@ -70,6 +70,7 @@ class Router:
         self.routes = dict(routes)
         self.providers = providers
         self.default_provider = default_provider
+        self.aliases = provider_aliases(providers, default_provider)
         self.config = config
 
     def scenario(self, body: Mapping[str, Any]) -> str | None:
@@ -89,7 +90,7 @@ class Router:
 
     def plan(self, body: Mapping[str, Any]) -> Plan:
         model = str(body.get("model", ""))
-        direct = client_target(model, self.providers)
+        direct = client_target(model, self.providers, self.aliases)
         if direct is not None:
             return Plan("client", (direct,))
         scenario = self.scenario(body)

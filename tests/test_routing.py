@@ -13,7 +13,7 @@ import pytest
 
 from claude_proxy.config import Config, ConfigError, load_config
 from claude_proxy.models import Target, client_target, parse_chain, parse_target
-from claude_proxy.routing import SCENARIOS, ProviderHealth, Router, RoutingConfig
+from claude_proxy.routing import SCENARIOS, Plan, ProviderHealth, Router, RoutingConfig
 from claude_proxy.translate.tokens import estimate_input_tokens
 from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
@@ -482,3 +482,30 @@ def test_the_example_config_routing_block_loads_when_uncommented() -> None:
     assert config.routes["image"] == (T("claude", "claude-sonnet-4-5"),)
     assert config.routes["think"] == (T("deepseek", "deepseek-reasoner"), T("default", "deepseek/deepseek-r1"))
     assert config.routing == RoutingConfig()
+
+
+def test_the_default_provider_answers_to_its_preset_name_too() -> None:
+    config = load_config(
+        data={
+            "provider": {"name": "deepseek", "api_key": "k"},
+            "providers": {"groq": {"api_key": "g"}},
+            "models": {"*opus*": ["deepseek,deepseek-reasoner", "groq,llama"]},
+        },
+        env={},
+    )
+    assert config.models.chain("claude-opus-4-8") == (Target("default", "deepseek-reasoner"), Target("groq", "llama"))
+    router = Router(config.models, config.routes, config.providers, config.default_provider, config.routing)
+    plan = router.plan({"model": "deepseek,deepseek-chat", "max_tokens": 1, "messages": []})
+    assert plan == Plan("client", (Target("default", "deepseek-chat"),))
+
+
+def test_no_alias_when_a_named_provider_has_the_presets_name() -> None:
+    config = load_config(
+        data={
+            "provider": {"name": "groq", "api_key": "k"},
+            "providers": {"groq": {"api_key": "g"}},
+            "models": {"x": "groq,m"},
+        },
+        env={},
+    )
+    assert config.models.chain("x") == (Target("groq", "m"),)
