@@ -299,16 +299,19 @@ class Upstream:
         idle_limit = self.timeouts.read
         ping_every = self.timeouts.ping_interval
         last_data = time.monotonic()
+        blocked = False  # the last look found nothing buffered; nothing was read since, so it still holds
         while True:
             now = time.monotonic()
             if now >= deadline:
                 raise UpstreamTimeout(f"{self.provider.name}: response exceeded the {self.timeouts.total:g}s deadline")
-            if sock is not None and fp is not None and _would_block(http_response, fp, sock):
+            if sock is not None and fp is not None and (blocked or _would_block(http_response, fp, sock)):
+                blocked = False
                 wait = min(ping_every, idle_limit - (now - last_data), deadline - now)
                 if wait > 0 and not _readable(sock, wait):
                     if time.monotonic() - last_data >= idle_limit:
                         raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s")
                     yield PING
+                    blocked = True  # still nothing read: no need to look again before waiting
                     continue
             try:
                 data = raw.read1(READ_SIZE, decode_content=True)
@@ -327,6 +330,7 @@ class Upstream:
             ended = False
             while size < READ_SIZE and sock is not None and fp is not None:
                 if _would_block(http_response, fp, sock):
+                    blocked = True
                     break
                 try:
                     more = raw.read1(READ_SIZE, decode_content=True)

@@ -233,7 +233,7 @@ def test_stream_tokens_arrive_incrementally(proxy, upstream) -> None:
             if line.startswith(b"data:") and b"text_delta" in line:
                 arrivals.append((time.monotonic() - started, json.loads(line[5:])["delta"]["text"]))
     assert [text for _, text in arrivals] == ["first", " second"]
-    assert arrivals[0][0] < 0.6, arrivals  # the first token did not wait for the rest
+    assert arrivals[0][0] < 0.95, arrivals  # the first token did not wait for the upstream's 1 s pause
     assert arrivals[1][0] - arrivals[0][0] > 0.8
 
 

@@ -279,7 +279,11 @@ def test_request_ids_survive_nginx(stack: Stack, upstream: FakeUpstream) -> None
     assert sent.headers["x-request-id"] == rid  # passed on to the provider
     journals = stack.a.journal() + stack.b.journal()
     assert [r["status"] for r in journals if r["request_id"] == rid] == [200]  # in the proxy's log
-    assert any(f"rid={rid} " in line for line in stack.nginx.access_log())  # and nginx's
+    # and nginx's (it logs once the response is done, which can be a moment after the client has it)
+    deadline = time.monotonic() + 5
+    while not any(f"rid={rid} " in line for line in stack.nginx.access_log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(f"rid={rid} " in line for line in stack.nginx.access_log())
 
     # An id the client sent is kept end to end, for streams too.
     upstream.enqueue(paused_stream(), path="/chat/completions")

@@ -213,7 +213,7 @@ def test_builders() -> None:
 
 
 def test_chunked_stream_arrives_incrementally(up: FakeUpstream) -> None:
-    up.enqueue(Stream([chunk("first"), Sleep(0.3), chunk("second")]))
+    up.enqueue(Stream([chunk("first"), Sleep(1.0), chunk("second")]))
     t0 = time.monotonic()
     with requests.post(f"{up.url}/chat/completions", json=CHAT, stream=True, timeout=5) as resp:
         parts = resp.iter_content(chunk_size=None)
@@ -223,8 +223,7 @@ def test_chunked_stream_arrives_incrementally(up: FakeUpstream) -> None:
         total = time.monotonic() - t0
     assert b'"first"' in first
     assert b"second" not in first
-    assert first_at < 0.25
-    assert total >= 0.3
+    assert total - first_at >= 0.7  # the first read did not wait for the pause; the rest came after it
     assert b'"second"' in rest
     assert rest.endswith(b"data: [DONE]\n\n")
 
@@ -368,7 +367,7 @@ def test_stop_is_fast_with_hanging_handlers() -> None:
         assert up.wait_for_requests(2, timeout=1)
         assert b.recv(65536).startswith(b"HTTP/1.1 200")
         t0 = time.monotonic()
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 5  # hanging handlers would hold it forever; generous for a loaded machine
     assert up.active_connections == 0
     assert up.disconnects == []  # server-side stop is not a client disconnect
     with a, b:
