@@ -446,7 +446,7 @@ def test_a_seed_config_is_one_provider_called_default() -> None:
 
 
 def test_the_readme_routing_example_loads_and_routes_as_described() -> None:
-    import tomllib
+    from claude_proxy.config import tomllib  # tomli below Python 3.11
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Routing: several providers", 1)[1]
@@ -470,7 +470,7 @@ def test_the_readme_routing_example_loads_and_routes_as_described() -> None:
 
 
 def test_the_example_config_routing_block_loads_when_uncommented() -> None:
-    import tomllib
+    from claude_proxy.config import tomllib  # tomli below Python 3.11
 
     text = (Path(__file__).resolve().parents[1] / "config.example.toml").read_text()
     head, block = text.split("# -- Several providers at once", 1)
