@@ -1142,3 +1142,18 @@ def test_max_tokens_is_clamped_to_the_provider_limit() -> None:
     assert translate(req(max_tokens=128000), dialect=limited)["max_tokens"] == 8192
     assert translate(req(max_tokens=1000), dialect=limited)["max_tokens"] == 1000
     assert translate(req(max_tokens=128000))["max_tokens"] == 128000  # no limit by default
+
+
+def test_cleaned_schemas_are_remembered_per_content_and_dialect() -> None:
+    from claude_proxy.translate.request import cleaned_schema
+
+    schema = {"$schema": "x", "type": "object", "properties": {"u": {"type": "string", "format": "uri"}}}
+    first = cleaned_schema(schema, Dialect())
+    assert first == {"type": "object", "properties": {"u": {"type": "string", "format": "uri"}}}
+    assert cleaned_schema(dict(schema), Dialect()) is first  # same content: the remembered result
+    strict = Dialect(strip_formats=frozenset({"uri"}))
+    assert cleaned_schema(schema, strict) == {"type": "object", "properties": {"u": {"type": "string"}}}
+    deep: dict = {"type": "object"}
+    for _ in range(300):  # beyond orjson's nesting limit: still cleaned, just not remembered
+        deep = {"type": "object", "properties": {"x": deep}, "$schema": "y"}
+    assert "$schema" not in cleaned_schema(deep, Dialect())

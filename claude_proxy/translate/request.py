@@ -16,6 +16,11 @@ from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
 from .tokens import estimate_input_tokens
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 
 # Top-level request fields that are Anthropic-only and consumed (or deliberately dropped)
@@ -338,6 +343,28 @@ def _clean_list(values: list[Any], dialect: Dialect) -> list[Any]:
     return cleaned if any(c is not v for c, v in zip(cleaned, values, strict=True)) else values
 
 
+_CLEANED: dict[tuple[bytes, frozenset[str], frozenset[str]], Any] = {}
+_CLEANED_MAX = 2048
+
+
+def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
+    """`clean_schema`, remembered: Claude Code sends the same tool schemas on every turn, and
+    serialising one (the cache key) costs a twentieth of cleaning it. The result is shared
+    between requests, so it must never be mutated — nothing downstream does."""
+    if orjson is None:
+        return clean_schema(schema, dialect)
+    try:
+        key = (orjson.dumps(schema), dialect.strip_schema_keys, dialect.strip_formats)
+    except (TypeError, ValueError):  # beyond orjson (huge integers, deep nesting): just clean it
+        return clean_schema(schema, dialect)
+    cleaned = _CLEANED.get(key)
+    if cleaned is None:
+        if len(_CLEANED) >= _CLEANED_MAX:
+            _CLEANED.clear()
+        cleaned = _CLEANED[key] = clean_schema(schema, dialect)
+    return cleaned
+
+
 def _tools(tools: list[dict[str, Any]], dialect: Dialect) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
@@ -346,7 +373,7 @@ def _tools(tools: list[dict[str, Any]], dialect: Dialect) -> list[dict[str, Any]
             continue  # server tools (web_search_2025…, bash_2025…) have no OpenAI form
         function: dict[str, Any] = {
             "name": to_upstream_tool_name(str(tool["name"]), dialect.tool_name_max),
-            "parameters": clean_schema(tool.get("input_schema") or {"type": "object"}, dialect),
+            "parameters": cleaned_schema(tool.get("input_schema") or {"type": "object"}, dialect),
         }
         if tool.get("description"):
             function["description"] = tool["description"]
