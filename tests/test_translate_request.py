@@ -96,10 +96,12 @@ def test_minimal_request_and_context() -> None:
         dialect=DEFAULT_DIALECT,
         tool_names={},
         stop_sequences=(),
-        input_tokens=estimate_input_tokens(body),
+        input_tokens=None,  # not estimated until something needs it
         stream=False,
         thinking=False,
     )
+    assert t.context.prompt_tokens() == estimate_input_tokens(body)
+    assert t.context.input_tokens == estimate_input_tokens(body)  # and remembered
 
 
 def test_upstream_model_override_and_sampling_fields() -> None:

@@ -180,7 +180,7 @@ ARGS_LS = '{"command": "ls"}'
 
 
 def test_input_estimate_constant() -> None:
-    assert context().input_tokens == INPUT_ESTIMATE
+    assert context().prompt_tokens() == INPUT_ESTIMATE
 
 
 # -- text and reasoning ---------------------------------------------------------------------

@@ -57,9 +57,18 @@ class RequestContext:
     dialect: Dialect = DEFAULT_DIALECT
     tool_names: dict[str, str] = field(default_factory=dict)
     stop_sequences: tuple[str, ...] = ()
-    input_tokens: int = 0
+    input_tokens: int | None = None  # None: estimated from `source` when first needed
     stream: bool = False
     thinking: bool = False
+    source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def prompt_tokens(self) -> int:
+        """The estimated input tokens, computed on first use: a non-streamed answer that reports
+        its usage never needs it, and a stream needs it only for `message_start`."""
+        if self.input_tokens is None:
+            estimate = estimate_input_tokens(self.source) if self.source is not None else 0
+            object.__setattr__(self, "input_tokens", estimate)
+        return self.input_tokens or 0
 
 
 @dataclass(frozen=True)
@@ -512,7 +521,7 @@ def translate_request(
         dialect=dialect,
         tool_names=tool_name_map(names, dialect.tool_name_max),
         stop_sequences=tuple(body.get("stop_sequences") or ()),
-        input_tokens=estimate_input_tokens(body),
+        source=body,
         stream=stream,
         thinking=thinking,
     )

@@ -288,7 +288,7 @@ def openai_to_anthropic(response: dict[str, Any], context: RequestContext, messa
     if stop_sequence and stop_reason == "end_turn":
         stop_reason = "stop_sequence"
     usage = convert_usage(find_usage(response), dialect) or {
-        "input_tokens": context.input_tokens,
+        "input_tokens": context.prompt_tokens(),
         "output_tokens": sum(len(json.dumps(b)) for b in content) // 4,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,

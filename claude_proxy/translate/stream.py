@@ -100,7 +100,7 @@ class StreamTranslator:
         if self.state != IDLE:
             return []
         self.state = STREAMING
-        input_tokens = self.context.input_tokens
+        input_tokens = self.context.prompt_tokens()
         cache_read = 0
         early = convert_usage(find_usage(chunk), self.context.dialect) if chunk else None
         if early and early["input_tokens"] + early["cache_read_input_tokens"]:
@@ -178,7 +178,7 @@ class StreamTranslator:
         usage = convert_usage(self.upstream_usage, self.context.dialect)
         if usage is None:
             usage = {
-                "input_tokens": self.context.input_tokens,
+                "input_tokens": self.context.prompt_tokens(),
                 "output_tokens": max(1, self._output_chars // 4),
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0,
