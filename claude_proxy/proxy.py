@@ -306,6 +306,7 @@ class Proxy:
                 self._learned.setdefault(learned_key, {}).update(note)
                 call.record["adjusted"] = note
         if stream:
+            translation.context.prompt_tokens()  # now, so the stream does not hold the request body
             translator = StreamTranslator(translation.context, message_id=new_message_id())
             return Reply(200, self._stream(response, translator, call, deadline, upstream), SSE, dict(STREAM_HEADERS))
         content = upstream.read(response, deadline)

@@ -1159,3 +1159,10 @@ def test_cleaned_schemas_are_remembered_per_content_and_dialect() -> None:
     for _ in range(300):  # beyond orjson's nesting limit: still cleaned, just not remembered
         deep = {"type": "object", "properties": {"x": deep}, "$schema": "y"}
     assert "$schema" not in cleaned_schema(deep, Dialect())
+
+
+def test_the_context_lets_go_of_the_request_once_it_has_its_estimate() -> None:
+    t = translate_request(req())
+    assert t.context.source is not None
+    tokens = t.context.prompt_tokens()
+    assert t.context.source is None and t.context.prompt_tokens() == tokens

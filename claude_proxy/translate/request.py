@@ -68,6 +68,7 @@ class RequestContext:
         if self.input_tokens is None:
             estimate = estimate_input_tokens(self.source) if self.source is not None else 0
             object.__setattr__(self, "input_tokens", estimate)
+            object.__setattr__(self, "source", None)  # a long stream must not keep the whole request alive
         return self.input_tokens or 0
 
 
@@ -353,7 +354,7 @@ def _clean_list(values: list[Any], dialect: Dialect) -> list[Any]:
 
 
 _CLEANED: dict[tuple[bytes, frozenset[str], frozenset[str]], Any] = {}
-_CLEANED_MAX = 2048
+_CLEANED_MAX = 512  # Claude Code has ~24 tools; a few clients and versions fit many times over
 
 
 def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
