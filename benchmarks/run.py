@@ -370,26 +370,38 @@ def fmt(value: float | None, unit: str) -> str:
 # -- scenarios -----------------------------------------------------------------------------
 
 
+async def measure_both(
+    env: Env, pair: Pair, label: str, *, sample: bool = True, **load: Any
+) -> tuple[Measured, Measured]:
+    """The same load against the upstream directly, then through the proxy (RSS sampled during the
+    proxy run when `sample`): the two results a row's ratio is made of."""
+    got = {}
+    for target in ("direct", "proxy"):
+        request = pair.direct if target == "direct" else pair.proxy
+        check = pair.direct_check if target == "direct" else pair.proxy_check
+        env.sampling = sample and target == "proxy"
+        sampler = asyncio.create_task(sample_rss(env)) if sample else None
+        got[target] = await measure(env, target, request, check, label, **load)
+        env.sampling = False
+        if sampler is not None:
+            await sampler
+    return got["direct"], got["proxy"]
+
+
 async def scenario_nonstream(env: Env, rows: list[Row], notes: list[str]) -> None:
     quick = env.args.quick
     pair = make_pair(env, stream=False, model="bench")
     print(f"1. non-streaming, {len(pair.proxy) // 1024} KB request", flush=True)
     for concurrency in (1, 8, 32):
-        got = {}
-        for target in ("direct", "proxy"):
-            request = pair.direct if target == "direct" else pair.proxy
-            check = pair.direct_check if target == "direct" else pair.proxy_check
-            got[target] = await measure(
-                env,
-                target,
-                request,
-                check,
-                f"non-streaming c={concurrency}",
-                concurrency=concurrency,
-                duration=3.0 if quick else 10.0,
-                warmup=0.5 if quick else 1.0,
-            )
-        d, p = got["direct"], got["proxy"]
+        d, p = await measure_both(
+            env,
+            pair,
+            f"non-streaming c={concurrency}",
+            sample=False,
+            concurrency=concurrency,
+            duration=3.0 if quick else 10.0,
+            warmup=0.5 if quick else 1.0,
+        )
         name = f"1. non-streaming, c={concurrency}"
         rows.append(
             Row(
@@ -425,25 +437,14 @@ async def scenario_stream(env: Env, rows: list[Row], notes: list[str]) -> None:
     pair = make_pair(env, stream=True, model=model, chunks=STREAM_CHUNKS)
     print(f"2. streaming, {STREAM_CHUNKS} chunks, no delay", flush=True)
     for concurrency in (1, 16):
-        got = {}
-        for target in ("direct", "proxy"):
-            request = pair.direct if target == "direct" else pair.proxy
-            check = pair.direct_check if target == "direct" else pair.proxy_check
-            env.sampling = target == "proxy"
-            sampler = asyncio.create_task(sample_rss(env))
-            got[target] = await measure(
-                env,
-                target,
-                request,
-                check,
-                f"streaming c={concurrency}",
-                concurrency=concurrency,
-                duration=3.0 if quick else 10.0,
-                warmup=0.5 if quick else 1.0,
-            )
-            env.sampling = False
-            await sampler
-        d, p = got["direct"], got["proxy"]
+        d, p = await measure_both(
+            env,
+            pair,
+            f"streaming c={concurrency}",
+            concurrency=concurrency,
+            duration=3.0 if quick else 10.0,
+            warmup=0.5 if quick else 1.0,
+        )
         name = f"2. streaming {STREAM_CHUNKS} chunks, c={concurrency}"
         rows.append(Row(name, "streams/s", d.rate, p.rate, "/s"))
         rows.append(
@@ -469,26 +470,15 @@ async def scenario_paced(env: Env, rows: list[Row], notes: list[str]) -> None:
     stream_seconds = PACED_CHUNKS * PACED_DELAY_MS / 1000.0
     print(f"3. paced streaming, {PACED_CHUNKS} chunks x {PACED_DELAY_MS} ms", flush=True)
     for concurrency in (64, 256):
-        got = {}
-        for target in ("direct", "proxy"):
-            request = pair.direct if target == "direct" else pair.proxy
-            check = pair.direct_check if target == "direct" else pair.proxy_check
-            env.sampling = target == "proxy"
-            sampler = asyncio.create_task(sample_rss(env))
-            got[target] = await measure(
-                env,
-                target,
-                request,
-                check,
-                f"paced c={concurrency}",
-                concurrency=concurrency,
-                per_client=2 if quick else 5,
-                stagger=stream_seconds / concurrency,
-                timeout=60.0,
-            )
-            env.sampling = False
-            await sampler
-        d, p = got["direct"], got["proxy"]
+        d, p = await measure_both(
+            env,
+            pair,
+            f"paced c={concurrency}",
+            concurrency=concurrency,
+            per_client=2 if quick else 5,
+            stagger=stream_seconds / concurrency,
+            timeout=60.0,
+        )
         name = f"3. paced {PACED_CHUNKS}×{PACED_DELAY_MS} ms, c={concurrency}"
         ttfb_target = 30.0 if concurrency == 64 else 100.0
         rows.append(Row(name, "TTFB p50", d.pct("ttfb", 50), p.pct("ttfb", 50), "ms"))
