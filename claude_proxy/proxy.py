@@ -303,6 +303,8 @@ class Proxy:
                     raise
                 second_chance = False
                 out_body, note = fix
+                if len(self._learned) >= 1024:  # model names come from clients: keep this bounded
+                    self._learned.clear()
                 self._learned.setdefault(learned_key, {}).update(note)
                 call.record["adjusted"] = note
         if stream:
