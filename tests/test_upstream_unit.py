@@ -12,7 +12,7 @@ import requests
 import responses
 
 from claude_proxy import upstream as upstream_module
-from claude_proxy.config import ProviderConfig, RetryPolicy, Timeouts
+from claude_proxy.config import ProviderConfig, RetryPolicy, Timeouts, load_config
 from claude_proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.translate.dialect import Dialect
 from claude_proxy.upstream import Upstream, retry_after_seconds
@@ -427,3 +427,15 @@ def test_streaming_requests_ask_for_an_uncompressed_body(mock: responses.Request
     response = client.post(stream=True)
     assert mock.calls[0].request.headers["Accept-Encoding"] == "identity"
     assert b"".join(p for p in client.upstream.iter_body(response, time.monotonic() + 5)) == b"data: [DONE]\n\n"
+
+
+def test_a_configured_key_wins_over_credentials_in_the_base_url() -> None:
+    # a gateway URL with user:pass@ gets Basic auth only when no provider key is configured
+    config = load_config(
+        data={"provider": {"name": "custom", "base_url": "http://u:p@127.0.0.1:9/v1", "api_key": "sk-key-123"}}, env={}
+    )
+    upstream = Upstream(config.provider)
+    with_key = upstream._prepare("POST", "/chat/completions", upstream.auth_headers(), b"{}")
+    assert with_key.headers["Authorization"] == "Bearer sk-key-123"
+    without_key = upstream._prepare("POST", "/chat/completions", {}, b"{}")
+    assert without_key.headers["Authorization"] == "Basic dTpw"  # base64("u:p")
