@@ -187,6 +187,16 @@ def assert_tool_round_trip(result: dict[str, Any], tool_turn: dict[str, Any], an
     assert roles[0] == "system" and "user" in roles[: roles.index("assistant")]
 
 
+def _succeeded(result: dict) -> tuple[str, dict]:
+    """The CLI finished the turn without error and reported the tool's (upper-cased) output."""
+    why = _describe(result)
+    output = result["cli_json"]
+    assert result["returncode"] == 0 and output is not None, why
+    assert output["is_error"] is False, why
+    assert output["result"] == f"The command printed: {result['marker'].upper()}", why
+    return why, output
+
+
 def test_tool_round_trip(claude: Path, tmp_path: Path) -> None:
     result = run_scenario(claude, tmp_path)
     why = _describe(result)
@@ -229,11 +239,7 @@ def test_broken_stream_falls_back_to_non_streaming(claude: Path, tmp_path: Path)
     """The upstream dies right after the stream started: the proxy ends the SSE stream with an `error` event,
     and the CLI re-sends the turn without `stream`, which the proxy must serve as a plain JSON message."""
     result = run_scenario(claude, tmp_path, "--scenario", "fallback")
-    why = _describe(result)
-    output = result["cli_json"]
-    assert result["returncode"] == 0 and output is not None, why
-    assert output["is_error"] is False, why
-    assert output["result"] == f"The command printed: {result['marker'].upper()}", why
+    why, output = _succeeded(result)
 
     requests_seen = result["upstream_requests"]
     assert [r["json"].get("stream") for r in requests_seen] == [True, None, True], why
@@ -261,11 +267,7 @@ def test_provider_that_ignores_stream_true(claude: Path, tmp_path: Path) -> None
     """The upstream answers `stream: true` with plain JSON completions: the proxy must stream them to the CLI.
     (It once read such a body as an empty SSE stream, so the CLI re-sent every turn without streaming.)"""
     result = run_scenario(claude, tmp_path, "--scenario", "json")
-    why = _describe(result)
-    output = result["cli_json"]
-    assert result["returncode"] == 0 and output is not None, why
-    assert output["is_error"] is False, why
-    assert output["result"] == f"The command printed: {result['marker'].upper()}", why
+    why, output = _succeeded(result)
     requests_seen = result["upstream_requests"]
     assert [r["json"].get("stream") for r in requests_seen] == [True, True], why  # no non-streaming retries
     assert_upstream_requests(result)
@@ -283,11 +285,7 @@ def test_provider_that_ignores_stream_true(claude: Path, tmp_path: Path) -> None
 def test_claude_proxy_run_with_real_cli(claude: Path, tmp_path: Path) -> None:
     """`claude-proxy run -c CONFIG -- -p ...`: the launcher starts the proxy, runs the CLI against it, stops it."""
     result = run_scenario(claude, tmp_path, "--via-launcher")
-    why = _describe(result)
-    output = result["cli_json"]
-    assert result["returncode"] == 0 and output is not None, why
-    assert output["is_error"] is False, why
-    assert output["result"] == f"The command printed: {result['marker'].upper()}", why
+    why, _ = _succeeded(result)
     requests_seen = result["upstream_requests"]
     assert len(requests_seen) == 2, why
     assert_upstream_requests(result)

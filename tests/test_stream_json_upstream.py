@@ -20,6 +20,14 @@ from tests.support.upstream import FakeUpstream, Json, Text, completion
 pytestmark = pytest.mark.e2e
 
 
+STREAM_BODY = {
+    "model": "claude-sonnet-5",
+    "max_tokens": 50,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
 @pytest.fixture
 def client(proxy: ProxyServer) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20)
@@ -62,13 +70,7 @@ def test_json_answer_to_a_streaming_tool_turn(client: anthropic.Anthropic, upstr
 
 def test_json_answer_events_are_a_normal_stream(proxy: ProxyServer, upstream: FakeUpstream) -> None:
     upstream.enqueue(Json(completion("Hello there", prompt_tokens=12, completion_tokens=3)))
-    body = {
-        "model": "claude-sonnet-5",
-        "max_tokens": 50,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
-    events = _events(proxy, body)
+    events = _events(proxy, STREAM_BODY)
     kinds = [e["type"] for e in events if e["type"] != "ping"]
     assert kinds == [
         "message_start",
@@ -96,13 +98,7 @@ def test_json_answer_events_are_a_normal_stream(proxy: ProxyServer, upstream: Fa
 
 def test_json_error_body_with_200_becomes_an_error_event(proxy: ProxyServer, upstream: FakeUpstream) -> None:
     upstream.enqueue(Json({"error": {"message": "model overloaded, try later", "type": "overloaded_error"}}))
-    body = {
-        "model": "claude-sonnet-5",
-        "max_tokens": 50,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
-    events = _events(proxy, body)
+    events = _events(proxy, STREAM_BODY)
     assert events[0]["type"] == "message_start"
     assert events[-1]["type"] == "error"
     assert "model overloaded, try later" in events[-1]["error"]["message"]
@@ -110,13 +106,7 @@ def test_json_error_body_with_200_becomes_an_error_event(proxy: ProxyServer, ups
 
 def test_json_content_type_with_garbage_is_an_error_event(proxy: ProxyServer, upstream: FakeUpstream) -> None:
     upstream.enqueue(Text("<html>not json</html>", content_type="application/json"))
-    body = {
-        "model": "claude-sonnet-5",
-        "max_tokens": 50,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
-    events = _events(proxy, body)
+    events = _events(proxy, STREAM_BODY)
     assert events[-1]["type"] == "error"
     assert events[-1]["error"]["type"] == "api_error"
     assert "not JSON" in events[-1]["error"]["message"]
