@@ -481,16 +481,21 @@ class Proxy:
     def _relay(self, response: Any, call: Call, deadline: float, upstream: Upstream) -> Iterator[bytes]:
         """Anthropic SSE bytes through as they arrive; a broken upstream ends with an error event."""
         error: ProxyError | None = None
+        complete = False
         metrics.stream_started()
         try:
             for piece in upstream.iter_body(response, deadline):
                 yield b'event: ping\ndata: {"type":"ping"}\n\n' if piece is PING else piece
+            complete = True
         except (UpstreamTimeout, UpstreamUnavailable) as exc:
             error = exc
             yield b"\n\nevent: error\ndata: " + orjson.dumps(envelope("api_error", exc.message)) + b"\n\n"
         finally:
             metrics.stream_ended()
-            response.close()
+            if complete:
+                upstream.release(response, wait=0.0)  # read to its end: keep the connection
+            else:
+                response.close()
             if error is not None:
                 self.fail(call, error)
             else:

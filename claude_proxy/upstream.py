@@ -26,6 +26,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from .config import ProviderConfig, RetryPolicy, Timeouts
 from .errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from .framing import BodyDecoder, FramingError, decoder_for
 from .translate.errors import from_upstream_response
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -59,6 +60,8 @@ def _reason(exc: BaseException) -> str:
         ("certificate", "TLS certificate error"),
         ("ssl", "TLS error"),
         ("incompleteread", "connection closed before the response was complete"),
+        ("before the response was complete", "connection closed before the response was complete"),
+        ("framingerror", "malformed chunked body"),
         ("remotedisconnected", "connection closed without a response"),
         ("protocolerror", "connection broken"),
         ("network is unreachable", "network unreachable"),
@@ -271,8 +274,10 @@ class Upstream:
                 size += len(piece)
                 if size > limit:
                     raise UpstreamUnavailable(f"{self.provider.name}: response larger than {limit} bytes")
-        finally:
+        except BaseException:
             response.close()
+            raise
+        self.release(response, wait=0.0)  # read to its end: the connection goes back to the pool
         return b"".join(parts)
 
     def release(self, response: requests.Response, wait: float = 0.05) -> None:
@@ -280,6 +285,13 @@ class Upstream:
         the rest of the body (usually just the chunked terminator after `[DONE]`) is there or
         arrives within `wait`; otherwise it is closed. Without this every stream costs a new
         connection (and TLS handshake) to the provider."""
+        body = SocketBody.open(response)
+        if body is not None:
+            try:
+                body.finish(wait)
+            finally:
+                response.close()  # closes the connection unless `finish` handed it back
+            return
         raw = response.raw
         http_response = getattr(raw, "_fp", None)
         sock = _socket_of(raw)
@@ -305,6 +317,43 @@ class Upstream:
     def iter_body(self, response: requests.Response, deadline: float) -> Iterator[Any]:
         """Body bytes as they arrive (one read, whatever is available), or PING after a
         silence of `ping_interval`. Raises UpstreamTimeout / UpstreamUnavailable."""
+        body = SocketBody.open(response)
+        if body is not None:
+            return self._iter_socket(body, deadline)
+        return self._iter_buffered(response, deadline)
+
+    def _iter_socket(self, body: SocketBody, deadline: float) -> Iterator[Any]:
+        """The common case: one blocking `recv` with a timeout per arrival (a poll and a read,
+        the GIL let go once for each), all that arrived at once translated and written together."""
+        idle_limit = self.timeouts.read
+        ping_every = self.timeouts.ping_interval
+        last_heard = last_data = time.monotonic()
+        while not body.done:
+            now = time.monotonic()
+            if now >= deadline:
+                raise UpstreamTimeout(f"{self.provider.name}: response exceeded the {self.timeouts.total:g}s deadline")
+            if now - last_data >= idle_limit:
+                raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s")
+            wait = min(ping_every - (now - last_heard), idle_limit - (now - last_data), deadline - now)
+            if wait <= 0:
+                last_heard = now
+                yield PING
+                continue
+            try:
+                data = body.read(wait)
+            except (OSError, FramingError) as exc:
+                raise UpstreamUnavailable(
+                    f"{self.provider.name}: connection broke mid-response: {_reason(exc)}"
+                ) from None
+            if data is None:  # the wait ran out: the loop decides between a ping and a timeout
+                continue
+            last_heard = last_data = time.monotonic()
+            if data:
+                yield data
+
+    def _iter_buffered(self, response: requests.Response, deadline: float) -> Iterator[Any]:
+        """Through urllib3 and http.client, for bodies `SocketBody` does not take (compressed,
+        already partly read, or a response without a socket, such as a test double)."""
         raw = response.raw
         sock = _socket_of(raw)
         http_response = getattr(raw, "_fp", None)
@@ -358,6 +407,103 @@ class Upstream:
             yield parts[0] if len(parts) == 1 else b"".join(parts)
             if ended:
                 return
+
+
+class SocketBody:
+    """A response body read from the connection's socket, past http.client.
+
+    http.client reads a chunked body a size line, a data part and a CRLF at a time, and knowing
+    whether the next read would block costs two `settimeout` calls and a failed `recv`; under
+    hundreds of paced streams each of those syscalls is a GIL hand-off between busy threads. Here
+    one `recv` takes whatever has arrived and `framing` removes the chunk framing. At the end of
+    the body the connection is handed back to urllib3's pool just as http.client would leave it.
+    """
+
+    def __init__(self, response: requests.Response, sock: socket.socket, decoder: BodyDecoder, first: bytes) -> None:
+        self.response = response
+        self.sock = sock
+        self.decoder = decoder
+        self._first = first
+        self._timeout = 0.0
+        self.eof = False
+
+    @classmethod
+    def open(cls, response: requests.Response) -> SocketBody | None:
+        """The response's SocketBody (made on first use), or None when it must go through urllib3."""
+        body = response.__dict__.get("_claude_proxy_body")
+        if body is not None or response.__dict__.get("_claude_proxy_buffered"):
+            return body
+        raw = response.raw
+        http_response = getattr(raw, "_fp", None)
+        fp = getattr(http_response, "fp", None)
+        sock = _socket_of(raw)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if (
+            sock is None
+            or fp is None
+            or encoding not in ("", "identity")
+            or getattr(raw, "_fp_bytes_read", 0)  # urllib3 has begun reading
+            or (getattr(http_response, "chunked", False) and getattr(http_response, "chunk_left", None) is not None)
+            or getattr(raw, "_has_decoded_content", False)
+        ):
+            response.__dict__["_claude_proxy_buffered"] = True
+            return None
+        # Whatever http.client's buffer already holds beyond the headers comes first.
+        try:
+            sock.settimeout(0.0)
+            first = fp.read1(READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            first = b""
+        except (OSError, ValueError):
+            first = b""  # the socket's own read below meets the same error and reports it
+        decoder = decoder_for(bool(getattr(http_response, "chunked", False)), getattr(http_response, "length", None))
+        body = cls(response, sock, decoder, first)
+        response.__dict__["_claude_proxy_body"] = body
+        return body
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done or self.eof
+
+    def read(self, timeout: float) -> bytes | None:
+        """Payload bytes (b"" if only framing arrived), or None if nothing came within `timeout`."""
+        if self._first:
+            data, self._first = self._first, b""
+        else:
+            # Within 5% of the last timeout it stays: a `settimeout` is a syscall (and a GIL
+            # hand-off) per event, and a ping or deadline 5% late is still on time.
+            if not 0.95 * self._timeout <= timeout <= 1.05 * self._timeout:
+                self.sock.settimeout(timeout)
+                self._timeout = timeout
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except TimeoutError:
+                return None
+            if not data:
+                self.eof = True
+                if not self.decoder.eof_ok():
+                    raise ConnectionError("connection closed before the response was complete")
+                return b""
+        return self.decoder.feed(data)
+
+    def finish(self, wait: float) -> bool:
+        """Read the rest of a body whose answer is complete (usually only `[DONE]` and the last
+        chunk) for up to `wait`; True if the connection went back to the pool."""
+        until = time.monotonic() + wait
+        try:
+            while not self.done:
+                left = until - time.monotonic()
+                if left <= 0 or self.read(left) is None:
+                    return False
+        except (OSError, FramingError):
+            return False
+        raw = self.response.raw
+        http_response = getattr(raw, "_fp", None)
+        if self.eof or self.decoder.overrun or getattr(http_response, "will_close", True):
+            return False
+        http_response.close()  # as http.client does at the end of a body: the socket stays open
+        raw.release_conn()
+        return True
 
 
 def _socket_of(raw: Any) -> socket.socket | None:

@@ -21,6 +21,7 @@ import json
 import re
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -427,6 +428,21 @@ class _Connection:
         self.buf = bytearray()
         self.current: RecordedRequest | None = None
         self._gone_recorded = False
+        self._peek_sock: socket.socket | None = None  # with TLS: the TCP socket, to see EOF under the TLS layer
+
+    def start_tls(self, context: ssl.SSLContext) -> bool:
+        """Wrap the connection in TLS (server side); False if the handshake failed."""
+        self._peek_sock = self.sock.dup()
+        try:
+            self.sock.settimeout(5)
+            tls = context.wrap_socket(self.sock, server_side=True)
+            tls.settimeout(None)
+        except (OSError, ValueError):
+            self.close()
+            return False
+        self.sock = tls
+        self.server._replace(self.cid, tls)
+        return True
 
     # -- reading -----------------------------------------------------------------------------------------------------
 
@@ -436,7 +452,8 @@ class _Connection:
             if self.server._stop.is_set():
                 raise _Stopping
             try:
-                readable, _, _ = select.select([self.sock], [], [], _SELECT_INTERVAL)
+                pending = self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+                readable, _, _ = ([self.sock], [], []) if pending else select.select([self.sock], [], [], _SELECT_INTERVAL)
                 if not readable:
                     continue
                 data = self.sock.recv(65536)
@@ -584,7 +601,7 @@ class _Connection:
                 timeout = min(timeout, remaining)
             try:
                 readable, _, _ = select.select([self.sock], [], [], timeout)
-                peek = self.sock.recv(1, socket.MSG_PEEK) if readable else None
+                peek = (self._peek_sock or self.sock).recv(1, socket.MSG_PEEK) if readable else None
             except (OSError, ValueError):
                 peek = b""
             if peek == b"":
@@ -613,6 +630,8 @@ class _Connection:
             pass
         finally:
             self.sock.close()
+            if self._peek_sock is not None:
+                self._peek_sock.close()
             self.server._notify()
 
 
@@ -636,8 +655,9 @@ def _head(status: int, defaults: dict[str, str], extra: Mapping[str, Any]) -> tu
 class FakeUpstream:
     """Scriptable OpenAI-compatible HTTP server on 127.0.0.1; use as a context manager."""
 
-    def __init__(self, host: str = HOST) -> None:
+    def __init__(self, host: str = HOST, tls: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.tls = tls  # a server-side context: the upstream speaks HTTPS
         self.handler: Handler | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -745,8 +765,8 @@ class FakeUpstream:
 
     @property
     def origin(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{self.host}:{self._port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
 
     @property
     def url(self) -> str:
@@ -827,6 +847,11 @@ class FakeUpstream:
         with self._cond:
             self._cond.notify_all()
 
+    def _replace(self, cid: int, sock: socket.socket) -> None:
+        with self._cond:
+            if cid in self._conns:
+                self._conns[cid] = sock
+
     def _forget(self, cid: int) -> bool:
         """Drop a connection from the open set; True if the caller now owns closing it."""
         with self._cond:
@@ -861,6 +886,8 @@ class FakeUpstream:
 
     def _serve(self, conn: _Connection) -> None:
         reset = False
+        if self.tls is not None and not conn.start_tls(self.tls):
+            return
         try:
             while not self._stop.is_set():
                 try:
