@@ -419,8 +419,8 @@ class SocketBody:
     the body the connection is handed back to urllib3's pool just as http.client would leave it.
     """
 
-    def __init__(self, response: requests.Response, sock: socket.socket, decoder: BodyDecoder, first: bytes) -> None:
-        self.response = response
+    def __init__(self, raw: Any, sock: socket.socket, decoder: BodyDecoder, first: bytes) -> None:
+        self.raw = raw  # urllib3's response, not requests': it holds this body, and a cycle would outlive the request
         self.sock = sock
         self.decoder = decoder
         self._first = first
@@ -457,7 +457,7 @@ class SocketBody:
         except (OSError, ValueError):
             first = b""  # the socket's own read below meets the same error and reports it
         decoder = decoder_for(bool(getattr(http_response, "chunked", False)), getattr(http_response, "length", None))
-        body = cls(response, sock, decoder, first)
+        body = cls(raw, sock, decoder, first)
         response.__dict__["_claude_proxy_body"] = body
         return body
 
@@ -497,7 +497,7 @@ class SocketBody:
                     return False
         except (OSError, FramingError):
             return False
-        raw = self.response.raw
+        raw = self.raw
         http_response = getattr(raw, "_fp", None)
         if self.eof or self.decoder.overrun or getattr(http_response, "will_close", True):
             return False

@@ -7,10 +7,16 @@
   new connections are refused at once, while in-flight streams still run to their end.
 - HTTP that never reaches the app (a malformed request line, a URI or headers over
   gunicorn's limits) is answered with an Anthropic error envelope instead of an HTML page.
+- A kept-alive connection whose next request is already on its way is served by the same
+  thread. gunicorn hands every finished keep-alive connection back to its main thread (a pipe
+  write, an epoll registration, a wake-up, a thread-pool submit and another wake-up, each a GIL
+  hand-off) even when the client sends its next request a few hundred microseconds later, as
+  Claude Code's tool loops, nginx's upstream keep-alive and load generators do.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import orjson
@@ -18,6 +24,10 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from .translate.errors import envelope, error_type_for_status
+
+# How long a thread waits for a kept-alive client's next request before handing the connection
+# back to gunicorn's main loop: about the round trip of a client that answers at once.
+KEEPALIVE_LINGER = 0.002
 
 
 def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
@@ -40,3 +50,23 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
         if not enabled and not self.alive:  # shutting down, not merely at worker_connections
             for listener in self.sockets:
                 listener.close()
+
+    def handle(self, conn: Any) -> Any:
+        keep = super().handle(conn)
+        while keep is True and self.alive and not self._others_waiting():
+            if not conn.parser.unreader.buf.getvalue() and not _readable(conn.sock, KEEPALIVE_LINGER):
+                break  # quiet: the main loop watches it, without holding a thread
+            keep = super().handle(conn)
+        return keep
+
+    def _others_waiting(self) -> bool:
+        """Connections queued for a thread come first: no lingering then."""
+        queue = getattr(self.tpool, "_work_queue", None)
+        return bool(queue is not None and queue.qsize())
+
+
+def _readable(sock: Any, timeout: float) -> bool:
+    try:
+        return bool(select.select([sock], [], [], timeout)[0])
+    except (OSError, ValueError):
+        return False
