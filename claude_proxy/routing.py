@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import Chain, ModelMap, Target, client_target, provider_aliases
-from .translate.tokens import estimate_input_tokens
 
 SCENARIOS = ("long_context", "image", "background", "think")
 
@@ -76,7 +75,7 @@ class Router:
     def scenario(self, body: Mapping[str, Any]) -> str | None:
         """The scenario a request falls under, among the configured routes."""
         routes = self.routes
-        if "long_context" in routes and estimate_input_tokens(dict(body)) > self.config.long_context_threshold:
+        if "long_context" in routes and _input_tokens(body) > self.config.long_context_threshold:
             return "long_context"
         if "image" in routes and _has_image(body):
             return "image"
@@ -147,3 +146,9 @@ class ProviderHealth:
                 "consecutive_failures": self._failures.get(provider, 0),
                 **({"cooldown_remaining_s": round(until - now, 1)} if cooling else {}),
             }
+
+
+def _input_tokens(body: Mapping[str, Any]) -> int:
+    from .translate.tokens import estimate_input_tokens  # here, not at the top: the gunicorn master never routes
+
+    return estimate_input_tokens(dict(body))

@@ -12,6 +12,8 @@
   write, an epoll registration, a wake-up, a thread-pool submit and another wake-up, each a GIL
   hand-off) even when the client sends its next request a few hundred microseconds later, as
   Claude Code's tool loops, nginx's upstream keep-alive and load generators do.
+- Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
+  the main loop), so a worker's RSS follows its current load, not the largest it has seen.
 """
 
 from __future__ import annotations
@@ -42,8 +44,15 @@ def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
 
 class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
+        from .memory import Trimmer  # in the worker only: the master has no heap of requests to trim
+
         util.write_error = write_envelope  # this process only: the worker is ours after the fork
+        self.trimmer = Trimmer()
         super().init_process()
+
+    def notify(self) -> None:
+        super().notify()  # the main loop's once-per-wake-up call: a good place for housekeeping
+        self.trimmer.maybe()
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
