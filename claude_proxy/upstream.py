@@ -213,6 +213,7 @@ class Upstream:
                 ) from None
 
             if response.status_code < 400:
+                response.request.body = None  # sent: not held (tens of KB) for the life of a stream
                 return response
             status = response.status_code
             wait = retry_after_seconds(response.headers)
