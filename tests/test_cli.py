@@ -215,7 +215,8 @@ def test_signals_stop_cleanly(upstream: FakeUpstream, sig: int) -> None:
     assert "Traceback" not in server.output()
 
 
-def test_gunicorn_wsgi_app(upstream: FakeUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", [(), ("-k", "claude_proxy.worker.GracefulThreadWorker")], ids=["gthread", "ours"])
+def test_gunicorn_wsgi_app(upstream: FakeUpstream, tmp_path: Path, worker: tuple[str, ...]) -> None:
     gunicorn = Path(sys.executable).parent / "gunicorn"
     if not gunicorn.exists():
         pytest.skip(f"{gunicorn} is not installed")
@@ -225,7 +226,7 @@ def test_gunicorn_wsgi_app(upstream: FakeUpstream, tmp_path: Path) -> None:
     env["CLAUDE_PROXY_CONFIG"] = str(cfg)
     log = (tmp_path / "gunicorn.log").open("w")
     process = subprocess.Popen(
-        [str(gunicorn), "wsgi:app", "--threads", "32", "-b", f"127.0.0.1:{port}"],
+        [str(gunicorn), "wsgi:app", "--threads", "32", "-b", f"127.0.0.1:{port}", *worker],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -244,11 +245,13 @@ def test_gunicorn_wsgi_app(upstream: FakeUpstream, tmp_path: Path) -> None:
                 time.sleep(0.05)
         assert health.status_code == 200
         assert health.json()["provider"] == "custom"
-        upstream.enqueue(Json(completion("from gunicorn", prompt_tokens=3, completion_tokens=2)))
-        response = requests.post(url + "/v1/messages", json=BODY, timeout=10)
-        assert response.status_code == 200, response.text
-        message = response.json()
-        assert message["content"] == [{"type": "text", "text": "from gunicorn"}]
+        with requests.Session() as session:  # keep-alive: the second request rides the same connection
+            for text in ("from gunicorn", "again"):
+                upstream.enqueue(Json(completion(text, prompt_tokens=3, completion_tokens=2)))
+                response = session.post(url + "/v1/messages", json=BODY, timeout=10)
+                assert response.status_code == 200, response.text
+                message = response.json()
+                assert message["content"] == [{"type": "text", "text": text}]
         assert message["usage"]["input_tokens"] == 3
         assert upstream.requests[-1].json["model"] == "big-model"
         assert upstream.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
