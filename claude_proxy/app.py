@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import secrets
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from .config import Config, load_config
 from .errors import InvalidRequest, NotFound, ProxyError, RequestTooLarge
 from .proxy import JSON, Call, Proxy, Reply
 from .translate.errors import envelope, error_type_for_status
+from .translate.response import random_hex
 
 log = logging.getLogger("claude_proxy")
 
@@ -102,7 +102,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     @bp.before_request
     def _begin() -> Response | None:
         incoming = request.headers.get("x-request-id", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + random_hex()
         if request.method == "OPTIONS" and origins:
             return _preflight()
         if auth_keys and request.endpoint and request.endpoint.rsplit(".", 1)[-1] not in open_endpoints:

@@ -98,6 +98,44 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(parsed.timestamp() - time.time(), 0.0)
 
 
+class RememberingAdapter(HTTPAdapter):
+    """`HTTPAdapter` that remembers, per URL, the pool and the request target it worked out.
+
+    For every request requests parses the URL (twice), looks for a proxy and builds the pool key;
+    an upstream's URLs are a handful, fixed at start, and never proxied (`trust_env` is off).
+    `close()` (the session's) forgets them with the pool manager's pools.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pools: dict[tuple[Any, ...], Any] = {}
+        self._targets: dict[str, str] = {}
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        if proxies:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = (request.url, verify, cert if not isinstance(cert, list) else tuple(cert))
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            self._pools[key] = pool
+        return pool
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        if proxies or not isinstance(request.url, str):
+            return str(super().request_url(request, proxies))
+        target = self._targets.get(request.url)
+        if target is None:
+            target = self._targets[request.url] = str(super().request_url(request, proxies))
+        return target
+
+    def close(self) -> None:
+        self._pools.clear()
+        super().close()
+
+
 class Upstream:
     """One per process (per worker): thread-safe, its connection pool sized to the threads."""
 
@@ -117,7 +155,7 @@ class Upstream:
         self.session.trust_env = False  # an upstream is named by config, not by HTTP_PROXY
         # No cookie jar: an upstream's Set-Cookie must not ride along on other clients' requests.
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
+        adapter = RememberingAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.host = host_of(provider.base_url)

@@ -18,7 +18,7 @@ import trustme
 from claude_proxy.config import ProviderConfig, RetryPolicy, Timeouts
 from claude_proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.translate.dialect import Dialect
-from claude_proxy.upstream import PING, SocketBody, Upstream
+from claude_proxy.upstream import PING, RememberingAdapter, SocketBody, Upstream
 from tests.support.upstream import Close, FakeUpstream, Hang, Json, Reset, Sleep, Stream, Text, chunk
 
 BODY = b'{"model":"m","stream":true}'
@@ -200,3 +200,27 @@ def test_a_compressed_body_is_left_to_urllib3(plain: FakeUpstream, ca: trustme.C
     response = upstream.post_json("/chat/completions", b"{}")
     assert upstream.read(response, time.monotonic() + 5) == body
     assert "_claude_proxy_body" not in response.__dict__
+
+
+def test_the_adapter_remembers_its_pool_until_the_session_closes(
+    plain: FakeUpstream, ca: trustme.CA, tmp_path: Path
+) -> None:
+    upstream = make_upstream(plain, ca, tmp_path)
+    adapter = upstream.session.get_adapter(upstream.url("/chat/completions"))
+    assert isinstance(adapter, RememberingAdapter)
+
+    def call(text: str) -> bytes:
+        plain.enqueue(Json({"text": text}))
+        return upstream.read(upstream.post_json("/chat/completions", b"{}"), time.monotonic() + 5)
+
+    assert call("one") == b'{"text": "one"}'
+    pools = set(map(id, adapter._pools.values()))
+    assert call("two") == b'{"text": "two"}'
+    assert set(map(id, adapter._pools.values())) == pools and len(pools) == 1
+    assert adapter._targets == {upstream.url("/chat/completions"): "/v1/chat/completions"}
+    assert plain.connections_total == 1
+    old = next(iter(adapter._pools.values()))
+    upstream.close()  # the session's close empties the pool manager, and the adapter forgets with it
+    assert adapter._pools == {}
+    assert call("three") == b'{"text": "three"}'
+    assert next(iter(adapter._pools.values())) is not old

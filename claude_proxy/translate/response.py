@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
-import secrets
 from typing import Any
 
 from .dialect import Dialect
@@ -34,8 +34,14 @@ ERROR_FINISH_REASONS = frozenset({"error", "network_error", "insufficient_system
 THINK_TAGS = (("<think>", "</think>"), ("<thought>", "</thought>"))
 
 
+def random_hex(nbytes: int = 12) -> str:
+    """Unique, not secret: `random` (seeded from the OS, and again in every forked worker) needs
+    no syscall per id, where `secrets` makes one, and each syscall lets another thread take the GIL."""
+    return f"{random.getrandbits(8 * nbytes):0{2 * nbytes}x}"
+
+
 def new_message_id() -> str:
-    return "msg_" + secrets.token_hex(12)
+    return "msg_" + random_hex()
 
 
 def signature_for(thinking: str) -> str:
