@@ -30,6 +30,7 @@ NAMESPACE = "claude_proxy"
 # (each is a time series forever) and how long they may be; the rest are counted as "other".
 MAX_CLIENT_MODELS = 100
 MAX_LABEL_LENGTH = 100
+MAX_REMEMBERED_CHILDREN = 4096
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
 TOKEN_KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"))
@@ -129,6 +130,18 @@ class Metrics:
         )
         self._client_models: set[str] = set()
         self._lock = threading.Lock()
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus_client checks and converts the labels
+        and takes a lock on every call; a proxy sees the same few label sets over and over."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= MAX_REMEMBERED_CHILDREN:
+                self._children.clear()  # label sets are bounded, but never let this grow without end
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _client_model(self, name: Any) -> str:
         if not isinstance(name, str) or not name:
@@ -150,19 +163,19 @@ class Metrics:
         client_model = self._client_model(record.get("client_model"))
         upstream_model = _label(record.get("upstream_model"))
         status = str(record.get("status", ""))
-        self.requests.labels(endpoint, route, client_model, upstream_model, provider, status).inc()
+        self._child(self.requests, endpoint, route, client_model, upstream_model, provider, status).inc()
         latency = record.get("latency_ms")
         if isinstance(latency, (int, float)):
             stream = "true" if record.get("stream") else "false"
-            self.duration.labels(endpoint, route, upstream_model, provider, stream).observe(latency / 1000.0)
+            self._child(self.duration, endpoint, route, upstream_model, provider, stream).observe(latency / 1000.0)
         ttfb = record.get("ttfb_ms")
         if isinstance(ttfb, (int, float)):
-            self.ttft.labels(upstream_model, provider).observe(ttfb / 1000.0)
+            self._child(self.ttft, upstream_model, provider).observe(ttfb / 1000.0)
         if endpoint == "messages":  # count_tokens' numbers are local estimates, nothing was spent
             for kind, key in TOKEN_KINDS:
                 value = record.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    self.tokens.labels(kind, client_model, upstream_model, provider).inc(value)
+                    self._child(self.tokens, kind, client_model, upstream_model, provider).inc(value)
         # Targets of a fallback chain that failed before the one that answered (or failed last).
         failed = [a for a in record.get("failed_attempts") or () if isinstance(a, Mapping)]
         for attempt in failed:

@@ -81,6 +81,23 @@ def sample_value(m: Metrics, name: str, **labels: str) -> float:
     return m.registry.get_sample_value(name, labels) or 0.0
 
 
+def test_label_children_are_remembered_and_the_memory_of_them_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Metrics()
+    record = {"endpoint": "messages", "provider": "p", "status": 200, "client_model": "c", "latency_ms": 5.0}
+    m.observe(record)
+    remembered = dict(m._children)
+    m.observe(record)
+    assert m._children.keys() == remembered.keys() and all(m._children[k] is v for k, v in remembered.items())
+    labels = {"endpoint": "messages", "route": "", "client_model": "c", "upstream_model": "", "provider": "p"}
+    assert sample_value(m, "claude_proxy_requests_total", **labels, status="200") == 2
+    monkeypatch.setattr("claude_proxy.metrics.MAX_REMEMBERED_CHILDREN", 3)
+    for status in range(400, 420):
+        m.observe({**record, "status": status})
+    assert len(m._children) <= 3
+    assert sample_value(m, "claude_proxy_requests_total", **labels, status="419") == 1
+    assert sample_value(m, "claude_proxy_requests_total", **labels, status="200") == 2  # counts kept, only the lookups went
+
+
 def test_observe_counts_one_record_into_every_metric() -> None:
     m = Metrics()
     record = {
