@@ -584,8 +584,10 @@ def _would_block(http_response: Any, fp: Any, sock: socket.socket) -> bool:
 
 
 def _readable(sock: socket.socket, timeout: float) -> bool:
+    """poll, not select: a busy worker's descriptors pass select's limit of 1024."""
     try:
-        ready, _, _ = select.select([sock], [], [], timeout)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
     except (OSError, ValueError):
         return True
-    return bool(ready)

@@ -75,7 +75,10 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
 
 
 def _readable(sock: Any, timeout: float) -> bool:
+    """poll, not select: a busy worker's descriptors pass select's limit of 1024."""
     try:
-        return bool(select.select([sock], [], [], timeout)[0])
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
     except (OSError, ValueError):
         return False

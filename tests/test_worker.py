@@ -114,3 +114,26 @@ def test_an_idle_kept_alive_client_does_not_hold_the_only_thread(one_thread: Pro
                 assert other_reader.response()[0] == 200
         idle.sendall(request_bytes(one_thread.port))  # and it is still served when it speaks again
         assert idle_reader.response()[0] == 200
+
+
+def test_readiness_checks_work_past_select_s_descriptor_limit() -> None:
+    import resource
+
+    from claude_proxy import upstream, worker
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open more than 1,024 descriptors here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [socket.socket() for _ in range(1030)]  # a busy worker's sockets
+    try:
+        a, b = socket.socketpair()
+        with a, b:
+            assert a.fileno() > 1024
+            assert not worker._readable(a, 0.01) and not upstream._readable(a, 0.01)
+            b.send(b"x")
+            assert worker._readable(a, 0.01) and upstream._readable(a, 0.01)
+    finally:
+        for sock in filler:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
