@@ -10,7 +10,6 @@ import datetime
 import email.utils
 import http.cookiejar
 import random
-import select
 import socket
 import ssl
 import threading
@@ -27,6 +26,7 @@ from urllib3.exceptions import ReadTimeoutError
 from .config import ProviderConfig, RetryPolicy, Timeouts
 from .errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from .framing import BodyDecoder, FramingError, decoder_for
+from .readiness import readable
 from .translate.errors import from_upstream_response
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -342,7 +342,7 @@ class Upstream:
                 fp = getattr(http_response, "fp", None)
                 if sock is None or fp is None or http_response is None or http_response.isclosed():
                     break
-                if _would_block(http_response, fp, sock) and not _readable(sock, max(0.0, until - time.monotonic())):
+                if _would_block(http_response, fp, sock) and not readable(sock, max(0.0, until - time.monotonic()), on_error=True):
                     break
                 if not raw.read1(READ_SIZE, decode_content=True):
                     break
@@ -408,7 +408,7 @@ class Upstream:
             if sock is not None and fp is not None and (blocked or _would_block(http_response, fp, sock)):
                 blocked = False
                 wait = min(ping_every, idle_limit - (now - last_data), deadline - now)
-                if wait > 0 and not _readable(sock, wait):
+                if wait > 0 and not readable(sock, wait, on_error=True):  # an error: let the read raise it
                     if time.monotonic() - last_data >= idle_limit:
                         raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s")
                     yield PING
@@ -581,13 +581,3 @@ def _would_block(http_response: Any, fp: Any, sock: socket.socket) -> bool:
     if left:
         return False
     return buffered.count(b"\n") < (1 if left is None else 2)
-
-
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    """poll, not select: a busy worker's descriptors pass select's limit of 1024."""
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    except (OSError, ValueError):
-        return True

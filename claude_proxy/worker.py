@@ -18,13 +18,13 @@
 
 from __future__ import annotations
 
-import select
 from typing import Any
 
 import orjson
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
+from .readiness import readable
 from .translate.errors import envelope, error_type_for_status
 
 # How long a thread waits for a kept-alive client's next request before handing the connection
@@ -63,7 +63,7 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
     def handle(self, conn: Any) -> Any:
         keep = super().handle(conn)
         while keep is True and self.alive and not self._others_waiting():
-            if not conn.parser.unreader.buf.getvalue() and not _readable(conn.sock, KEEPALIVE_LINGER):
+            if not conn.parser.unreader.buf.getvalue() and not readable(conn.sock, KEEPALIVE_LINGER, on_error=False):
                 break  # quiet: the main loop watches it, without holding a thread
             keep = super().handle(conn)
         return keep
@@ -73,12 +73,3 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
         queue = getattr(self.tpool, "_work_queue", None)
         return bool(queue is not None and queue.qsize())
 
-
-def _readable(sock: Any, timeout: float) -> bool:
-    """poll, not select: a busy worker's descriptors pass select's limit of 1024."""
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    except (OSError, ValueError):
-        return False

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,6 @@ ENTRY_POINT = Path(sys.executable).parent / "claude-proxy"
 UNSET_KEY_VAR = "CLAUDE_PROXY_TEST_KEY_THAT_IS_NEVER_SET"
 PROXY_KEY = "pk-proxy-client-key-98765"
 BODY = {"model": "claude-sonnet-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
 
 
 @pytest.fixture

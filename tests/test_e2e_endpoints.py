@@ -43,12 +43,6 @@ BASH_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture(scope="module")
 def proxy(upstream: FakeUpstream) -> Iterator[ProxyServer]:
     config = proxy_config(
         upstream,

@@ -8,14 +8,7 @@ import pytest
 
 from claude_proxy import memory
 from claude_proxy.memory import Trimmer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_trims_at_most_once_per_interval() -> None:

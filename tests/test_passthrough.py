@@ -91,12 +91,6 @@ def paced(events: list[str], pause: float = 0.05) -> list[Any]:
     return items[:-1]
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
 def passthrough_config(upstream: FakeUpstream, **provider: Any) -> dict[str, Any]:
     return {
         "provider": {

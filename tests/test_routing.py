@@ -15,6 +15,7 @@ from claude_proxy.config import Config, ConfigError, load_config
 from claude_proxy.models import Target, client_target, parse_chain, parse_target
 from claude_proxy.routing import SCENARIOS, Plan, ProviderHealth, Router, RoutingConfig
 from claude_proxy.translate.tokens import estimate_input_tokens
+from tests.support.clock import Clock
 from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
 FIXTURES = sorted(CLAUDE_CODE_FIXTURES.glob("*.json"))
@@ -208,14 +209,6 @@ def test_client_target_and_parse() -> None:
 
 
 # -- ProviderHealth: cool-down on an injected clock --------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_cooldown_after_consecutive_failures_and_recovery() -> None:

@@ -119,7 +119,7 @@ def test_an_idle_kept_alive_client_does_not_hold_the_only_thread(one_thread: Pro
 def test_readiness_checks_work_past_select_s_descriptor_limit() -> None:
     import resource
 
-    from claude_proxy import upstream, worker
+    from claude_proxy.readiness import readable
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1200:
@@ -130,9 +130,9 @@ def test_readiness_checks_work_past_select_s_descriptor_limit() -> None:
         a, b = socket.socketpair()
         with a, b:
             assert a.fileno() > 1024
-            assert not worker._readable(a, 0.01) and not upstream._readable(a, 0.01)
+            assert not readable(a, 0.01, on_error=True)
             b.send(b"x")
-            assert worker._readable(a, 0.01) and upstream._readable(a, 0.01)
+            assert readable(a, 0.01, on_error=False)
     finally:
         for sock in filler:
             sock.close()
