@@ -145,6 +145,9 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "proc_name": PROG,
         "worker_connections": max(1000, config.threads * 4),
         "child_exit": metrics.child_exit,  # a dead worker's streams stop counting as in flight
+        # gunicorn ≥ 25.1's control socket (`gunicornc`) would be one path shared by every instance
+        # of the user's ($HOME/.gunicorn/gunicorn.ctl), and an asyncio thread in the master.
+        "control_socket_disable": True,
     }
     if os.path.isdir("/dev/shm"):
         options["worker_tmp_dir"] = "/dev/shm"
@@ -165,7 +168,8 @@ def serve(config: Config) -> int:
 
         def load_config(self) -> None:
             for key, value in self.options.items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
+                    self.cfg.set(key, value)
 
         def load(self) -> Any:
             # Imported here, in each worker after fork: the master never loads Flask, requests or

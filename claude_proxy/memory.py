@@ -1,4 +1,4 @@
-"""Giving freed heap memory back to the operating system.
+"""Keeping a worker's resident memory down: freed heap goes back, unused libraries stay unloaded.
 
 glibc's malloc keeps what a burst of requests freed inside its arenas, and a worker's RSS then
 stays at the highest concurrency it has ever seen (plus fragmentation), however quiet it is now.
@@ -9,8 +9,14 @@ it at most once per `interval`, from its main loop rather than from request thre
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.machinery
+import importlib.metadata
+import sys
 import time
+import types
 from collections.abc import Callable
+from typing import Any
 
 
 def _load_trim() -> Callable[[int], int] | None:
@@ -43,3 +49,39 @@ class Trimmer:
         self.trim(0)
         self.calls += 1
         return True
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module in `sys.modules` until something uses it, then loads the real one."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # probes (`__file__`, `__wrapped__`, ...) load nothing
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def defer_charset_detection() -> bool:
+    """Load `charset_normalizer` on first use instead of when `requests` is imported.
+
+    `requests` imports it to guess the encoding of bodies that declare none, which only
+    `Response.text` and `apparent_encoding` do; the proxy reads bytes and never asks. Loaded, it
+    costs ~3 MB per worker (plus `unicodedata` and the CJK codecs). Only for a process that is
+    ours to shape, before it imports `requests`: True if the stand-in is in place.
+    """
+    name = "charset_normalizer"
+    if "requests" in sys.modules or name in sys.modules:
+        return False
+    spec = importlib.machinery.PathFinder.find_spec(name)
+    try:
+        version = importlib.metadata.version("charset-normalizer")
+    except importlib.metadata.PackageNotFoundError:
+        return False  # nothing to defer: requests falls back by itself
+    if spec is None or spec.submodule_search_locations is None:
+        return False
+    stand_in = _DeferredModule(name)
+    stand_in.__version__ = version  # what requests' import-time compatibility check reads
+    stand_in.__path__ = list(spec.submodule_search_locations)  # `import charset_normalizer.api` still works
+    sys.modules[name] = stand_in
+    return True

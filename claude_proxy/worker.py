@@ -13,7 +13,8 @@
   hand-off) even when the client sends its next request a few hundred microseconds later, as
   Claude Code's tool loops, nginx's upstream keep-alive and load generators do.
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
-  the main loop), so a worker's RSS follows its current load, not the largest it has seen.
+  the main loop), so a worker's RSS follows its current load, not the largest it has seen; and
+  `requests`' encoding detector, which the proxy never uses, is loaded only if something does.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
 
 class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
-        from .memory import Trimmer  # in the worker only: the master has no heap of requests to trim
+        from .memory import Trimmer, defer_charset_detection  # the master has no heap of requests to trim
 
+        defer_charset_detection()  # before the app (and with it requests) is loaded
         util.write_error = write_envelope  # this process only: the worker is ours after the fork
         self.trimmer = Trimmer()
         super().init_process()

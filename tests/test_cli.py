@@ -278,3 +278,24 @@ def test_gunicorn_wsgi_app_with_a_bad_config_fails_without_a_traceback(tmp_path:
     assert result.returncode == 4  # gunicorn's "App failed to load": it stops instead of respawning workers
     assert "Traceback" not in result.stderr
     assert f"claude-proxy: error: {cfg}: provider 'custom' needs 'provider.base_url'" in result.stderr
+
+
+def test_leaves_no_control_socket_and_no_unused_detector_in_workers(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """gunicorn ≥ 25.1 would open a control socket at one path per user, shared by every instance;
+    requests' encoding detector (~3 MB per worker, with its compiled modules) is never used."""
+    home, runtime = tmp_path / "home", tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir()
+    with ProxyServer(proxy_config(upstream), workers=2, env={"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}) as server:
+        upstream.enqueue(Json(completion("hello", prompt_tokens=3, completion_tokens=1)))
+        assert requests.post(server.url + "/v1/messages", json=BODY, timeout=10).status_code == 200
+        assert server.process is not None
+        master = server.process.pid
+        workers = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+        assert len(workers) == 2
+        for pid in workers:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "charset_normalizer" not in maps, f"worker {pid} loaded the encoding detector"
+        assert "Threads:\t1\n" in Path(f"/proc/{master}/status").read_text()  # no control-socket thread
+    assert not list(home.rglob("*.ctl")) and not list(runtime.rglob("*.ctl"))
+    assert "control socket" not in server.output().lower()

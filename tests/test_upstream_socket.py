@@ -5,8 +5,11 @@ back to the pool exactly when the body ended cleanly."""
 from __future__ import annotations
 
 import gzip
+import socket
 import ssl
+import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +48,52 @@ def plain() -> Iterator[FakeUpstream]:
         yield server
 
 
-def make_upstream(up: FakeUpstream, ca: trustme.CA, tmp_path: Path, **timeouts: float) -> Upstream:
-    provider = ProviderConfig(name="custom", base_url=up.url, format="openai", dialect=Dialect(), api_key="sk-test")
+class SplittingRelay:
+    """A TCP relay that passes on everything the upstream sends in two halves, 30 ms apart: TLS
+    records and chunk framing then arrive in parts, as over a slow network."""
+
+    def __init__(self, target: FakeUpstream) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = target.url.replace(f":{target.port}", f":{self.port}")
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self.target.port))
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, split: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if split and len(data) > 1:
+                    sink.sendall(data[: len(data) // 2])
+                    time.sleep(0.03)
+                    data = data[len(data) // 2 :]
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            source.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def make_upstream(
+    up: FakeUpstream, ca: trustme.CA, tmp_path: Path, base_url: str | None = None, **timeouts: float
+) -> Upstream:
+    provider = ProviderConfig(
+        name="custom", base_url=base_url or up.url, format="openai", dialect=Dialect(), api_key="sk-test"
+    )
     upstream = Upstream(provider, Timeouts(**{"connect": 2, "read": 5, "total": 30, **timeouts}), RetryPolicy(0))
     if up.tls is not None:
         bundle = tmp_path / "ca.pem"
@@ -114,6 +161,51 @@ def test_release_gives_up_on_a_body_that_does_not_end(up: FakeUpstream, ca: trus
     up.enqueue(Json({"fresh": 1}))
     assert upstream.read(upstream.post_json("/chat/completions", b"{}"), time.monotonic() + 5) == b'{"fresh": 1}'
     assert up.connections_total == 2
+
+
+def test_a_waiting_read_holds_no_receive_buffer(up: FakeUpstream, ca: trustme.CA, tmp_path: Path) -> None:
+    """Waiting inside `recv(64 KB)` would keep its buffer for the whole wait: 8 MB per 128 quiet
+    streams in a worker. The wait comes first; the read then takes what is there."""
+    upstream = make_upstream(up, ca, tmp_path)
+    first, second = chunk(content="a"), chunk(content="b", finish_reason="stop")
+    up.enqueue(Stream([first, Sleep(1.0), second]))
+    response = stream(upstream)
+    pieces = upstream.iter_body(response, time.monotonic() + 30)
+    assert next(pieces) == sse(first)
+    rest: list[Any] = []
+    reader = threading.Thread(target=lambda: rest.extend(pieces))
+    tracemalloc.start(8)
+    try:
+        reader.start()
+        time.sleep(0.4)  # the reader is waiting for the second chunk
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+        reader.join(10)
+    held = [
+        trace
+        for trace in snapshot.traces
+        if trace.size >= 32 * 1024 and any(frame.filename.endswith("upstream.py") for frame in trace.traceback)
+    ]
+    assert held == []
+    assert b"".join(p for p in rest if p is not PING) == sse(second) + b"data: [DONE]\n\n"
+
+
+def test_records_and_chunks_arriving_in_parts(up: FakeUpstream, ca: trustme.CA, tmp_path: Path) -> None:
+    """Readable does not mean a whole TLS record (or chunk) is there: a part waits for the rest."""
+    relay = SplittingRelay(up)
+    try:
+        upstream = make_upstream(up, ca, tmp_path, base_url=relay.url)
+        events = [chunk(content=f"part {i} " * 40) for i in range(6)] + [chunk(content=".", finish_reason="stop")]
+        for _ in range(2):  # the second over the pooled connection
+            up.enqueue(Stream([events[0], Sleep(0.05), *events[1:]]))
+            response = stream(upstream)
+            pieces = [p for _, p in timed_pieces(upstream, response) if p is not PING]
+            assert b"".join(pieces) == sse(*events) + b"data: [DONE]\n\n"
+            assert len(pieces) > 1
+            upstream.release(response)
+    finally:
+        relay.close()
 
 
 def test_silence_is_filled_with_pings(up: FakeUpstream, ca: trustme.CA, tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""`memory.defer_charset_detection`: requests' encoding detector stays unloaded until something uses it.
+
+Each case runs in a fresh interpreter (the function changes `sys.modules` for the whole process),
+with warnings turned into errors so requests' dependency check would fail loudly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.support.proxy_server import ROOT
+
+
+def run(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_requests_imports_without_loading_the_detector_or_warning() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.memory import defer_charset_detection
+        assert defer_charset_detection() is True
+        import requests
+        import claude_proxy.app
+        loaded = sorted(m for m in sys.modules if m.startswith("charset_normalizer."))
+        print(loaded, requests.__version__ != "")
+        """
+    )
+    assert out == "[] True"
+
+
+def test_the_detector_loads_when_an_encoding_is_guessed() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.memory import defer_charset_detection
+        defer_charset_detection()
+        import requests
+        response = requests.models.Response()
+        response._content = "déjà vu, café".encode()
+        response.encoding = None  # no charset declared: requests guesses
+        print(response.apparent_encoding, response.text, "charset_normalizer.api" in sys.modules)
+        """
+    )
+    assert out == "utf-8 déjà vu, café True"
+
+
+def test_submodules_and_attributes_still_import() -> None:
+    out = run(
+        """
+        from claude_proxy.memory import defer_charset_detection
+        defer_charset_detection()
+        import requests
+        from charset_normalizer.api import from_bytes
+        print(from_bytes(b"plain ascii").best().encoding)
+        import sys, charset_normalizer
+        print(charset_normalizer.detect(b"plain ascii")["encoding"], type(sys.modules["charset_normalizer"]).__name__)
+        """
+    )
+    assert out.splitlines() == ["ascii", "ascii module"]  # the first use put the real module in place
+
+
+def test_too_late_once_requests_is_imported() -> None:
+    out = run(
+        """
+        import sys, requests
+        from claude_proxy.memory import defer_charset_detection
+        print(defer_charset_detection(), type(sys.modules["charset_normalizer"]).__name__)
+        """
+    )
+    assert out == "False module"
+
+
+def test_probes_for_dunder_names_load_nothing() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.memory import defer_charset_detection
+        defer_charset_detection()
+        import charset_normalizer
+        print(hasattr(charset_normalizer, "__file__"), hasattr(charset_normalizer, "__wrapped__"),
+              charset_normalizer.__version__ != "", "charset_normalizer.api" in sys.modules)
+        """
+    )
+    assert out == "False False True False"
