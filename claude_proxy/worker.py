@@ -12,6 +12,8 @@
   write, an epoll registration, a wake-up, a thread-pool submit and another wake-up, each a GIL
   hand-off) even when the client sends its next request a few hundred microseconds later, as
   Claude Code's tool loops, nginx's upstream keep-alive and load generators do.
+- Threads end after `THREAD_IDLE_TIMEOUT` without work (`threadpool.ElasticThreadPool`): gthread's
+  pool keeps every thread it ever started, so a worker stayed at the most threads it ever ran.
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
   the main loop), so a worker's RSS follows its current load, not the largest it has seen; and
   `requests`' encoding detector, which the proxy never uses, is loaded only if something does.
@@ -26,11 +28,15 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from .readiness import readable
+from .threadpool import ElasticThreadPool
 from .translate.errors import envelope, error_type_for_status
 
 # How long a thread waits for a kept-alive client's next request before handing the connection
 # back to gunicorn's main loop: about the round trip of a client that answers at once.
 KEEPALIVE_LINGER = 0.002
+
+# How long a request thread waits for work before it ends (`threadpool.ElasticThreadPool`).
+THREAD_IDLE_TIMEOUT = 10.0
 
 
 def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
@@ -70,8 +76,10 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
             keep = super().handle(conn)
         return keep
 
+    def get_thread_pool(self) -> ElasticThreadPool:
+        return ElasticThreadPool(self.cfg.threads, idle_timeout=THREAD_IDLE_TIMEOUT, name="request")
+
     def _others_waiting(self) -> bool:
         """Connections queued for a thread come first: no lingering then."""
-        queue = getattr(self.tpool, "_work_queue", None)
-        return bool(queue is not None and queue.qsize())
+        return bool(self.tpool.pending())
 

@@ -312,6 +312,7 @@ def test_load_short() -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(SOAK_SECONDS + 120)  # the suite's 300 s would end the default five-minute run
 def test_soak_long() -> None:
     """By hand: `pytest -m soak -s` (CLAUDE_PROXY_SOAK_SECONDS=600 for ten minutes)."""
     soak(SOAK_SECONDS, STREAMERS + 20, QUITTERS + 8)

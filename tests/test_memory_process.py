@@ -1,7 +1,9 @@
-"""`memory.defer_charset_detection`: requests' encoding detector stays unloaded until something uses it.
+"""How a server process is set up to stay small: `memory.defer_charset_detection` (requests'
+encoding detector stays unloaded until something uses it) and `memory.tuned_environment` (glibc's
+per-thread cache off, for the re-executed server).
 
-Each case runs in a fresh interpreter (the function changes `sys.modules` for the whole process),
-with warnings turned into errors so requests' dependency check would fail loudly.
+The detector cases run in a fresh interpreter (the function changes `sys.modules` for the whole
+process), with warnings turned into errors so requests' dependency check would fail loudly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from claude_proxy import memory
 from tests.support.proxy_server import ROOT
 
 
@@ -94,3 +99,29 @@ def test_probes_for_dunder_names_load_nothing() -> None:
         """
     )
     assert out == "False False True False"
+
+
+def test_tuned_environment_adds_the_tunable_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
+    env = memory.tuned_environment({"PATH": "/bin", "HOME": "/h"})
+    assert env == {"PATH": "/bin", "HOME": "/h", "GLIBC_TUNABLES": memory.MALLOC_TUNABLES}
+
+
+def test_tuned_environment_leaves_tunables_already_set_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
+    assert memory.tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
+    assert memory.tuned_environment({"GLIBC_TUNABLES": ""}) is None  # set, even if empty: the user's choice
+
+
+@pytest.mark.parametrize("libc", ["", None, "musl 1.2"])
+def test_tuned_environment_is_none_without_glibc(monkeypatch: pytest.MonkeyPatch, libc: str | None) -> None:
+    monkeypatch.setattr(memory.os, "confstr", lambda name: libc)
+    assert memory.tuned_environment({"PATH": "/bin"}) is None
+
+
+def test_tuned_environment_is_none_where_confstr_does_not_know_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unknown(name: str) -> str:
+        raise ValueError("unrecognized configuration name")
+
+    monkeypatch.setattr(memory.os, "confstr", unknown)
+    assert memory.tuned_environment({"PATH": "/bin"}) is None
