@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import ReadTimeoutError
 
@@ -132,6 +134,20 @@ class RememberingAdapter(HTTPAdapter):
             target = self._targets[request.url] = str(super().request_url(request, proxies))
         return target
 
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' Response around urllib3's, minus the cookie jar requests parses Set-Cookie
+        into for every response: the proxy keeps no upstream cookies (see `Upstream`)."""
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url
+        response.request = req
+        response.connection = self
+        return response
+
     def close(self) -> None:
         self._pools.clear()
         super().close()
@@ -186,6 +202,14 @@ class Upstream:
         prepared.prepare_body(body, None)
         return prepared
 
+    def _send(self, prepared: requests.PreparedRequest, timeout: tuple[float, float]) -> requests.Response:
+        """Through the session's adapter, past `Session.send`: of what it adds, redirects are off,
+        there are no hooks, and the cookies it would extract are refused anyway."""
+        adapter = self.session.get_adapter(prepared.url or "")
+        return adapter.send(
+            prepared, stream=True, timeout=timeout, verify=self.session.verify, cert=self.session.cert, proxies={}
+        )
+
     def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
         key = self.provider.api_key or (client_key if self.provider.api_key_from_client else None)
         if not key:
@@ -224,11 +248,9 @@ class Upstream:
             if remaining <= 0:
                 raise UpstreamTimeout(f"{self.provider.name}: no answer within the {self.timeouts.total:g}s deadline")
             try:
-                response = self.session.send(
+                response = self._send(
                     self._prepare(method, path, all_headers, body),
-                    stream=True,
-                    timeout=(min(self.timeouts.connect, remaining), min(read_timeout, remaining)),
-                    allow_redirects=False,
+                    (min(self.timeouts.connect, remaining), min(read_timeout, remaining)),
                 )
             except requests.ConnectTimeout:
                 error: Exception = UpstreamTimeout(
