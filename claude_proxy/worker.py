@@ -12,6 +12,8 @@
   write, an epoll registration, a wake-up, a thread-pool submit and another wake-up, each a GIL
   hand-off) even when the client sends its next request a few hundred microseconds later, as
   Claude Code's tool loops, nginx's upstream keep-alive and load generators do.
+- A response's head goes out in the same `send` as its first body bytes (`CoalescingResponse`):
+  gunicorn sends them separately, a second syscall and TCP segment for every answer.
 - Threads end after `THREAD_IDLE_TIMEOUT` without work (`threadpool.ElasticThreadPool`): gthread's
   pool keeps every thread it ever started, so a worker stayed at the most threads it ever ran.
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
@@ -25,6 +27,7 @@ from typing import Any
 
 import orjson
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 from .readiness import readable
@@ -49,12 +52,91 @@ def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+class _Captured:
+    """Stands in for the socket while gunicorn formats the response head, to keep the bytes."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class _Prefixed:
+    """The socket, with `head` going out in front of the next `sendall`."""
+
+    def __init__(self, sock: Any, head: bytes) -> None:
+        self.sock = sock
+        self.head = head
+
+    def sendall(self, data: bytes) -> None:
+        head, self.head = self.head, b""
+        self.sock.sendall(head + data)
+
+
+class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's response writer, with the head sent together with the first body bytes.
+
+    gunicorn sends the status line and headers in one `send` and the body in another: two
+    syscalls (each a GIL hand-off between busy threads) and two TCP segments for every
+    non-streamed answer. gunicorn itself sends the head only on the first body write, so holding
+    it until then changes nothing a client can see.
+    """
+
+    _head = b""
+    _direct = False  # sendfile writes past `_emit_body`: the head goes straight out then
+
+    def send_headers(self) -> None:
+        if self.headers_sent or self._direct:
+            return super().send_headers()  # type: ignore[no-any-return]
+        sock, captured = self.sock, _Captured()
+        self.sock = captured
+        try:
+            super().send_headers()  # gunicorn's own formatting, into `captured`
+        finally:
+            self.sock = sock
+        self._head = captured.data
+
+    def _with_head(self, send: Any, *args: Any) -> Any:
+        if not self._head:
+            return send(*args)
+        sock = self.sock
+        prefixed = self.sock = _Prefixed(sock, self._head)
+        self._head = b""
+        try:
+            return send(*args)
+        finally:
+            self.sock = sock
+            if prefixed.head:  # nothing was sent after all: the head goes alone
+                sock.sendall(prefixed.head)
+
+    def _emit_body(self, data: bytes) -> None:
+        self._with_head(super()._emit_body, data)
+
+    def sendfile(self, respiter: Any) -> Any:
+        if self._head:
+            head, self._head = self._head, b""
+            self.sock.sendall(head)
+        self._direct = True
+        try:
+            return super().sendfile(respiter)
+        finally:
+            self._direct = False
+
+    def close(self) -> None:
+        if not self.headers_sent:  # no body at all (HEAD, 204, an empty iterator): the head alone
+            self.send_headers()
+        self._with_head(super().close)
+
+
 class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         from .memory import Trimmer, defer_charset_detection  # the master has no heap of requests to trim
 
         defer_charset_detection()  # before the app (and with it requests) is loaded
         util.write_error = write_envelope  # this process only: the worker is ours after the fork
+        if hasattr(wsgi.Response, "_emit_body"):  # gunicorn ≥ 24; older ones keep their own writer
+            wsgi.Response = CoalescingResponse
         self.trimmer = Trimmer()
         super().init_process()
 
