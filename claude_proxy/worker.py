@@ -73,6 +73,13 @@ class _Prefixed:
         head, self.head = self.head, b""
         self.sock.sendall(head + data)
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other use of the socket gets it as it is, the head sent first."""
+        if self.head:
+            head, self.head = self.head, b""
+            self.sock.sendall(head)
+        return getattr(self.sock, name)
+
 
 class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     """gunicorn's response writer, with the head sent together with the first body bytes.
@@ -135,7 +142,7 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
 
         defer_charset_detection()  # before the app (and with it requests) is loaded
         util.write_error = write_envelope  # this process only: the worker is ours after the fork
-        if hasattr(wsgi.Response, "_emit_body"):  # gunicorn ≥ 24; older ones keep their own writer
+        if hasattr(wsgi.Response, "_emit_body"):  # a gunicorn without that hook keeps its own writer
             wsgi.Response = CoalescingResponse
         self.trimmer = Trimmer()
         super().init_process()

@@ -93,3 +93,25 @@ def test_a_file_goes_out_after_the_head_by_sendfile(tmp_path: Path) -> None:
         outputs.append(received)
     assert outputs[0] == outputs[1]
     assert outputs[1].endswith(b"\r\n\r\n" + b"x" * 5000)
+
+
+def test_other_socket_calls_during_a_write_get_the_head_first() -> None:
+    """Should gunicorn's body writer ever use the socket for more than `sendall`, nothing is lost."""
+
+    class Sock(Recorder):
+        def send(self, data: bytes) -> int:
+            self.sends.append(b"send:" + bytes(data))
+            return len(data)
+
+    class Writer(CoalescingResponse):
+        def _emit_body(self, data: bytes) -> None:
+            self._with_head(lambda: self.sock.send(data))
+
+    sock = Sock()
+    response = Writer(FakeRequest(), sock, Config())
+    response.start_response("200 OK", [("Content-Length", "2")])
+    response.write(b"hi")
+    response.close()
+    assert len(sock.sends) == 2
+    assert sock.sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and sock.sends[0].endswith(b"\r\n\r\n")
+    assert sock.sends[1] == b"send:hi"
