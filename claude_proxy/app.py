@@ -27,7 +27,7 @@ log = logging.getLogger("claude_proxy")
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 OPEN_ENDPOINTS = {"health", "root"}
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 # Headers that never cross the proxy, in either direction.
 HOP_BY_HOP = {
     "connection",
@@ -102,7 +102,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     @bp.before_request
     def _begin() -> Response | None:
         incoming = request.headers.get("x-request-id", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + random_hex()
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else "req_" + random_hex()
         if request.method == "OPTIONS" and origins:
             return _preflight()
         if auth_keys and request.endpoint and request.endpoint.rsplit(".", 1)[-1] not in open_endpoints:

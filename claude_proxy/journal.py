@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 
-_SECRET_PATTERNS = [
-    re.compile(r"(sk-(?:or-|ant-|proj-)?[A-Za-z0-9_\-]{8,})"),
-    re.compile(r"((?:gsk|fw|xai)_[A-Za-z0-9]{8,})"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
+# Shapes of API keys, each with the text any match must contain: a line without it is not
+# scanned (three regex passes per journal line were a measurable share of a request's CPU).
+_KEY_SHAPES = [
+    (re.compile(r"sk-(?:or-|ant-|proj-)?[A-Za-z0-9_\-]{8,}"), "[REDACTED]", ("sk-",), False),
+    (re.compile(r"(?:gsk|fw|xai)_[A-Za-z0-9]{8,}"), "[REDACTED]", ("gsk_", "fw_", "xai_"), False),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"), r"\1[REDACTED]", ("bearer",), True),
 ]
 
 
@@ -23,11 +25,16 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[REDACTED]")
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups and pattern.pattern.startswith("(?i)(bearer"):
-            text = pattern.sub(r"\1[REDACTED]", text)
+    lowered = None
+    for pattern, replacement, hints, any_case in _KEY_SHAPES:
+        if any_case:
+            lowered = lowered if lowered is not None else text.lower()
+            haystack = lowered
         else:
-            text = pattern.sub("[REDACTED]", text)
+            haystack = text
+        if any(hint in haystack for hint in hints):
+            text = pattern.sub(replacement, text)
+            lowered = None
     return text
 
 

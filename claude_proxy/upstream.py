@@ -27,6 +27,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import ReadTimeoutError
 
 from .config import ProviderConfig, RetryPolicy, Timeouts
+from .connection import POOL_CLASSES
 from .errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from .framing import BodyDecoder, FramingError, decoder_for
 from .readiness import readable
@@ -113,6 +114,11 @@ class RememberingAdapter(HTTPAdapter):
         super().__init__(**kwargs)
         self._pools: dict[tuple[Any, ...], Any] = {}
         self._targets: dict[str, str] = {}
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """Pools of `connection.LeanHTTPConnection`s: one send per request, headers read without `email`."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)
 
     def get_connection_with_tls_context(
         self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from claude_proxy.translate.identifiers import (
+    ALNUM9,
     ANTHROPIC_ID,
+    TOOL_NAME,
     to_anthropic_id,
     to_upstream_id,
     to_upstream_tool_name,
@@ -26,7 +28,7 @@ def test_valid_ids_pass_through_both_ways(upstream: str) -> None:
 
 def test_kimi_id_is_encoded_reversibly() -> None:
     assert to_anthropic_id(KIMI_ID) == KIMI_ENCODED
-    assert ANTHROPIC_ID.match(KIMI_ENCODED)
+    assert ANTHROPIC_ID.fullmatch(KIMI_ENCODED)
     assert to_upstream_id(KIMI_ENCODED) == KIMI_ID
 
 
@@ -109,3 +111,11 @@ def test_tool_name_map_lists_only_changed_names() -> None:
         "my_tool_bca2c361": "my.tool",
     }
     assert tool_name_map(["Bash", "Read"]) == {}
+
+
+@pytest.mark.parametrize("name", ["Bash\n", "Bash\r\n", "\nBash"])
+def test_a_line_break_is_never_part_of_a_kept_name(name: str) -> None:
+    assert TOOL_NAME.fullmatch(to_upstream_tool_name(name))
+    assert ANTHROPIC_ID.fullmatch(to_anthropic_id(name))
+    assert to_upstream_id(to_anthropic_id(name)) == name  # still reversible
+    assert ALNUM9.fullmatch(to_upstream_id("abcdefghi\n", style="alnum9"))

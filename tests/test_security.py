@@ -25,7 +25,7 @@ from claude_proxy import app as app_module
 from claude_proxy.app import create_app
 from claude_proxy.cli import check_exposure
 from claude_proxy.config import ConfigError, load_config
-from claude_proxy.journal import Journal
+from claude_proxy.journal import Journal, redact
 from tests.conftest import UPSTREAM_KEY, proxy_config
 from tests.support.proxy_server import ProxyServer, write_config
 from tests.support.sse_client import assert_envelope, message_body, parse_sse, stream_events, text_of
@@ -459,3 +459,52 @@ def test_journal_is_created_owner_only_whatever_the_umask(tmp_path: Any) -> None
 def test_sse_helper_rejects_garbage() -> None:
     with pytest.raises((AssertionError, ValueError)):
         parse_sse(b"data: {}\n\n")
+
+
+KEY_SHAPES = [
+    "sk-abcdefgh12345678",
+    "sk-or-v1-abcdefgh1234",
+    "sk-ant-api03-abcdefgh",
+    "sk-proj-abcdefgh_1234",
+    "gsk_ABCDEFGH12345678",
+    "fw_abcdefgh12345678",
+    "xai-is-not-a-key xai_abcdefgh1234",
+]
+
+
+@pytest.mark.parametrize("key", KEY_SHAPES)
+def test_key_shaped_text_is_redacted(key: str) -> None:
+    line = json.dumps({"error": f"upstream said: bad key {key}", "status": 401})
+    assert "abcdefgh" not in redact(line) and "ABCDEFGH" not in redact(line)
+    assert "[REDACTED]" in redact(line)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Bearer abcdefgh1234", "Bearer [REDACTED]"),
+        ("bearer\tabc.def-ghij", "bearer\t[REDACTED]"),
+        ("BEARER   zyxwvuts98", "BEARER   [REDACTED]"),
+        ("Bearer short", "Bearer short"),  # too short to be a key
+    ],
+)
+def test_bearer_tokens_are_redacted_in_any_case(header: str, expected: str) -> None:
+    assert redact(f"Authorization: {header}") == f"Authorization: {expected}"
+
+
+def test_redaction_matches_scanning_every_line_for_every_shape() -> None:
+    """The literal pre-checks only skip lines no pattern could match: same output as three full passes."""
+    import random
+    import re
+
+    def reference(text: str) -> str:
+        text = re.sub(r"sk-(?:or-|ant-|proj-)?[A-Za-z0-9_\-]{8,}", "[REDACTED]", text)
+        text = re.sub(r"(?:gsk|fw|xai)_[A-Za-z0-9]{8,}", "[REDACTED]", text)
+        return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1[REDACTED]", text)
+
+    rng = random.Random(7)
+    pieces = ["sk-", "or-", "gsk", "fw", "xai", "_", "Bearer", "BEARER", "bEaReR", " ", "\t", "abcdEFGH", "1234", ".", "-", '"', "é"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert redact(text) == reference(text), text
+    assert redact('{"status":200,"latency_ms":1.2}') == '{"status":200,"latency_ms":1.2}'

@@ -1166,3 +1166,40 @@ def test_the_context_lets_go_of_the_request_once_it_has_its_estimate() -> None:
     assert t.context.source is not None
     tokens = t.context.prompt_tokens()
     assert t.context.source is None and t.context.prompt_tokens() == tokens
+
+
+def test_remembered_tool_lists_translate_as_a_fresh_list_would() -> None:
+    from claude_proxy.translate.identifiers import to_upstream_tool_name
+    from claude_proxy.translate.request import _TOOL_LISTS, _translate_tools
+
+    renamed = {to_upstream_tool_name("mcp__srv__do.it"): "mcp__srv__do.it"}
+
+    tools = [
+        {"name": "Bash", "description": "Run", "input_schema": {"$schema": "x", "type": "object"}},
+        {"name": "mcp__srv__do.it", "input_schema": {"type": "object", "properties": {"u": {"type": "string", "format": "uri"}}}},
+        {"type": "web_search_20250305", "name": "web_search"},
+        {"name": "NoDescription", "description": "", "input_schema": {"type": "object"}},
+    ]
+    _TOOL_LISTS.clear()
+    first = translate_request(req(tools=tools))
+    expected = [
+        {"type": "function", "function": {"name": name, "parameters": params, **({"description": d} if d else {})}}
+        for name, params, d in _translate_tools(tools, Dialect())[0]
+    ]
+    assert first.body["tools"] == expected and len(_TOOL_LISTS) == 1
+    assert first.context.tool_names == renamed and first.body["tools"][1]["function"]["name"] != "mcp__srv__do.it"
+    # what a caller does with one translation never reaches the next
+    first.body["tools"][0]["function"]["name"] = "changed"
+    first.body["tools"].append({"type": "function"})
+    first.context.tool_names.clear()
+    second = translate_request(req(tools=json.loads(json.dumps(tools))))
+    assert second.body["tools"] == expected and len(_TOOL_LISTS) == 1
+    assert second.context.tool_names == renamed
+    # another dialect, another entry
+    strict = translate_request(req(tools=tools), dialect=Dialect(strip_formats=frozenset({"uri"}), tool_name_max=8))
+    assert strict.body["tools"][1]["function"]["parameters"] == {"type": "object", "properties": {"u": {"type": "string"}}}
+    assert all(len(t["function"]["name"]) <= 8 for t in strict.body["tools"]) and len(_TOOL_LISTS) == 2
+    # a list orjson cannot serialise (an integer past 64 bits) is translated, not remembered
+    huge = [{"name": "Big", "input_schema": {"type": "integer", "maximum": 2**70}}]
+    assert translate_request(req(tools=huge)).body["tools"][0]["function"]["parameters"]["maximum"] == 2**70
+    assert len(_TOOL_LISTS) == 2

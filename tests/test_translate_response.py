@@ -223,7 +223,7 @@ def test_tool_calls() -> None:
 def test_kimi_id_is_a_valid_anthropic_id_that_maps_back() -> None:
     out = convert(completion({"tool_calls": [call("functions.get_weather:12", "Bash", "{}")]}, "tool_calls"))
     tool_id = out["content"][0]["id"]
-    assert ANTHROPIC_ID.match(tool_id)
+    assert ANTHROPIC_ID.fullmatch(tool_id)
     assert re.fullmatch(r"^[a-zA-Z0-9_-]+$", tool_id)
     assert to_upstream_id(tool_id) == "functions.get_weather:12"
 

@@ -12,16 +12,16 @@ import hashlib
 import re
 import string
 
-ANTHROPIC_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-ALNUM9 = re.compile(r"^[A-Za-z0-9]{9}$")
-TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+ANTHROPIC_ID = re.compile(r"[A-Za-z0-9_-]+")
+ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 ENCODED_PREFIX = "toolu_cpx"
 _BASE62 = string.digits + string.ascii_letters
 
 
 def to_anthropic_id(upstream_id: str) -> str:
     """An upstream tool id as a valid Anthropic id; invalid ones are encoded reversibly."""
-    if upstream_id and ANTHROPIC_ID.match(upstream_id) and not upstream_id.startswith(ENCODED_PREFIX):
+    if upstream_id and ANTHROPIC_ID.fullmatch(upstream_id) and not upstream_id.startswith(ENCODED_PREFIX):
         return upstream_id
     raw = base64.urlsafe_b64encode(upstream_id.encode()).decode().rstrip("=")
     return ENCODED_PREFIX + raw
@@ -36,7 +36,7 @@ def to_upstream_id(anthropic_id: str, style: str = "any") -> str:
             original = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
             original = anthropic_id
-    if style == "alnum9" and not ALNUM9.match(original):
+    if style == "alnum9" and not ALNUM9.fullmatch(original):
         return _base62_digest(original, 9)
     return original
 
@@ -52,7 +52,7 @@ def _base62_digest(text: str, length: int) -> str:
 
 def to_upstream_tool_name(name: str, max_len: int = 64) -> str:
     """A tool name the provider accepts ([A-Za-z0-9_-], at most max_len), deterministic."""
-    if TOOL_NAME.match(name) and len(name) <= max_len:
+    if TOOL_NAME.fullmatch(name) and len(name) <= max_len:
         return name
     clean = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "tool"
     if len(clean) <= max_len and clean == name:

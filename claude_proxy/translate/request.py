@@ -375,18 +375,53 @@ def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
     return cleaned
 
 
-def _tools(tools: list[dict[str, Any]], dialect: Dialect) -> list[dict[str, Any]]:
-    out = []
-    for tool in tools:
+ToolParts = tuple[tuple[tuple[str, Any, Any], ...], dict[str, str]]
+_TOOL_LISTS: dict[tuple[bytes, int, frozenset[str], frozenset[str]], ToolParts] = {}
+_TOOL_LISTS_MAX = 64
+
+
+def _tool_parts(tools: Any, dialect: Dialect) -> ToolParts:
+    """(name, parameters, description) of each function tool, and the upstream → client names
+    that had to change. Remembered for the whole list: Claude Code sends the same tools on every
+    turn, and one serialisation of the list (the key) costs half of translating it again."""
+    if orjson is None or not isinstance(tools, list):
+        return _translate_tools(tools, dialect)
+    try:
+        key = (orjson.dumps(tools), dialect.tool_name_max, dialect.strip_schema_keys, dialect.strip_formats)
+    except (TypeError, ValueError):  # beyond orjson (huge integers, deep nesting): just translate
+        return _translate_tools(tools, dialect)
+    parts = _TOOL_LISTS.get(key)
+    if parts is None:
+        if len(_TOOL_LISTS) >= _TOOL_LISTS_MAX:
+            _TOOL_LISTS.clear()
+        parts = _TOOL_LISTS[key] = _translate_tools(tools, dialect)
+    return parts
+
+
+def _translate_tools(tools: Any, dialect: Dialect) -> ToolParts:
+    functions = []
+    for tool in tools or ():
         kind = tool.get("type")
         if kind not in (None, "custom") or "input_schema" not in tool:
             continue  # server tools (web_search_2025…, bash_2025…) have no OpenAI form
-        function: dict[str, Any] = {
-            "name": to_upstream_tool_name(str(tool["name"]), dialect.tool_name_max),
-            "parameters": cleaned_schema(tool.get("input_schema") or {"type": "object"}, dialect),
-        }
-        if tool.get("description"):
-            function["description"] = tool["description"]
+        functions.append(
+            (
+                to_upstream_tool_name(str(tool["name"]), dialect.tool_name_max),
+                cleaned_schema(tool.get("input_schema") or {"type": "object"}, dialect),
+                tool.get("description"),
+            )
+        )
+    names = [str(t.get("name", "")) for t in tools or () if isinstance(t, dict)]
+    return tuple(functions), tool_name_map(names, dialect.tool_name_max)
+
+
+def _tools(parts: ToolParts) -> list[dict[str, Any]]:
+    """The OpenAI `tools` list, new dicts every time (the parts are shared between requests)."""
+    out = []
+    for name, parameters, description in parts[0]:
+        function: dict[str, Any] = {"name": name, "parameters": parameters}
+        if description:
+            function["description"] = description
         out.append({"type": "function", "function": function})
     return out
 
@@ -490,7 +525,8 @@ def translate_request(
     if body.get("stop_sequences") and not reasoning:  # o-series / gpt-5 reject `stop`
         out["stop"] = list(body["stop_sequences"])
 
-    tools = _tools(body.get("tools") or [], dialect)
+    tool_parts = _tool_parts(body.get("tools") or [], dialect)
+    tools = _tools(tool_parts)
     if tools:
         out["tools"] = tools
         choice = body.get("tool_choice")
@@ -514,13 +550,12 @@ def translate_request(
     for key, value in dialect.extra_body.items():
         out.setdefault(key, value)
 
-    names = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
     thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
     context = RequestContext(
         client_model=client_model,
         upstream_model=upstream_model,
         dialect=dialect,
-        tool_names=tool_name_map(names, dialect.tool_name_max),
+        tool_names=dict(tool_parts[1]),
         stop_sequences=tuple(body.get("stop_sequences") or ()),
         source=body,
         stream=stream,
