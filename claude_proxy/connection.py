@@ -23,7 +23,6 @@ import http.client
 import io
 import re
 import types
-from email import policy as email_policy
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -57,7 +56,7 @@ def plain_headers(lines: list[bytes], message_class: type[Any] = http.client.HTT
     if not lines or lines[-1] not in _END:
         return None
     message = message_class()
-    parse = email_policy.compat32.header_source_parse  # what the parser itself does with a header
+    parse = message.policy.header_source_parse  # compat32's: what the parser itself does with a header
     for line in lines[:-1]:
         if not _PLAIN_LINE.fullmatch(line):
             return None

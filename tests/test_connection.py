@@ -262,3 +262,17 @@ def test_the_upstream_client_uses_these_connections(server: FakeUpstream) -> Non
         upstream.close()
     # nothing changed outside the proxy's own sessions (an embedding app's requests keep urllib3's pools)
     assert type(requests.adapters.HTTPAdapter().poolmanager.connection_from_url(server.url)) is urllib3.HTTPConnectionPool
+
+
+def test_reading_headers_this_way_imports_nothing_more_of_email() -> None:
+    """`email.policy` (with the header registry and its parser) would cost every worker memory."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io, claude_proxy.upstream as u, claude_proxy.connection as c\n"
+        "assert c.parse_headers(io.BytesIO(b'A: 1\\r\\n\\r\\n'))['a'] == '1'\n"
+        "print(sorted(m for m in sys.modules if m in ('email.policy', 'email.headerregistry')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
