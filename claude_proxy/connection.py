@@ -28,8 +28,8 @@ from typing import Any
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-MAX_LINE = 65536  # http.client's limits for one header line and for the number of lines
-MAX_HEADERS = 100
+MAX_LINE = 65536  # http.client's limits for one header line and for the number of lines (where it
+MAX_HEADERS = 100  # has none of its own: its `_MAXLINE` / `_MAXHEADERS` are read per call, as apps raise them)
 
 # A header line the `email` parser would read as exactly one `name: value` header: a name of
 # visible characters other than ':', a colon, and a value with no line break inside.
@@ -37,12 +37,14 @@ _PLAIN_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r?\n")
 _END = (b"\r\n", b"\n")
 
 
-def read_header_lines(fp: Any, max_headers: int = MAX_HEADERS) -> list[bytes]:
+def read_header_lines(fp: Any, max_headers: int | None = None) -> list[bytes]:
     """The header block's lines up to and including the blank line, with http.client's limits."""
+    max_line = getattr(http.client, "_MAXLINE", MAX_LINE)
+    max_headers = max_headers or getattr(http.client, "_MAXHEADERS", MAX_HEADERS)
     lines: list[bytes] = []
     while True:
-        line = fp.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
+        line = fp.readline(max_line + 1)
+        if len(line) > max_line:
             raise http.client.LineTooLong("header line")
         lines.append(line)
         if len(lines) > max_headers:
@@ -67,7 +69,7 @@ def plain_headers(lines: list[bytes], message_class: type[Any] = http.client.HTT
 
 def parse_headers(fp: Any, _class: type[Any] = http.client.HTTPMessage, **options: Any) -> Any:
     """`http.client.parse_headers`, without the `email` parser for plain header blocks."""
-    lines = read_header_lines(fp, options.get("_max_headers") or MAX_HEADERS)
+    lines = read_header_lines(fp, options.get("_max_headers"))
     message = plain_headers(lines, _class)
     if message is None:
         return http.client.parse_headers(io.BytesIO(b"".join(lines)), _class, **options)

@@ -276,3 +276,12 @@ def test_reading_headers_this_way_imports_nothing_more_of_email() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_limits_an_application_raised_in_http_client_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = b"".join(b"X-H%d: %d\r\n" % (i, i) for i in range(150)) + b"\r\n"
+    with pytest.raises(http.client.HTTPException):
+        ours(block)
+    monkeypatch.setattr(http.client, "_MAXHEADERS", 200, raising=False)
+    assert_same(block)
+    assert len(ours(block)) == 150

@@ -377,7 +377,7 @@ def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
 
 ToolParts = tuple[tuple[tuple[str, Any, Any], ...], dict[str, str]]
 _TOOL_LISTS: dict[tuple[bytes, int, frozenset[str], frozenset[str]], ToolParts] = {}
-_TOOL_LISTS_MAX = 64
+_TOOL_LISTS_MAX = 32  # a few clients, versions and MCP sets; each entry holds its ~25 KB key
 
 
 def _tool_parts(tools: Any, dialect: Dialect) -> ToolParts:
