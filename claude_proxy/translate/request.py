@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
@@ -20,6 +21,8 @@ try:
     import orjson
 except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
+
+T = TypeVar("T")
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 
@@ -353,30 +356,37 @@ def _clean_list(values: list[Any], dialect: Dialect) -> list[Any]:
     return cleaned if any(c is not v for c, v in zip(cleaned, values, strict=True)) else values
 
 
-_CLEANED: dict[tuple[bytes, frozenset[str], frozenset[str]], Any] = {}
+_CLEANED: dict[tuple[Any, ...], Any] = {}
 _CLEANED_MAX = 512  # Claude Code has ~24 tools; a few clients and versions fit many times over
+
+
+def _remembered(cache: dict[tuple[Any, ...], Any], limit: int, value: Any, extra: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """`compute()`, remembered per serialised `value` and `extra` in a cache of at most `limit`
+    entries; computed afresh for what orjson cannot serialise (huge integers, deep nesting)."""
+    if orjson is None:
+        return compute()
+    try:
+        key = (orjson.dumps(value), *extra)
+    except (TypeError, ValueError):
+        return compute()
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= limit:
+            cache.clear()
+        found = cache[key] = compute()
+    return found  # type: ignore[no-any-return]
 
 
 def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
     """`clean_schema`, remembered: Claude Code sends the same tool schemas on every turn, and
     serialising one (the cache key) costs a twentieth of cleaning it. The result is shared
     between requests, so it must never be mutated — nothing downstream does."""
-    if orjson is None:
-        return clean_schema(schema, dialect)
-    try:
-        key = (orjson.dumps(schema), dialect.strip_schema_keys, dialect.strip_formats)
-    except (TypeError, ValueError):  # beyond orjson (huge integers, deep nesting): just clean it
-        return clean_schema(schema, dialect)
-    cleaned = _CLEANED.get(key)
-    if cleaned is None:
-        if len(_CLEANED) >= _CLEANED_MAX:
-            _CLEANED.clear()
-        cleaned = _CLEANED[key] = clean_schema(schema, dialect)
-    return cleaned
+    extra = (dialect.strip_schema_keys, dialect.strip_formats)
+    return _remembered(_CLEANED, _CLEANED_MAX, schema, extra, lambda: clean_schema(schema, dialect))
 
 
 ToolParts = tuple[tuple[tuple[str, Any, Any], ...], dict[str, str]]
-_TOOL_LISTS: dict[tuple[bytes, int, frozenset[str], frozenset[str]], ToolParts] = {}
+_TOOL_LISTS: dict[tuple[Any, ...], ToolParts] = {}
 _TOOL_LISTS_MAX = 32  # a few clients, versions and MCP sets; each entry holds its ~25 KB key
 
 
@@ -384,18 +394,10 @@ def _tool_parts(tools: Any, dialect: Dialect) -> ToolParts:
     """(name, parameters, description) of each function tool, and the upstream → client names
     that had to change. Remembered for the whole list: Claude Code sends the same tools on every
     turn, and one serialisation of the list (the key) costs half of translating it again."""
-    if orjson is None or not isinstance(tools, list):
+    if not isinstance(tools, list):
         return _translate_tools(tools, dialect)
-    try:
-        key = (orjson.dumps(tools), dialect.tool_name_max, dialect.strip_schema_keys, dialect.strip_formats)
-    except (TypeError, ValueError):  # beyond orjson (huge integers, deep nesting): just translate
-        return _translate_tools(tools, dialect)
-    parts = _TOOL_LISTS.get(key)
-    if parts is None:
-        if len(_TOOL_LISTS) >= _TOOL_LISTS_MAX:
-            _TOOL_LISTS.clear()
-        parts = _TOOL_LISTS[key] = _translate_tools(tools, dialect)
-    return parts
+    extra = (dialect.tool_name_max, dialect.strip_schema_keys, dialect.strip_formats)
+    return _remembered(_TOOL_LISTS, _TOOL_LISTS_MAX, tools, extra, lambda: _translate_tools(tools, dialect))
 
 
 def _translate_tools(tools: Any, dialect: Dialect) -> ToolParts:
