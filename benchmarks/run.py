@@ -55,6 +55,35 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def client_connections(pids: list[int], port: int) -> list[int]:
+    """Established connections to `port` each process holds (from /proc: sockets by inode)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # ESTABLISHED, local port
+                inodes.add(fields[9])
+    counts = []
+    for pid in pids:
+        held = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    held += 1
+        except OSError:
+            pass
+        counts.append(held)
+    return counts
+
+
 def status_kb(pid: int, key: str, name: str = "status") -> int:
     try:
         for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
@@ -251,6 +280,7 @@ class Measured:
     elapsed: float
     cpu: dict[str, float]  # share of one core over the run, per process group
     connections: float = 0.0  # new upstream connections per upstream request
+    split: list[int] = field(default_factory=list)  # client connections per proxy worker, mid-run
 
     @property
     def results(self) -> list[Result]:
@@ -271,19 +301,25 @@ async def measure(env: Env, target: str, request: bytes, check: Any, label: str,
     before = {"loadgen": time.process_time(), "upstream": env.upstream.cpu(), "proxy": env.proxy.cpu()}
     stats0 = upstream_stats(env)
     t0 = time.perf_counter()
-    run = await closed_loop("127.0.0.1", port, request, check, **kw)
+    task = asyncio.create_task(closed_loop("127.0.0.1", port, request, check, **kw))
+    split: list[int] = []
+    if target == "proxy":  # how the load generator's connections landed on the workers
+        await asyncio.wait({task}, timeout=kw.get("warmup", 0.0) + 0.5)
+        if not task.done():
+            split = client_connections(children(env.proxy.proc.pid), port)
+    run = await task
     elapsed = time.perf_counter() - t0
     after = {"loadgen": time.process_time(), "upstream": env.upstream.cpu(), "proxy": env.proxy.cpu()}
     stop_profilers(profilers)
     stats1 = upstream_stats(env)
     cpu = {k: (after[k] - before[k]) / elapsed for k in before}
     served = stats1["requests"] - stats0["requests"]
-    m = Measured(run, elapsed, cpu, (stats1["connections"] - stats0["connections"]) / max(served, 1))
+    m = Measured(run, elapsed, cpu, (stats1["connections"] - stats0["connections"]) / max(served, 1), split)
     print(
         f"  {label:<28} {target:<6} n={len(m.results):<6} rate={m.rate:9.1f}/s p50={m.pct('total', 50):8.2f}ms "
         f"p99={m.pct('total', 99):8.2f}ms ttfb99={m.pct('ttfb', 99):7.2f}ms errors={run.errors} {run.error_kinds or ''} "
         f"cpu loadgen={cpu['loadgen']:.0%} upstream={cpu['upstream']:.0%} proxy={cpu['proxy']:.0%} "
-        f"upstream connections/request={m.connections:.2f}",
+        f"upstream connections/request={m.connections:.2f}" + (f" per worker={'/'.join(map(str, split))}" if split else ""),
         flush=True,
     )
     return m
@@ -515,7 +551,8 @@ def cpu_note(name: str, d: Measured, p: Measured) -> str:
         return f"load generator {m.cpu['loadgen']:.0%}, upstream {m.cpu['upstream']:.0%}, proxy {m.cpu['proxy']:.0%}"
 
     per = p.cpu["proxy"] * p.elapsed / max(len(p.run.results), 1) * 1000
-    return f"| {name} | {one(d)} | {one(p)} | {per:.2f} ms | {p.connections:.2f} |"
+    split = "/".join(map(str, p.split)) or "—"
+    return f"| {name} | {one(d)} | {one(p)} | {per:.2f} ms | {p.connections:.2f} | {split} |"
 
 
 async def warm_up(env: Env) -> None:
@@ -885,9 +922,11 @@ def main(argv: list[str] | None = None) -> int:
     if notes:
         report += (
             "\n\nCPU used during each measurement (share of one core; 2 cores = 200%), and proxy CPU per "
-            "request, and new upstream connections the proxy opened per request (0 = all reused):\n\n"
-            "| scenario | direct run | proxy run | proxy CPU / request | upstream connections / request |\n"
-            "|---|---|---|---:|---:|\n" + "\n".join(notes)
+            "request, new upstream connections the proxy opened per request (0 = all reused), and how the "
+            "load generator's connections were spread over the proxy's workers half a second in:\n\n"
+            "| scenario | direct run | proxy run | proxy CPU / request | upstream connections / request "
+            "| client connections per worker |\n"
+            "|---|---|---|---:|---:|---|\n" + "\n".join(notes)
         )
     if "soak" in mem:
         report += "\n\nRSS (master + workers) over the soak: " + ", ".join(

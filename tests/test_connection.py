@@ -19,6 +19,8 @@ import urllib3
 
 from claude_proxy.config import ProviderConfig
 from claude_proxy.connection import (
+    _HEADER_LINES,
+    MAX_HEADER_LINES,
     MAX_HEADERS,
     LeanHTTPConnection,
     LeanHTTPConnectionPool,
@@ -285,3 +287,69 @@ def test_limits_an_application_raised_in_http_client_are_honoured(monkeypatch: p
     monkeypatch.setattr(http.client, "_MAXHEADERS", 200, raising=False)
     assert_same(block)
     assert len(ours(block)) == 150
+
+
+# -- request header lines made once -----------------------------------------------------------
+
+
+class StockRecording(urllib3.connection.HTTPConnection):
+    """urllib3's own connection, noting the bytes it sends (the reference for ours)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[bytes] = []
+
+    def send(self, data: Any) -> None:
+        self.sent.append(bytes(data))
+        super().send(data)
+
+
+def test_remembered_header_lines_send_the_bytes_urllib3_sends(server: FakeUpstream) -> None:
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-one", "X-Count": 7, "X-Raw": b"bytes"}
+    stock = StockRecording("127.0.0.1", server.port, timeout=5)
+    conn, recording = connected(server)
+    for n in range(3):  # the first time made by http.client, then remembered
+        for _ in range(2):
+            server.enqueue(Json({"ok": True}))
+        request_headers = {**headers, "X-Request-Id": f"req_{n}"}
+        stock.request("POST", "/v1/chat/completions", body=b"{}", headers=request_headers)
+        assert stock.getresponse().status == 200
+        conn.request("POST", "/v1/chat/completions", body=b"{}", headers=request_headers)
+        assert conn.getresponse().status == 200
+        assert recording.sent[-1] == b"".join(stock.sent[-2:])  # same head and body; ours in one send
+    assert (("Authorization", "Bearer sk-one") in _HEADER_LINES) and ("X-Count", 7) in _HEADER_LINES
+    stock.close()
+    conn.close()
+
+
+def test_a_remembered_line_still_needs_a_request_started(server: FakeUpstream) -> None:
+    conn, _ = connected(server)
+    server.enqueue(Json({"ok": True}))
+    conn.request("GET", "/v1/models", headers={"X-Seen": "yes"})
+    conn.getresponse().read()
+    assert ("X-Seen", "yes") in _HEADER_LINES
+    with pytest.raises(http.client.CannotSendHeader):
+        conn.putheader("X-Seen", "yes")  # no request under way: refused as http.client refuses it
+    conn.close()
+
+
+def test_refused_header_lines_are_not_remembered(server: FakeUpstream) -> None:
+    conn, _ = connected(server)
+    for _ in range(2):  # refused every time, never taken from the table
+        with pytest.raises(ValueError):
+            conn.request("POST", "/v1/x", body=b"{}", headers={"X-Bad": "a\r\nInjected: 1"})
+        conn.close()
+        conn, _ = connected(server)
+    assert not any(key[0] == "X-Bad" for key in _HEADER_LINES)
+    conn.close()
+
+
+def test_the_table_of_header_lines_stays_bounded(server: FakeUpstream) -> None:
+    conn, _ = connected(server)
+    for n in range(MAX_HEADER_LINES + 50):  # a new request id every time
+        conn.putrequest("GET", "/v1/models")
+        conn.putheader("X-Request-Id", f"req_{n}")
+        conn._buffer.clear()  # type: ignore[attr-defined]
+        conn._HTTPConnection__state = http.client._CS_IDLE  # type: ignore[attr-defined]
+    assert len(_HEADER_LINES) <= MAX_HEADER_LINES
+    conn.close()
