@@ -32,6 +32,7 @@ import orjson
 
 from .loadgen import Result, Run, closed_loop, percentile
 from .payloads import claude_code_request, long_conversation
+from .procfs import children, client_connections
 from .upstream import install_fast_loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,46 +43,6 @@ PACED_CHUNKS, PACED_DELAY_MS = 100, 20
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            text = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-            out.extend(int(p) for p in text)
-    except OSError:
-        pass
-    return out
-
-
-def client_connections(pids: list[int], port: int) -> list[int]:
-    """Established connections to `port` each process holds (from /proc: sockets by inode)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # ESTABLISHED, local port
-                inodes.add(fields[9])
-    counts = []
-    for pid in pids:
-        held = 0
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    held += 1
-        except OSError:
-            pass
-        counts.append(held)
-    return counts
 
 
 def status_kb(pid: int, key: str, name: str = "status") -> int:

@@ -19,6 +19,8 @@
 - Settings are read once per worker (`SettledConfig`) and the `Date` header formatted once a
   second (`SecondDate`): gunicorn looked up about twenty settings and formatted the date anew
   for every request.
+- Idle workers take turns at new connections (`_wait_in_line`): gunicorn's all woke for each
+  one and mostly the same worker won, so kept-alive connections piled up on one worker's GIL.
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
   the main loop), so a worker's RSS follows its current load, not the largest it has seen; and
   `requests`' encoding detector, which the proxy never uses, is loaded only if something does.
@@ -26,6 +28,8 @@
 
 from __future__ import annotations
 
+import select
+import selectors
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +46,9 @@ from .translate.errors import envelope, error_type_for_status
 # How long a thread waits for a kept-alive client's next request before handing the connection
 # back to gunicorn's main loop: about the round trip of a client that answers at once.
 KEEPALIVE_LINGER = 0.002
+
+# Linux: of the workers waiting on a listening socket, only one is woken for a new connection.
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 
 # How long a request thread waits for work before it ends (`threadpool.ElasticThreadPool`).
 THREAD_IDLE_TIMEOUT = 10.0
@@ -198,7 +205,11 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.trimmer.maybe()
 
     def set_accept_enabled(self, enabled: bool) -> None:
+        accepting = self._accepting
         super().set_accept_enabled(enabled)
+        if enabled and not accepting:
+            for listener in self.sockets:
+                self._wait_in_line(listener)
         if not enabled and not self.alive:  # shutting down, not merely at worker_connections
             for listener in self.sockets:
                 listener.close()
@@ -210,6 +221,35 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
                 break  # quiet: the main loop watches it, without holding a thread
             keep = super().handle(conn)
         return keep
+
+    def accept(self, listener: Any) -> None:
+        held = self.nr_conns
+        super().accept(listener)
+        if self.nr_conns > held and self._accepting:
+            self._wait_in_line(listener)  # to the back: the next connection goes to another worker
+
+    def _wait_in_line(self, listener: Any) -> None:
+        """Wait on `listener` exclusively, behind the workers already waiting on it.
+
+        gunicorn's workers all wait on the listening socket and all are woken for each new
+        connection; the kernel wakes them newest registration first, and whichever runs first
+        takes it, so connections arriving one at a time went mostly to one worker (10-12 of 16)
+        and kept-alive ones stay where they landed. Registered exclusively, one waiting worker
+        is woken per connection, the first in line (a busy worker, not waiting, is passed over),
+        and a worker that has taken one joins the back of the line: idle workers take turns.
+        """
+        epoll = getattr(self.poller, "_selector", None)
+        if not EPOLLEXCLUSIVE or not isinstance(self.poller, selectors.EpollSelector) or epoll is None:
+            return  # not Linux's epoll: gunicorn's own registration stays
+        fd = listener.fileno()
+        try:
+            epoll.unregister(fd)  # the selector's own entry for it stays: the callback is unchanged
+            epoll.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+        except OSError:  # EINVAL on kernels before 4.5: back to a plain registration
+            try:
+                epoll.register(fd, select.EPOLLIN)
+            except OSError:
+                pass
 
     def get_thread_pool(self) -> ElasticThreadPool:
         return ElasticThreadPool(self.cfg.threads, idle_timeout=THREAD_IDLE_TIMEOUT, name="request")

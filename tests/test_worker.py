@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.procfs import children, client_connections
 from tests.conftest import proxy_config
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
@@ -137,3 +138,34 @@ def test_readiness_checks_work_past_select_s_descriptor_limit() -> None:
         for sock in filler:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -- new connections spread over the workers ---------------------------------------------------
+
+
+def test_connections_arriving_one_at_a_time_are_spread_over_the_workers(upstream: FakeUpstream) -> None:
+    """Kept-alive connections stay with the worker that accepted them. gunicorn's workers all
+    wake for each connection and the same one usually wins (4-6 of 16 went to the other);
+    waiting in line, idle workers take turns."""
+    with ProxyServer(proxy_config(upstream), workers=2) as server:
+        assert server.process is not None
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        time.sleep(1.0)  # both workers up and waiting
+        for _ in range(2):
+            held = []
+            try:
+                for _ in range(16):
+                    sock, reader = connect(server)
+                    held.append(sock)
+                    sock.sendall(request_bytes(server.port))
+                    status, message = reader.response()
+                    assert status == 200 and message["type"] == "message"
+                    time.sleep(0.02)  # each arrives while both workers are idle
+                split = client_connections(workers, server.port)
+                assert sum(split) == 16
+                assert max(split) - min(split) <= 2, split
+            finally:
+                for sock in held:
+                    sock.close()
+            time.sleep(0.3)  # the closed connections are let go of before the next round
