@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from claude_proxy.translate.sse import SSEError, SSEEvent, SSEParser, format_event, format_events
+from claude_proxy.translate.sse import SSEError, SSEEvent, SSEParser, format_event, format_events, loads
 
 # Every framing feature in one stream: comments, "data:" without a space, CRLF, lone CR,
 # multi-line data, event/id lines, unknown fields, an id that persists, a field with no colon.
@@ -183,3 +185,31 @@ def test_format_then_parse_round_trip() -> None:
         SSEEvent('{"type":"ping"}', "ping"),
         SSEEvent('{"type":"content_block_stop","index":3}', "content_block_stop"),
     ]
+
+
+# -- the JSON in a data line ------------------------------------------------------------------
+
+CHUNK_PAYLOADS = [
+    '{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}',
+    '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a\\": 1}"}}]}}]}',
+    '{"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15},"choices":[]}',
+    '{"a":1,"a":2}',  # the last of a duplicated key wins, in both
+    '{"x":"\\ud83d\\ude00 \\u00e9 \\u0000"}',
+    '{"score": -0.0, "big": 1e400, "small": 5e-324}',
+    '{"nan": NaN, "inf": [Infinity, -Infinity]}',  # refused by orjson: read by json
+    '"\\ud800 lone surrogate"',  # refused by orjson: read by json
+    '  [1, 2.5e-3, true, false, null]  ',
+]
+
+
+@pytest.mark.parametrize("payload", CHUNK_PAYLOADS)
+def test_payloads_read_as_pythons_json_reads_them(payload: str) -> None:
+    ours, theirs = loads(payload), json.loads(payload)
+    assert repr(ours) == repr(theirs)  # repr: NaN compares unequal to itself, and -0.0 == 0.0
+    assert repr(loads(payload.encode("utf-8", "surrogatepass"))) == repr(theirs)  # bytes as well as text
+
+
+@pytest.mark.parametrize("payload", ['{"a":', "[DONE", '{"a":1}}', "", "{'a': 1}"])
+def test_malformed_payloads_raise_value_error(payload: str) -> None:
+    with pytest.raises(ValueError):
+        loads(payload)

@@ -30,6 +30,7 @@ from .response import (
     reasoning_text,
     signature_for,
 )
+from .sse import loads
 
 IDLE, STREAMING, DONE, FAILED = "idle", "streaming", "done", "failed"
 _OPEN_TAGS = {"<think>": "</think>", "<thought>": "</thought>"}
@@ -138,7 +139,7 @@ class StreamTranslator:
                 self.finish_reason = "stop"  # an explicit end marker, not a cut-off
             return self.finish()
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError:
             return self.fail("api_error", f"upstream sent a malformed stream chunk: {data[:200]!r}")
         return self.feed(chunk)
@@ -465,6 +466,6 @@ def _partial_suffix(text: str, tags: tuple[str, ...]) -> int:
 
 def _is_object(text: str) -> bool:
     try:
-        return isinstance(json.loads(text), dict)
+        return isinstance(loads(text), dict)
     except ValueError:
         return False
