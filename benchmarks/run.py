@@ -567,8 +567,8 @@ async def soak(env: Env, seconds: float) -> list[tuple[float, float]]:
 
 
 def translation_bench(env: Env, rows: list[Row]) -> None:
-    from claude_proxy.proxy import decode_json
-    from claude_proxy.schemas import validate_messages_request
+    from claude_proxy.pipeline.proxy import decode_json
+    from claude_proxy.pipeline.validate import validate_messages_request
     from claude_proxy.translate import SSEParser, StreamTranslator, format_events, tokens, translate_request
 
     print("5. translation alone", flush=True)
@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy, config_path, _ = start_proxy(
                 workdir, upstream.port, extra, dict(item.split("=", 1) for item in args.proxy_env)
             )
-            from claude_proxy.config import load_config
+            from claude_proxy.config.loader import load_config
 
             config = load_config(str(config_path), env={})
             banner = re.search(r"\((\d+) workers x (\d+) threads\)", proxy.log.read_text())

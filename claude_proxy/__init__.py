@@ -4,18 +4,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import Config, ConfigError, load_config
+from claude_proxy.config.loader import Config, ConfigError, load_config
 
 
 def create_app(config: Config | None = None):  # type: ignore[no-untyped-def]
     """The Flask app (imported lazily so the pure core never pulls in Flask)."""
-    from .app import create_app as _create_app
+    from claude_proxy.web.app import create_app as _create_app
 
     return _create_app(config)
 
 
 def create_blueprint(config: Config, **kwargs):  # type: ignore[no-untyped-def]
-    from .app import create_blueprint as _create_blueprint
+    from claude_proxy.web.app import create_blueprint as _create_blueprint
 
     return _create_blueprint(config, **kwargs)
 

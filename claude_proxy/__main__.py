@@ -1,3 +1,3 @@
-from .cli import main
+from claude_proxy.cli.main import main
 
 raise SystemExit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .translate.errors import envelope, error_type_for_status
+from claude_proxy.translate.errors import envelope, error_type_for_status
 
 
 class ProxyError(Exception):

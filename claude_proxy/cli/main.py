@@ -1,0 +1,122 @@
+"""The `claude-proxy` command: configuration → a gunicorn server (threaded workers)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from claude_proxy import __version__
+from claude_proxy.config.loader import CONFIG_ENV, Config, ConfigError, load_config, search_paths
+from claude_proxy.server.serve import is_loopback, serve
+
+PROG = "claude-proxy"
+
+
+def default_log_file(env: dict[str, str] | None = None) -> str:
+    env = dict(os.environ) if env is None else env
+    state = Path(env.get("XDG_STATE_HOME") or Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return str(state / "claude-proxy" / "requests.jsonl")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve the Anthropic Messages API on top of any OpenAI-compatible provider.",
+        epilog=f"Config search order: --config, ${CONFIG_ENV}, ./claude-proxy.toml, the platform config dir, "
+        "~/.claude-proxy.toml.",
+    )
+    parser.add_argument("-c", "--config", metavar="PATH", help="config file (TOML)")
+    parser.add_argument("-p", "--port", type=int, help="port to listen on (default 4222)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--provider", metavar="NAME", help="provider preset, overrides the config")
+    parser.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="JSONL request log (default: $XDG_STATE_HOME/claude-proxy/requests.jsonl; '-' for none)",
+    )
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
+    parser.add_argument("--threads", type=int, help="threads per worker = concurrent requests each (default 256)")
+    parser.add_argument("--show-config-paths", action="store_true", help="print the config search paths and exit")
+    parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    config = load_config(args.config, provider=args.provider, env=env)
+    changes: dict[str, Any] = {}
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
+        changes["port"] = args.port
+    if args.host:
+        changes["host"] = args.host
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        changes["workers"] = args.workers
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        changes["threads"] = args.threads
+    if args.log_file:
+        changes["log_file"] = None if args.log_file == "-" else args.log_file
+    elif config.log_file is None:
+        changes["log_file"] = default_log_file(env)
+    return replace(config, **changes) if changes else config
+
+
+def check_exposure(config: Config) -> None:
+    if not is_loopback(config.host) and not config.auth_keys and not config.allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to listen on {config.host} without proxy keys: anyone who can reach it would spend your "
+            "provider credit. Set [server] auth_keys (or CLAUDE_PROXY_AUTH_KEYS), or allow_unauthenticated = true"
+        )
+
+
+# Subcommands live in their own modules, each with `main(argv) -> int`.
+SUBCOMMANDS = {
+    "run": "claude_proxy.cli.run",  # claude-proxy run -- <claude args>
+    "doctor": "claude_proxy.cli.doctor",  # checks config, key, upstream, a one-token completion
+    "logs": "claude_proxy.cli.logs",  # claude-proxy logs --summary
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return int(module.main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.show_config_paths:
+        for path in search_paths(args.config):
+            print(f"{'*' if path.is_file() else ' '} {path}")
+        return 0
+    try:
+        config = resolve(args)
+        check_exposure(config)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(config)
+
+
+def app_from_environment() -> Any:
+    """The WSGI app for `gunicorn wsgi:app`: config from the normal search (or $CLAUDE_PROXY_CONFIG)."""
+    from claude_proxy.web.app import create_app
+
+    try:
+        config = load_config(provider=os.environ.get("CLAUDE_PROXY_PROVIDER") or None)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        # 4 is gunicorn's "App failed to load": the arbiter stops instead of respawning the worker forever
+        raise SystemExit(4) from None
+    return create_app(config)

@@ -1,0 +1,165 @@
+"""The preset table: where each provider lives, which key it wants, and its quirks as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from claude_proxy.translate.dialect import DEFAULT_DIALECT, Dialect
+
+STRICT_SCHEMA_KEYS = frozenset({"$schema", "propertyNames"})
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    base_url: str
+    api_key_env: str | None
+    format: str = "openai"  # "openai" (translate) or "anthropic" (passthrough)
+    key_required: bool = True
+    dialect: Dialect = DEFAULT_DIALECT
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            dialect=Dialect(
+                name="openai",
+                max_tokens_field="max_completion_tokens",
+                reasoning_models=("o1*", "o3*", "o4*", "gpt-5*"),
+                user_field=True,
+                pdf_file_parts=True,
+            ),
+            description="OpenAI",
+        ),
+        Preset(
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            "OPENROUTER_API_KEY",
+            dialect=Dialect(
+                name="openrouter",
+                reasoning_param="openrouter",
+                top_k=True,
+                user_field=True,
+                user_max_len=128,
+                pdf_file_parts=True,
+            ),
+            description="OpenRouter",
+        ),
+        Preset(
+            "fireworks",
+            "https://api.fireworks.ai/inference/v1",
+            "FIREWORKS_API_KEY",
+            dialect=Dialect(name="fireworks", top_k=True, reasoning_history="tool_turns"),
+            description="Fireworks AI",
+        ),
+        Preset(
+            "grok",
+            "https://api.x.ai/v1",
+            "XAI_API_KEY",
+            dialect=Dialect(
+                name="grok",
+                reasoning_models=("grok-3-mini*",),
+                reasoning_efforts=("low", "high"),
+                reasoning_tokens_separate=True,
+            ),
+            description="xAI Grok",
+        ),
+        Preset(
+            "together",
+            "https://api.together.xyz/v1",
+            "TOGETHER_API_KEY",
+            dialect=Dialect(name="together", top_k=True, think_tags=True),
+            description="Together AI",
+        ),
+        Preset(
+            "groq",
+            "https://api.groq.com/openai/v1",
+            "GROQ_API_KEY",
+            dialect=Dialect(name="groq", strip_schema_keys=STRICT_SCHEMA_KEYS, reasoning_param="none"),
+            description="Groq",
+        ),
+        Preset(
+            "deepseek",
+            "https://api.deepseek.com/v1",
+            "DEEPSEEK_API_KEY",
+            dialect=Dialect(name="deepseek", reasoning_param="none", reasoning_history="tool_turns"),
+            description="DeepSeek",
+        ),
+        Preset(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            "MISTRAL_API_KEY",
+            dialect=Dialect(
+                name="mistral",
+                tool_id_style="alnum9",
+                tool_choice_any="any",
+                reasoning_param="none",
+                stream_usage=False,
+            ),
+            description="Mistral",
+        ),
+        Preset(
+            "moonshot",
+            "https://api.moonshot.ai/v1",
+            "MOONSHOT_API_KEY",
+            dialect=Dialect(
+                name="moonshot", reasoning_param="none", reasoning_history="tool_turns", tool_choice_any="auto"
+            ),
+            description="Moonshot / Kimi",
+        ),
+        Preset(
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "GEMINI_API_KEY",
+            dialect=Dialect(
+                name="gemini",
+                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum"},
+                strip_formats=frozenset({"*"}),
+                reasoning_param_all_models=False,
+                reasoning_efforts=("low", "high"),
+                parallel_tool_calls=False,
+            ),
+            description="Google Gemini (OpenAI-compatible endpoint)",
+        ),
+        Preset(
+            "anthropic",
+            "https://api.anthropic.com",
+            "ANTHROPIC_API_KEY",
+            format="anthropic",
+            description="Anthropic (passthrough, no translation)",
+        ),
+        Preset(
+            "ollama",
+            "http://localhost:11434/v1",
+            None,
+            key_required=False,
+            dialect=Dialect(name="ollama", reasoning_param="none"),
+            description="Ollama (local)",
+        ),
+        Preset(
+            "vllm",
+            "http://localhost:8000/v1",
+            "VLLM_API_KEY",
+            key_required=False,
+            dialect=Dialect(name="vllm", top_k=True, think_tags=True, reasoning_param="none"),
+            description="vLLM (local)",
+        ),
+        Preset(
+            "custom",
+            "",
+            None,
+            key_required=False,
+            dialect=Dialect(name="custom"),
+            description="any OpenAI-compatible endpoint (needs base_url)",
+        ),
+    )
+}
+
+
+def preset(name: str) -> Preset | None:
+    return PRESETS.get(name.lower())

@@ -1,0 +1,217 @@
+"""Prometheus metrics: one observer fed by the request journal's records, correct under gunicorn.
+
+Every request ends in `Proxy._finish` with one record (status, models, tokens, latency, time to
+first byte, error type); `observe()` turns that record into counters and histograms, so the
+metrics and the JSONL log can never disagree. Streams in flight are counted by `Proxy._stream`.
+
+Under gunicorn each worker is a separate process with its own memory, so the metrics use
+prometheus_client's multiprocess mode: the `claude-proxy` command creates a private directory,
+exports PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (the library
+chooses its storage at import time), marks dead workers with the `child_exit` hook (their
+live gauges vanish, their counters stay) and removes the directory when the master exits.
+Without that variable (tests, an embedding app) a plain per-process registry is used.
+
+prometheus_client is imported lazily so `setup_multiprocess()` can run before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+NAMESPACE = "claude_proxy"
+# Client-chosen model names become label values: cap how many distinct ones a process records
+# (each is a time series forever) and how long they may be; the rest are counted as "other".
+MAX_CLIENT_MODELS = 100
+MAX_LABEL_LENGTH = 100
+MAX_REMEMBERED_CHILDREN = 4096
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
+TOKEN_KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"))
+log = logging.getLogger("claude_proxy")
+
+
+_MULTIPROC_AT_IMPORT: bool | None = None
+
+
+def multiprocess_enabled() -> bool:
+    """Whether prometheus_client chose file-backed values.
+
+    The library decides once, at its import, from PROMETHEUS_MULTIPROC_DIR; we record that variable
+    when we are the first to import it (public behaviour, not the library's module state).
+    """
+    global _MULTIPROC_AT_IMPORT
+    if _MULTIPROC_AT_IMPORT is None:
+        _MULTIPROC_AT_IMPORT = bool(os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()))
+        import prometheus_client  # noqa: F401  (decides its storage now, from the same variable)
+    return _MULTIPROC_AT_IMPORT
+
+
+class Metrics:
+    """The metric objects of this process (one instance, see `metrics()`)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        # Our own registry: an embedding app's default registry is left alone.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess = multiprocess_enabled()
+        model_labels = ("endpoint", "route", "client_model", "upstream_model", "provider")
+        self.requests = Counter(
+            "requests",
+            "Requests answered, by endpoint, route, client model, upstream model, provider and HTTP status",
+            (*model_labels, "status"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "request_duration_seconds",
+            "Time from request to the last byte of the answer",
+            ("endpoint", "route", "upstream_model", "provider", "stream"),
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "time_to_first_token_seconds",
+            "Time from request to the first streamed event carrying content",
+            ("upstream_model", "provider"),
+            namespace=NAMESPACE,
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tokens",
+            "Tokens reported by the upstream (kind: input, output, cache_read)",
+            ("kind", "client_model", "upstream_model", "provider"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "upstream_errors",
+            "Failures that came from the upstream (HTTP errors, timeouts, broken streams), by error type",
+            ("provider", "error_type"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.streams_in_flight = Gauge(
+            "streams_in_flight",
+            "Streamed answers currently being relayed",
+            namespace=NAMESPACE,
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self._client_models: set[str] = set()
+        self._lock = threading.Lock()
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus_client checks and converts the labels
+        and takes a lock on every call; a proxy sees the same few label sets over and over."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= MAX_REMEMBERED_CHILDREN:
+                self._children.clear()  # label sets are bounded, but never let this grow without end
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _client_model(self, name: Any) -> str:
+        if not isinstance(name, str) or not name:
+            return ""
+        name = name[:MAX_LABEL_LENGTH]
+        with self._lock:
+            if name in self._client_models:
+                return name
+            if len(self._client_models) >= MAX_CLIENT_MODELS:
+                return "other"
+            self._client_models.add(name)
+            return name
+
+    def observe(self, record: Mapping[str, Any], upstream_error: bool = False) -> None:
+        """Count one finished request from its journal record."""
+        endpoint = str(record.get("endpoint") or "")
+        provider = str(record.get("provider") or "")
+        route = _label(record.get("route"))
+        client_model = self._client_model(record.get("client_model"))
+        upstream_model = _label(record.get("upstream_model"))
+        status = str(record.get("status", ""))
+        self._child(self.requests, endpoint, route, client_model, upstream_model, provider, status).inc()
+        latency = record.get("latency_ms")
+        if isinstance(latency, (int, float)):
+            stream = "true" if record.get("stream") else "false"
+            self._child(self.duration, endpoint, route, upstream_model, provider, stream).observe(latency / 1000.0)
+        ttfb = record.get("ttfb_ms")
+        if isinstance(ttfb, (int, float)):
+            self._child(self.ttft, upstream_model, provider).observe(ttfb / 1000.0)
+        if endpoint == "messages":  # count_tokens' numbers are local estimates, nothing was spent
+            for kind, key in TOKEN_KINDS:
+                value = record.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    self._child(self.tokens, kind, client_model, upstream_model, provider).inc(value)
+        # Targets of a fallback chain that failed before the one that answered (or failed last).
+        failed = [a for a in record.get("failed_attempts") or () if isinstance(a, Mapping)]
+        for attempt in failed:
+            self.upstream_errors.labels(_label(attempt.get("provider")), _label(attempt.get("error_type"))).inc()
+        final_listed = bool(failed) and (failed[-1].get("error_type"), failed[-1].get("error")) == (
+            record.get("error_type"),
+            record.get("error"),
+        )
+        if upstream_error and record.get("error_type") and not final_listed:
+            self.upstream_errors.labels(provider, _label(record.get("error_type"))).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format for a scrape, summed over all workers in multiprocess mode."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _label(value: Any) -> str:
+    return str(value)[:MAX_LABEL_LENGTH] if value else ""
+
+
+_instance: Metrics | None = None
+_instance_lock = threading.Lock()
+
+
+def metrics() -> Metrics:
+    """This process's metrics, created on first use (after gunicorn forked the worker)."""
+    global _instance
+    if _instance is None:
+        with _instance_lock:
+            if _instance is None:
+                _instance = Metrics()
+    return _instance
+
+
+def observe(record: Mapping[str, Any], upstream_error: bool = False) -> None:
+    """Count a finished request; never lets a metrics problem fail the request."""
+    try:
+        metrics().observe(record, upstream_error)
+    except Exception:  # pragma: no cover - metrics must not break serving
+        log.exception("claude-proxy: recording metrics failed")
+
+
+def stream_started() -> None:
+    try:
+        metrics().streams_in_flight.inc()
+    except Exception:  # pragma: no cover
+        log.exception("claude-proxy: recording metrics failed")
+
+
+def stream_ended() -> None:
+    try:
+        metrics().streams_in_flight.dec()
+    except Exception:  # pragma: no cover
+        log.exception("claude-proxy: recording metrics failed")

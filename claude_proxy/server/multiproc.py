@@ -1,0 +1,47 @@
+"""prometheus_client's multiprocess mode under gunicorn (master side).
+
+Each worker is a separate process, so the `claude-proxy` command creates a private directory and
+exports PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (the library chooses its
+storage at import time), marks dead workers with the `child_exit` hook (their live gauges vanish,
+their counters stay) and removes the directory when the master exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import MutableMapping
+from typing import Any
+
+from claude_proxy.pipeline.metrics import MULTIPROC_ENV
+
+
+def setup_multiprocess(env: MutableMapping[str, str] | None = None) -> str | None:
+    """Before workers fork: make a private metrics directory and export it.
+
+    Returns the directory this call created (the caller removes it at exit with `cleanup`),
+    or None when the operator already set PROMETHEUS_MULTIPROC_DIR (theirs to manage).
+    """
+    env = os.environ if env is None else env
+    if env.get(MULTIPROC_ENV) or env.get(MULTIPROC_ENV.lower()):
+        os.makedirs(env.get(MULTIPROC_ENV) or env[MULTIPROC_ENV.lower()], exist_ok=True)
+        return None
+    path = tempfile.mkdtemp(prefix="claude-proxy-metrics-")
+    env[MULTIPROC_ENV] = path
+    return path
+
+
+def cleanup(path: str | None) -> None:
+    """Remove a directory made by `setup_multiprocess` (master only, at exit)."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn `child_exit` hook: a dead worker's live gauges (streams in flight) stop counting."""
+    path = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, path)

@@ -1,0 +1,141 @@
+"""`serve(config)`: the proxy under gunicorn with our worker class, and the start-up banner."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from claude_proxy import __version__
+from claude_proxy.config.loader import Config
+from claude_proxy.server import multiproc
+
+PROG = "claude-proxy"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    """The bind address as a client on this machine writes it in a URL (a wildcard is reached as localhost)."""
+    if is_loopback(host) or host in ("0.0.0.0", "::", "[::]", ""):
+        return "localhost"
+    return f"[{host.strip('[]')}]" if ":" in host else host
+
+
+def _without_credentials(url: str) -> str:
+    """A URL fit to print: credentials embedded in it (user:pass@, or a token as the user) are masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def banner(config: Config) -> str:
+    p = config.provider
+    url_host = _url_host(config.host)
+    bind = f"[{config.host.strip('[]')}]" if ":" in config.host else config.host
+    key = ("from the client" if p.api_key_from_client else "not needed") if not p.api_key else "set"
+    if p.key_missing:
+        key = f"MISSING — set {p.api_key_env}; requests will get 401 until you do"
+    lines = [
+        f"claude-proxy {__version__}",
+        f"  provider    {p.name} ({p.format})",
+        f"  base URL    {_without_credentials(p.base_url)}",
+        f"  API key     {key}",
+        f"  config      {config.source or '(none: preset defaults)'}",
+        f"  models      {len(config.models)} mapped"
+        + ("" if len(config.models) else " (names pass through unchanged)"),
+        f"  listening   http://{bind}:{config.port}  ({config.workers} workers x {config.threads} threads)",
+        f"  log file    {config.log_file or '(off)'}",
+        f"  proxy keys  {'required' if config.auth_keys else 'off'}",
+        "",
+        "Point Claude Code at it:",
+        f"  ANTHROPIC_BASE_URL=http://{url_host}:{config.port} claude",
+    ]
+    return "\n".join(lines)
+
+
+def gunicorn_options(config: Config) -> dict[str, Any]:
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    options: dict[str, Any] = {
+        "bind": f"{host}:{config.port}",
+        "workers": config.workers,
+        "threads": config.threads,
+        "worker_class": "claude_proxy.server.worker.GracefulThreadWorker",  # gthread; refuses new connections on stop
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "keepalive": 75,
+        "loglevel": "warning",
+        "accesslog": None,
+        "errorlog": "-",
+        "proc_name": PROG,
+        "worker_connections": max(1000, config.threads * 4),
+        "child_exit": multiproc.child_exit,  # a dead worker's streams stop counting as in flight
+        # gunicorn ≥ 25.1's control socket (`gunicornc`) would be one path shared by every instance
+        # of the user's ($HOME/.gunicorn/gunicorn.ctl), and an asyncio thread in the master.
+        "control_socket_disable": True,
+    }
+    if os.path.isdir("/dev/shm"):
+        options["worker_tmp_dir"] = "/dev/shm"
+    return options
+
+
+def reexecute_tuned() -> None:
+    """Start over in this same process with `memory.MALLOC_TUNABLES`, which glibc reads only at
+    start-up; returns only when there is nothing to change or the exec fails."""
+    from claude_proxy.server.memory import tuned_environment
+
+    env = tuned_environment(os.environ)
+    if env is None or not sys.orig_argv:
+        return
+    try:
+        os.execve(sys.executable, sys.orig_argv, env)
+    except OSError:
+        pass  # runs untuned
+
+
+def serve(config: Config) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    reexecute_tuned()  # the config is known good by now: its errors are reported once
+
+    # Before anything imports prometheus_client: workers then share one metrics directory.
+    metrics_dir = multiproc.setup_multiprocess()
+    master = os.getpid()
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.options = gunicorn_options(config)
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            # Imported here, in each worker after fork: the master never loads Flask, requests or
+            # marshmallow (~20 MB less RSS), and no sockets are shared.
+            from claude_proxy.web.app import create_app
+
+            return create_app(config)
+
+    if config.log_file:
+        Path(config.log_file).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new dirs: owner only
+    print(banner(config), file=sys.stderr, flush=True)
+    try:
+        Server().run()
+    finally:
+        if os.getpid() == master:  # a worker's exit unwinds through here too
+            multiproc.cleanup(metrics_dir)
+    return 0

@@ -1,0 +1,263 @@
+"""The gunicorn worker the `claude-proxy` command runs: gthread, with two changes.
+
+- A firmer graceful stop. On SIGTERM gunicorn's threaded worker stops accepting but keeps
+  its listening socket open until in-flight requests finish, so a new client's connection
+  is completed by the kernel and then waits unanswered in the backlog for up to the
+  graceful timeout. This worker closes its listening sockets as soon as it stops accepting:
+  new connections are refused at once, while in-flight streams still run to their end.
+- HTTP that never reaches the app (a malformed request line, a URI or headers over
+  gunicorn's limits) is answered with an Anthropic error envelope instead of an HTML page.
+- A kept-alive connection whose next request is already on its way is served by the same
+  thread. gunicorn hands every finished keep-alive connection back to its main thread (a pipe
+  write, an epoll registration, a wake-up, a thread-pool submit and another wake-up, each a GIL
+  hand-off) even when the client sends its next request a few hundred microseconds later, as
+  Claude Code's tool loops, nginx's upstream keep-alive and load generators do.
+- A response's head goes out in the same `send` as its first body bytes (`CoalescingResponse`):
+  gunicorn sends them separately, a second syscall and TCP segment for every answer.
+- Threads end after `THREAD_IDLE_TIMEOUT` without work (`threadpool.ElasticThreadPool`): gthread's
+  pool keeps every thread it ever started, so a worker stayed at the most threads it ever ran.
+- Settings are read once per worker (`SettledConfig`) and the `Date` header formatted once a
+  second (`SecondDate`): gunicorn looked up about twenty settings and formatted the date anew
+  for every request.
+- Idle workers take turns at new connections (`_wait_in_line`): gunicorn's all woke for each
+  one and mostly the same worker won, so kept-alive connections piled up on one worker's GIL.
+- Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
+  the main loop), so a worker's RSS follows its current load, not the largest it has seen; and
+  `requests`' encoding detector, which the proxy never uses, is loaded only if something does.
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from gunicorn import util
+from gunicorn.http import wsgi
+from gunicorn.workers.gthread import ThreadWorker
+
+from claude_proxy._poll import readable
+from claude_proxy.server.threadpool import ElasticThreadPool
+from claude_proxy.translate.errors import envelope, error_type_for_status
+
+# How long a thread waits for a kept-alive client's next request before handing the connection
+# back to gunicorn's main loop: about the round trip of a client that answers at once.
+KEEPALIVE_LINGER = 0.002
+
+# Linux: of the workers waiting on a listening socket, only one is woken for a new connection.
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+# How long a request thread waits for work before it ends (`threadpool.ElasticThreadPool`).
+THREAD_IDLE_TIMEOUT = 10.0
+
+
+def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
+    """gunicorn's `util.write_error`, speaking the Anthropic error format."""
+    body = orjson.dumps(envelope(error_type_for_status(status), message or reason))
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class SettledConfig:
+    """A worker's gunicorn settings, each read once.
+
+    gunicorn's `Config` looks a setting up through `__getattr__` on every read, about twenty
+    times per request. A worker's settings never change while it runs (a reload starts new
+    workers), so their values are copied here; `Config`'s own properties (`is_ssl`,
+    `worker_class`, ...) and methods still go to it.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        self._cfg = cfg
+        own = set(dir(type(cfg)))
+        for name, setting in cfg.settings.items():
+            if name not in own:
+                self.__dict__[name] = setting.get()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cfg, name)
+
+
+class SecondDate:
+    """gunicorn's `util.http_date`, formatted once per second (the header's resolution)."""
+
+    def __init__(self, format_date: Callable[..., str], clock: Callable[[], float] = time.time) -> None:
+        self.format_date = format_date
+        self.clock = clock
+        self._last: tuple[int, str] = (-1, "")  # replaced whole: threads never see half an update
+
+    def __call__(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return self.format_date(timestamp)
+        second = int(self.clock())
+        last = self._last
+        if last[0] != second:
+            last = self._last = (second, self.format_date(second))
+        return last[1]
+
+
+class _Captured:
+    """Stands in for the socket while gunicorn formats the response head, to keep the bytes."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class _Prefixed:
+    """The socket, with `head` going out in front of the next `sendall`."""
+
+    def __init__(self, sock: Any, head: bytes) -> None:
+        self.sock = sock
+        self.head = head
+
+    def sendall(self, data: bytes) -> None:
+        head, self.head = self.head, b""
+        self.sock.sendall(head + data)
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other use of the socket gets it as it is, the head sent first."""
+        if self.head:
+            head, self.head = self.head, b""
+            self.sock.sendall(head)
+        return getattr(self.sock, name)
+
+
+class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's response writer, with the head sent together with the first body bytes.
+
+    gunicorn sends the status line and headers in one `send` and the body in another: two
+    syscalls (each a GIL hand-off between busy threads) and two TCP segments for every
+    non-streamed answer. gunicorn itself sends the head only on the first body write, so holding
+    it until then changes nothing a client can see.
+    """
+
+    _head = b""
+    _direct = False  # sendfile writes past `_emit_body`: the head goes straight out then
+
+    def send_headers(self) -> None:
+        if self.headers_sent or self._direct:
+            return super().send_headers()  # type: ignore[no-any-return]
+        sock, captured = self.sock, _Captured()
+        self.sock = captured
+        try:
+            super().send_headers()  # gunicorn's own formatting, into `captured`
+        finally:
+            self.sock = sock
+        self._head = captured.data
+
+    def _with_head(self, send: Any, *args: Any) -> Any:
+        if not self._head:
+            return send(*args)
+        sock = self.sock
+        prefixed = self.sock = _Prefixed(sock, self._head)
+        self._head = b""
+        try:
+            return send(*args)
+        finally:
+            self.sock = sock
+            if prefixed.head:  # nothing was sent after all: the head goes alone
+                sock.sendall(prefixed.head)
+
+    def _emit_body(self, data: bytes) -> None:
+        self._with_head(super()._emit_body, data)
+
+    def sendfile(self, respiter: Any) -> Any:
+        if self._head:
+            head, self._head = self._head, b""
+            self.sock.sendall(head)
+        self._direct = True
+        try:
+            return super().sendfile(respiter)
+        finally:
+            self._direct = False
+
+    def close(self) -> None:
+        if not self.headers_sent:  # no body at all (HEAD, 204, an empty iterator): the head alone
+            self.send_headers()
+        self._with_head(super().close)
+
+
+class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
+    def init_process(self) -> None:
+        from claude_proxy.server.memory import (  # the master has no heap of requests to trim
+            Trimmer,
+            defer_charset_detection,
+        )
+
+        defer_charset_detection()  # before the app (and with it requests) is loaded
+        util.write_error = write_envelope  # this process only: the worker is ours after the fork
+        if not isinstance(util.http_date, SecondDate):
+            util.http_date = SecondDate(util.http_date)
+        self.cfg = SettledConfig(self.cfg)
+        if hasattr(wsgi.Response, "_emit_body"):  # a gunicorn without that hook keeps its own writer
+            wsgi.Response = CoalescingResponse
+        self.trimmer = Trimmer()
+        super().init_process()
+
+    def notify(self) -> None:
+        super().notify()  # the main loop's once-per-wake-up call: a good place for housekeeping
+        self.trimmer.maybe()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        accepting = self._accepting
+        super().set_accept_enabled(enabled)
+        if enabled and not accepting:
+            for listener in self.sockets:
+                self._wait_in_line(listener)
+        if not enabled and not self.alive:  # shutting down, not merely at worker_connections
+            for listener in self.sockets:
+                listener.close()
+
+    def handle(self, conn: Any) -> Any:
+        keep = super().handle(conn)
+        while keep is True and self.alive and not self._others_waiting():
+            if not conn.parser.unreader.buf.getvalue() and not readable(conn.sock, KEEPALIVE_LINGER, on_error=False):
+                break  # quiet: the main loop watches it, without holding a thread
+            keep = super().handle(conn)
+        return keep
+
+    def accept(self, listener: Any) -> None:
+        held = self.nr_conns
+        super().accept(listener)
+        if self.nr_conns > held and self._accepting:
+            self._wait_in_line(listener)  # to the back: the next connection goes to another worker
+
+    def _wait_in_line(self, listener: Any) -> None:
+        """Wait on `listener` exclusively, behind the workers already waiting on it.
+
+        gunicorn's workers all wait on the listening socket and all are woken for each new
+        connection; the kernel wakes them newest registration first, and whichever runs first
+        takes it, so connections arriving one at a time went mostly to one worker (10-12 of 16)
+        and kept-alive ones stay where they landed. Registered exclusively, one waiting worker
+        is woken per connection, the first in line (a busy worker, not waiting, is passed over),
+        and a worker that has taken one joins the back of the line: idle workers take turns.
+        """
+        epoll = getattr(self.poller, "_selector", None)
+        if not EPOLLEXCLUSIVE or not isinstance(self.poller, selectors.EpollSelector) or epoll is None:
+            return  # not Linux's epoll: gunicorn's own registration stays
+        fd = listener.fileno()
+        try:
+            epoll.unregister(fd)  # the selector's own entry for it stays: the callback is unchanged
+            epoll.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+        except OSError:  # EINVAL on kernels before 4.5: back to a plain registration
+            try:
+                epoll.register(fd, select.EPOLLIN)
+            except OSError:
+                pass
+
+    def get_thread_pool(self) -> ElasticThreadPool:
+        return ElasticThreadPool(self.cfg.threads, idle_timeout=THREAD_IDLE_TIMEOUT, name="request")
+
+    def _others_waiting(self) -> bool:
+        """Connections queued for a thread come first: no lingering then."""
+        return bool(self.tpool.pending())
+

@@ -1,0 +1,70 @@
+"""The shipped deployment files stay true to the code: the systemd unit and the README's references.
+
+(docs/nginx.conf is run for real by tests/test_nginx.py.)
+"""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from claude_proxy.cli.main import build_parser
+from claude_proxy.config.loader import load_config
+from claude_proxy.server.serve import gunicorn_options
+from tests.support.proxy_server import ROOT
+
+UNIT = ROOT / "docs" / "claude-proxy.service"
+
+
+def unit() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",), comment_prefixes=("#",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def test_unit_stops_gracefully_and_restarts() -> None:
+    service = unit()["Service"]
+    graceful = gunicorn_options(load_config(data={"provider": {"name": "ollama"}}, env={}))["graceful_timeout"]
+    assert service["KillSignal"] == "SIGTERM"  # gunicorn's graceful shutdown
+    assert service["KillMode"] == "mixed"  # the master stops its workers; stragglers get SIGKILL
+    assert int(service["TimeoutStopSec"]) > graceful, "systemd would kill streams gunicorn is still finishing"
+    assert service["Restart"] == "on-failure"
+    assert service["User"] == "claude-proxy" and service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["PrivateTmp"] == "yes"
+
+
+def test_unit_command_is_a_valid_invocation() -> None:
+    command = shlex.split(unit()["Service"]["ExecStart"].replace("\\\n", " "))
+    assert command[0].endswith("/claude-proxy")
+    args = build_parser().parse_args(command[1:])
+    assert args.config == "/etc/claude-proxy/config.toml"
+    assert args.log_file == "/var/log/claude-proxy/requests.jsonl"
+    assert args.log_file.startswith("/var/log/" + unit()["Service"]["LogsDirectory"] + "/")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    copy = tmp_path / "claude-proxy.service"
+    copy.write_text(UNIT.read_text())
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "is not executable" not in line and "No such file or directory" not in line
+    ]
+    assert not [p for p in problems if "claude-proxy.service" in p], problems
+
+
+def test_readme_points_at_the_shipped_files() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ("docs/nginx.conf", "docs/claude-proxy.service", "tests/support/embedded_app.py"):
+        assert f"]({name})" in readme, name
+        assert (ROOT / name).is_file(), name

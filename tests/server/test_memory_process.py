@@ -1,0 +1,127 @@
+"""How a server process is set up to stay small: `memory.defer_charset_detection` (requests'
+encoding detector stays unloaded until something uses it) and `memory.tuned_environment` (glibc's
+per-thread cache off, for the re-executed server).
+
+The detector cases run in a fresh interpreter (the function changes `sys.modules` for the whole
+process), with warnings turned into errors so requests' dependency check would fail loudly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from claude_proxy.server import memory
+from tests.support.proxy_server import ROOT
+
+
+def run(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_requests_imports_without_loading_the_detector_or_warning() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_charset_detection
+        assert defer_charset_detection() is True
+        import requests
+        import claude_proxy.web.app
+        loaded = sorted(m for m in sys.modules if m.startswith("charset_normalizer."))
+        print(loaded, requests.__version__ != "")
+        """
+    )
+    assert out == "[] True"
+
+
+def test_the_detector_loads_when_an_encoding_is_guessed() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_charset_detection
+        defer_charset_detection()
+        import requests
+        response = requests.models.Response()
+        response._content = "déjà vu, café".encode()
+        response.encoding = None  # no charset declared: requests guesses
+        print(response.apparent_encoding, response.text, "charset_normalizer.api" in sys.modules)
+        """
+    )
+    assert out == "utf-8 déjà vu, café True"
+
+
+def test_submodules_and_attributes_still_import() -> None:
+    out = run(
+        """
+        from claude_proxy.server.memory import defer_charset_detection
+        defer_charset_detection()
+        import requests
+        from charset_normalizer.api import from_bytes
+        print(from_bytes(b"plain ascii").best().encoding)
+        import sys, charset_normalizer
+        print(charset_normalizer.detect(b"plain ascii")["encoding"], type(sys.modules["charset_normalizer"]).__name__)
+        """
+    )
+    assert out.splitlines() == ["ascii", "ascii module"]  # the first use put the real module in place
+
+
+def test_too_late_once_requests_is_imported() -> None:
+    out = run(
+        """
+        import sys, requests
+        from claude_proxy.server.memory import defer_charset_detection
+        print(defer_charset_detection(), type(sys.modules["charset_normalizer"]).__name__)
+        """
+    )
+    assert out == "False module"
+
+
+def test_probes_for_dunder_names_load_nothing() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_charset_detection
+        defer_charset_detection()
+        import charset_normalizer
+        print(hasattr(charset_normalizer, "__file__"), hasattr(charset_normalizer, "__wrapped__"),
+              charset_normalizer.__version__ != "", "charset_normalizer.api" in sys.modules)
+        """
+    )
+    assert out == "False False True False"
+
+
+def test_tuned_environment_adds_the_tunable_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
+    env = memory.tuned_environment({"PATH": "/bin", "HOME": "/h"})
+    assert env == {"PATH": "/bin", "HOME": "/h", "GLIBC_TUNABLES": memory.MALLOC_TUNABLES}
+
+
+def test_tuned_environment_leaves_tunables_already_set_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
+    assert memory.tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
+    assert memory.tuned_environment({"GLIBC_TUNABLES": ""}) is None  # set, even if empty: the user's choice
+
+
+@pytest.mark.parametrize("libc", ["", None, "musl 1.2"])
+def test_tuned_environment_is_none_without_glibc(monkeypatch: pytest.MonkeyPatch, libc: str | None) -> None:
+    monkeypatch.setattr(memory.os, "confstr", lambda name: libc)
+    assert memory.tuned_environment({"PATH": "/bin"}) is None
+
+
+def test_tuned_environment_is_none_where_confstr_does_not_know_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unknown(name: str) -> str:
+        raise ValueError("unrecognized configuration name")
+
+    monkeypatch.setattr(memory.os, "confstr", unknown)
+    assert memory.tuned_environment({"PATH": "/bin"}) is None
