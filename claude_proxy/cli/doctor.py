@@ -24,6 +24,7 @@ from claude_proxy.cli.main import PROG, build_parser, resolve
 from claude_proxy.config.loader import Config, ConfigError, ProviderConfig, RetryPolicy, Timeouts
 from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.pipeline.journal import Journal, redact
+from claude_proxy.pipeline.outcome import Outcome
 from claude_proxy.routing.targets import DEFAULT_PROVIDER
 from claude_proxy.upstream.client import host_of
 
@@ -70,14 +71,14 @@ class Report:
 
 
 class _Capture(Journal):
-    """A journal that keeps the records in memory: the doctor reads what the pipeline did."""
+    """A journal that keeps the outcomes in memory: the doctor reads what the pipeline did."""
 
     def __init__(self) -> None:
         super().__init__(None)
-        self.records: list[dict[str, Any]] = []
+        self.outcomes: list[Outcome] = []
 
     def write(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        self.outcomes.append(Outcome.from_record(record))
 
 
 def build_doctor_parser() -> argparse.ArgumentParser:
@@ -335,7 +336,7 @@ def _drain(body: Any) -> tuple[bytes, str | None]:
 
 
 def check_completion(config: Config, report: Report, client_model: str, timeout: float) -> None:
-    from claude_proxy.pipeline.proxy import Call, Proxy
+    from claude_proxy.pipeline.proxy import Proxy
 
     journal = _Capture()
     probe = replace(
@@ -354,17 +355,18 @@ def check_completion(config: Config, report: Report, client_model: str, timeout:
             started = time.monotonic()
             raw = orjson.dumps({**body, "stream": stream})
             try:
-                reply = proxy.messages(raw, {}, Call(f"doctor-{int(stream)}", "messages"))
+                reply = proxy.messages(raw, {}, Outcome(f"doctor-{int(stream)}", "messages"))
                 _, stream_error = _drain(reply.body) if stream else (b"", None)
             except ProxyError as error:
-                record = journal.records[-1] if journal.records else {}
-                where = f"{record.get('provider', config.provider.name)} {record.get('upstream_model', client_model)}"
+                last = journal.outcomes[-1] if journal.outcomes else None
+                provider = (last.provider if last else None) or config.provider.name
+                where = f"{provider} {(last.upstream_model if last else None) or client_model}"
                 kind = "streamed" if stream else "one-token"
                 report.add(
                     FAIL,
                     "completion",
                     f"{kind} request to {where} failed (HTTP {error.status}): {error.message}",
-                    _completion_fix(error, config, str(record.get("upstream_model"))),
+                    _completion_fix(error, config, str(last.upstream_model if last else None)),
                 )
                 return
             if stream_error:
@@ -376,8 +378,8 @@ def check_completion(config: Config, report: Report, client_model: str, timeout:
                 )
                 return
             timings.append((time.monotonic() - started) * 1000)
-        record = journal.records[-1]
-        for failed in record.get("failed_attempts") or []:
+        outcome = journal.outcomes[-1]
+        for failed in outcome.failed_attempts or []:
             report.add(
                 WARN,
                 "fallback",
@@ -387,7 +389,7 @@ def check_completion(config: Config, report: Report, client_model: str, timeout:
         report.add(
             PASS,
             "completion",
-            f"{client_model} → {record.get('provider')} {record.get('upstream_model')}: "
+            f"{client_model} → {outcome.provider} {outcome.upstream_model}: "
             f"answered in {timings[0]:.0f} ms (streamed: {timings[1]:.0f} ms)",
         )
     finally:

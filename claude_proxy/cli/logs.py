@@ -24,11 +24,12 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
 from claude_proxy.cli.main import PROG, default_log_file
+from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome
 
 NAME = f"{PROG} logs"
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-CANCELLED = "client_disconnected"
+CANCELLED = CLIENT_DISCONNECTED
 
 
 class UsageError(Exception):
@@ -47,8 +48,8 @@ def parse_since(text: str, now: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def record_time(record: dict[str, Any]) -> datetime | None:
-    value = record.get("time")
+def record_time(record: Outcome) -> datetime | None:
+    value = record.time
     if not isinstance(value, str):
         return None
     try:
@@ -62,16 +63,16 @@ def record_time(record: dict[str, Any]) -> datetime | None:
 class Records:
     """The log's records (oldest first) and how many lines could not be read."""
 
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[Outcome] = field(default_factory=list)
     skipped: int = 0
 
 
-def parse_line(line: str) -> dict[str, Any] | None:
+def parse_line(line: str) -> Outcome | None:
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    return Outcome.from_record(record) if isinstance(record, dict) else None
 
 
 def read_records(lines: Iterable[str], since: datetime | None = None) -> Records:
@@ -103,46 +104,46 @@ def _ms(value: Any) -> str:
     return f"{number:.0f} ms" if number is not None else ""
 
 
-def is_error(record: dict[str, Any]) -> bool:
+def is_error(record: Outcome) -> bool:
     """A failed request: an error status, or a stream that ended in an error (a client hanging up is not one)."""
-    status = _number(record.get("status"))
+    status = _number(record.status)
     if status is not None and status >= 400:
         return True
-    return bool(record.get("error_type")) and record.get("error_type") != CANCELLED
+    return bool(record.error_type) and record.error_type != CANCELLED
 
 
-def format_record(record: dict[str, Any]) -> str:
+def format_record(record: Outcome) -> str:
     """One request as one readable line."""
-    when = record.get("time")
+    when = record.time
     stamp = when[:19].replace("T", " ") if isinstance(when, str) else "?"
-    model = str(record.get("client_model") or "-")
-    if record.get("upstream_model"):
-        provider = f"{record['provider']}/" if record.get("provider") else ""
-        model += f" → {provider}{record['upstream_model']}"
-    parts = [stamp, str(record.get("status", "?")).rjust(3)]
-    if record.get("endpoint") not in (None, "messages"):
-        parts.append(str(record["endpoint"]))
+    model = str(record.client_model or "-")
+    if record.upstream_model:
+        provider = f"{record.provider}/" if record.provider else ""
+        model += f" → {provider}{record.upstream_model}"
+    parts = [stamp, str(record.status if record.status is not None else "?").rjust(3)]
+    if record.endpoint not in ("", "messages"):
+        parts.append(str(record.endpoint))
     parts.append(model)
-    if record.get("stream"):
+    if record.stream:
         parts.append("stream")
-    parts.append(_ms(record.get("latency_ms")) or "-")
-    if record.get("ttfb_ms") is not None:
-        parts.append(f"first token {_ms(record['ttfb_ms'])}")
+    parts.append(_ms(record.latency_ms) or "-")
+    if record.ttfb_ms is not None:
+        parts.append(f"first token {_ms(record.ttfb_ms)}")
     tokens = [
-        f"{label} {record[key]}"
+        f"{label} {getattr(record, key)}"
         for label, key in (("in", "input_tokens"), ("out", "output_tokens"), ("cache", "cache_read_tokens"))
-        if _number(record.get(key)) is not None
+        if _number(getattr(record, key)) is not None
     ]
     if tokens:
         parts.append(" ".join(tokens))
-    if record.get("error_type"):
-        message = str(record.get("error") or "")
+    if record.error_type:
+        message = str(record.error or "")
         message = message if len(message) <= 160 else message[:157] + "..."
-        parts.append(f"{record['error_type']}: {message}" if message else str(record["error_type"]))
-    elif record.get("stop_reason"):
-        parts.append(str(record["stop_reason"]))
-    if record.get("request_id"):
-        parts.append(str(record["request_id"]))
+        parts.append(f"{record.error_type}: {message}" if message else str(record.error_type))
+    elif record.stop_reason:
+        parts.append(str(record.stop_reason))
+    if record.request_id:
+        parts.append(str(record.request_id))
     return "  ".join(parts)
 
 
@@ -177,10 +178,10 @@ def summarize(records: Records, since: datetime | None = None) -> str:
     if since is not None:
         span += f"  since {since.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     errors = sum(1 for r in items if is_error(r))
-    cancelled = sum(1 for r in items if r.get("error_type") == CANCELLED and not is_error(r))
+    cancelled = sum(1 for r in items if r.error_type == CANCELLED and not is_error(r))
     rate = f"{100.0 * errors / len(items):.1f}%" if items else "-"
-    latencies = [float(v) for r in items if (v := _number(r.get("latency_ms"))) is not None]
-    ttfbs = [float(v) for r in items if (v := _number(r.get("ttfb_ms"))) is not None]
+    latencies = [float(v) for r in items if (v := _number(r.latency_ms)) is not None]
+    ttfbs = [float(v) for r in items if (v := _number(r.ttfb_ms)) is not None]
 
     def pair(values: list[float]) -> str:
         p50, p95 = percentile(values, 0.50), percentile(values, 0.95)
@@ -195,17 +196,17 @@ def summarize(records: Records, since: datetime | None = None) -> str:
         lines.append(f"first token  {pair(ttfbs)} (streams)")
     rows: dict[str, ModelRow] = {}
     for r in items:
-        upstream = str(r.get("upstream_model") or "-")
-        if r.get("upstream_model") and r.get("provider"):
-            upstream = f"{r['provider']}/{upstream}"
-        key = f"{r.get('client_model') or '-'} → {upstream}"
+        upstream = str(r.upstream_model or "-")
+        if r.upstream_model and r.provider:
+            upstream = f"{r.provider}/{upstream}"
+        key = f"{r.client_model or '-'} → {upstream}"
         row = rows.setdefault(key, ModelRow())
         row.requests += 1
         row.errors += is_error(r)
-        if r.get("endpoint", "messages") == "messages":  # count_tokens' figures are estimates, nothing was spent
-            row.input += int(_number(r.get("input_tokens")) or 0)
-            row.output += int(_number(r.get("output_tokens")) or 0)
-            row.cache_read += int(_number(r.get("cache_read_tokens")) or 0)
+        if (r.endpoint or "messages") == "messages":  # count_tokens' figures are estimates, nothing was spent
+            row.input += int(_number(r.input_tokens) or 0)
+            row.output += int(_number(r.output_tokens) or 0)
+            row.cache_read += int(_number(r.cache_read_tokens) or 0)
     if rows:
         totals = ModelRow(
             sum(x.requests for x in rows.values()),

@@ -1,8 +1,9 @@
 """Prometheus metrics: one observer fed by the request journal's records, correct under gunicorn.
 
-Every request ends in `Proxy._finish` with one record (status, models, tokens, latency, time to
-first byte, error type); `observe()` turns that record into counters and histograms, so the
-metrics and the JSONL log can never disagree. Streams in flight are counted by `Proxy._stream`.
+Every request ends in `Recorder.finish` with one `Outcome` (status, models, tokens, latency, time to
+first byte, error type); `observe()` turns it into counters and histograms, the journal writes the
+same object, so the metrics and the JSONL log can never disagree. Streams in flight are counted by
+the stream pump (`pipeline.streaming`).
 
 Under gunicorn each worker is a separate process with its own memory, so the metrics use
 prometheus_client's multiprocess mode: the `claude-proxy` command creates a private directory,
@@ -19,8 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from claude_proxy.pipeline.outcome import Outcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 NAMESPACE = "claude_proxy"
@@ -132,37 +135,36 @@ class Metrics:
             self._client_models.add(name)
             return name
 
-    def observe(self, record: Mapping[str, Any], upstream_error: bool = False) -> None:
-        """Count one finished request from its journal record."""
-        endpoint = str(record.get("endpoint") or "")
-        provider = str(record.get("provider") or "")
-        route = _label(record.get("route"))
-        client_model = self._client_model(record.get("client_model"))
-        upstream_model = _label(record.get("upstream_model"))
-        status = str(record.get("status", ""))
+    def observe(self, outcome: Outcome) -> None:
+        """Count one finished request from its outcome (the same one the journal writes)."""
+        endpoint = outcome.endpoint
+        provider = outcome.provider or ""
+        route = _label(outcome.route)
+        client_model = self._client_model(outcome.client_model)
+        upstream_model = _label(outcome.upstream_model)
+        status = str(outcome.status or "")
         self._child(self.requests, endpoint, route, client_model, upstream_model, provider, status).inc()
-        latency = record.get("latency_ms")
-        if isinstance(latency, (int, float)):
-            stream = "true" if record.get("stream") else "false"
+        latency = outcome.latency_ms
+        if latency is not None:
+            stream = "true" if outcome.stream else "false"
             self._child(self.duration, endpoint, route, upstream_model, provider, stream).observe(latency / 1000.0)
-        ttfb = record.get("ttfb_ms")
-        if isinstance(ttfb, (int, float)):
-            self._child(self.ttft, upstream_model, provider).observe(ttfb / 1000.0)
+        if outcome.ttfb_ms is not None:
+            self._child(self.ttft, upstream_model, provider).observe(outcome.ttfb_ms / 1000.0)
         if endpoint == "messages":  # count_tokens' numbers are local estimates, nothing was spent
-            for kind, key in TOKEN_KINDS:
-                value = record.get(key)
+            for kind, attribute in TOKEN_KINDS:
+                value = getattr(outcome, attribute)
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                     self._child(self.tokens, kind, client_model, upstream_model, provider).inc(value)
         # Targets of a fallback chain that failed before the one that answered (or failed last).
-        failed = [a for a in record.get("failed_attempts") or () if isinstance(a, Mapping)]
+        failed = outcome.failed_attempts or []
         for attempt in failed:
             self.upstream_errors.labels(_label(attempt.get("provider")), _label(attempt.get("error_type"))).inc()
         final_listed = bool(failed) and (failed[-1].get("error_type"), failed[-1].get("error")) == (
-            record.get("error_type"),
-            record.get("error"),
+            outcome.error_type,
+            outcome.error,
         )
-        if upstream_error and record.get("error_type") and not final_listed:
-            self.upstream_errors.labels(provider, _label(record.get("error_type"))).inc()
+        if outcome.upstream_error and outcome.error_type and not final_listed:
+            self.upstream_errors.labels(provider, _label(outcome.error_type)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format for a scrape, summed over all workers in multiprocess mode."""
@@ -195,10 +197,10 @@ def metrics() -> Metrics:
     return _instance
 
 
-def observe(record: Mapping[str, Any], upstream_error: bool = False) -> None:
+def observe(outcome: Outcome) -> None:
     """Count a finished request; never lets a metrics problem fail the request."""
     try:
-        metrics().observe(record, upstream_error)
+        metrics().observe(outcome)
     except Exception:  # pragma: no cover - metrics must not break serving
         log.exception("claude-proxy: recording metrics failed")
 

@@ -14,12 +14,15 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.http import is_hop_by_hop_header
 
 from claude_proxy.config.loader import Config, load_config
 from claude_proxy.errors import InvalidRequest, NotFound, ProxyError, RequestTooLarge
 from claude_proxy.pipeline import metrics
-from claude_proxy.pipeline.proxy import JSON, Call, Proxy, Reply
+from claude_proxy.pipeline.outcome import Outcome
+from claude_proxy.pipeline.proxy import Proxy
+from claude_proxy.pipeline.reply import JSON, Reply
 from claude_proxy.translate.errors import envelope, error_type_for_status
 from claude_proxy.translate.response import random_hex
 
@@ -28,19 +31,13 @@ log = logging.getLogger("claude_proxy")
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 OPEN_ENDPOINTS = {"health", "root"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-# Headers that never cross the proxy, in either direction.
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "set-cookie",
-    "content-length",
-}
+# Beyond HTTP's hop-by-hop headers (werkzeug's list), these never cross the proxy either:
+# cookies are not the proxy's business, and the server frames the body itself.
+NEVER_FORWARDED = {"set-cookie", "content-length"}
+
+
+def forwarded(name: str) -> bool:
+    return not is_hop_by_hop_header(name) and name.lower() not in NEVER_FORWARDED
 
 
 def _error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -65,36 +62,42 @@ def _unexpected(error: Exception) -> Response:
 def _to_response(reply: Reply) -> Response:
     response = Response(reply.body, status=reply.status, content_type=reply.content_type)
     for key, value in reply.headers.items():
-        if key.lower() not in HOP_BY_HOP:
+        if forwarded(key):
             response.headers[key] = value
     return response
 
 
 def _read_body(limit: int) -> bytes:
-    """The request body, refusing anything over `limit` without reading it all first."""
+    """The request body, refused past `limit`: a declared length before reading, a chunked body as soon
+    as it passes the limit (Flask's per-request limit; werkzeug stops a chunked read at it, so the limit
+    is set one byte higher and a body that reaches that byte is too large)."""
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
-    stream = request.environ.get("wsgi.input")
-    if stream is None:
-        return b""
+    too_large = RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+    request.max_content_length = limit + 1
     try:
-        if length is not None:
-            data = stream.read(length) if length else b""
-        else:
-            data = stream.read(limit + 1)
+        data = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise too_large from None
     except Exception as exc:  # the client's framing broke (bad chunk size, early close): its fault, not ours
         raise InvalidRequest(f"body: could not be read ({type(exc).__name__})") from None
     if len(data) > limit:
-        raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        raise too_large
     return data
 
 
-def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = "claude_proxy") -> Blueprint:
+class ProxyBlueprint(Blueprint):
+    """A Blueprint that carries the `Proxy` serving it (create_app puts it in `app.extensions`)."""
+
+    proxy: Proxy
+
+
+def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = "claude_proxy") -> ProxyBlueprint:
     """The proxy's routes, ready to register on any Flask app (with any url_prefix)."""
     proxy = proxy or Proxy(config)
-    bp = Blueprint(name, __name__)
-    bp.proxy = proxy  # type: ignore[attr-defined]
+    bp = ProxyBlueprint(name, __name__)
+    bp.proxy = proxy
     auth_keys = tuple(k.encode() for k in config.auth_keys)
     origins = set(config.cors_origins)
     open_endpoints = OPEN_ENDPOINTS | ({"metrics"} if config.metrics_public else set())
@@ -165,8 +168,8 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
                 error_type="invalid_request_error",
             )
 
-    def _call(endpoint: str) -> Call:
-        return Call(g.request_id, endpoint)
+    def _call(endpoint: str) -> Outcome:
+        return Outcome(g.request_id, endpoint)
 
     @bp.route("/", methods=ALL_METHODS, endpoint="root")
     def root() -> Any:
@@ -218,10 +221,10 @@ def create_app(config: Config | None = None) -> Flask:
     """A Flask app serving only the proxy (config found the usual way if not given)."""
     config = config or load_config()
     app = Flask("claude_proxy")
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # the default provider: keeps the order the pipeline built
     bp = create_blueprint(config)
     app.register_blueprint(bp)
-    app.extensions["claude_proxy"] = bp.proxy  # type: ignore[attr-defined]
+    app.extensions["claude_proxy"] = bp.proxy
 
     # Outside the blueprint too (unknown methods at routing level, errors in other handlers).
     app.register_error_handler(HTTPException, _http_error)

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from claude_proxy import load_config
 from claude_proxy.pipeline.metrics import MAX_CLIENT_MODELS, Metrics
+from claude_proxy.pipeline.outcome import Outcome
 from claude_proxy.web.app import create_app
 from tests.conftest import proxy_config
 from tests.support.gunicorn_server import GunicornServer, wait_for_children
@@ -39,6 +40,13 @@ from tests.support.upstream import (
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def observe(m: Metrics, record: dict[str, Any], upstream_error: bool = False) -> None:
+    """Count a journal line the way the pipeline counts its Outcome."""
+    outcome = Outcome.from_record(record)
+    outcome.upstream_error = upstream_error
+    m.observe(outcome)
 
 
 def scrape(url: str, **kwargs: Any) -> Samples:
@@ -84,15 +92,15 @@ def sample_value(m: Metrics, name: str, **labels: str) -> float:
 def test_label_children_are_remembered_and_the_memory_of_them_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     m = Metrics()
     record = {"endpoint": "messages", "provider": "p", "status": 200, "client_model": "c", "latency_ms": 5.0}
-    m.observe(record)
+    observe(m, record)
     remembered = dict(m._children)
-    m.observe(record)
+    observe(m, record)
     assert m._children.keys() == remembered.keys() and all(m._children[k] is v for k, v in remembered.items())
     labels = {"endpoint": "messages", "route": "", "client_model": "c", "upstream_model": "", "provider": "p"}
     assert sample_value(m, "claude_proxy_requests_total", **labels, status="200") == 2
     monkeypatch.setattr("claude_proxy.pipeline.metrics.MAX_REMEMBERED_CHILDREN", 3)
     for status in range(400, 420):
-        m.observe({**record, "status": status})
+        observe(m, {**record, "status": status})
     assert len(m._children) <= 3
     assert sample_value(m, "claude_proxy_requests_total", **labels, status="419") == 1
     assert sample_value(m, "claude_proxy_requests_total", **labels, status="200") == 2  # counts kept, only the lookups went
@@ -114,9 +122,9 @@ def test_observe_counts_one_record_into_every_metric() -> None:
         "output_tokens": 20,
         "cache_read_tokens": 30,
     }
-    m.observe(record)
-    m.observe({**record, "status": 429, "error_type": "rate_limit_error", "ttfb_ms": None}, upstream_error=True)
-    m.observe(
+    observe(m, record)
+    observe(m, {**record, "status": 429, "error_type": "rate_limit_error", "ttfb_ms": None}, upstream_error=True)
+    observe(m,
         {
             "endpoint": "count_tokens",
             "provider": "deepseek",
@@ -157,17 +165,17 @@ def test_observe_counts_one_record_into_every_metric() -> None:
 def test_only_upstream_failures_count_as_upstream_errors() -> None:
     m = Metrics()
     base = {"endpoint": "messages", "provider": "p", "client_model": "c", "upstream_model": "u", "latency_ms": 1.0}
-    m.observe({**base, "status": 400, "error_type": "invalid_request_error"})  # the client's mistake
-    m.observe({**base, "status": 200, "error_type": "client_disconnected"})
+    observe(m, {**base, "status": 400, "error_type": "invalid_request_error"})  # the client's mistake
+    observe(m, {**base, "status": 200, "error_type": "client_disconnected"})
     assert total_of(m, "claude_proxy_upstream_errors_total") == 0
     # a fallback chain: two targets failed before the third answered
     failed = [
         {"provider": "a", "model": "m1", "status": 503, "error_type": "overloaded_error", "error": "a: busy"},
         {"provider": "b", "model": "m2", "status": 504, "error_type": "api_error", "error": "b: timed out"},
     ]
-    m.observe({**base, "status": 200, "provider": "c", "failed_attempts": failed})
+    observe(m, {**base, "status": 200, "provider": "c", "failed_attempts": failed})
     # the last target failed too: it is listed in failed_attempts and is the request's error — counted once
-    m.observe(
+    observe(m,
         {
             **base,
             "status": 504,
@@ -190,8 +198,8 @@ def total_of(m: Metrics, name: str) -> float:
 def test_client_model_label_values_are_capped() -> None:
     m = Metrics()
     for i in range(MAX_CLIENT_MODELS + 20):
-        m.observe({"endpoint": "messages", "provider": "p", "status": 200, "client_model": f"model-{i}"})
-    m.observe({"endpoint": "messages", "provider": "p", "status": 200, "client_model": "model-0"})
+        observe(m, {"endpoint": "messages", "provider": "p", "status": 200, "client_model": f"model-{i}"})
+    observe(m, {"endpoint": "messages", "provider": "p", "status": 200, "client_model": "model-0"})
     names = {
         s.labels["client_model"]
         for f in m.registry.collect()
@@ -411,7 +419,7 @@ def test_a_killed_workers_streams_stop_counting_and_its_counts_stay(upstream: Fa
 
 def test_scrape_output_is_valid_prometheus_text() -> None:
     m = Metrics()
-    m.observe(
+    observe(m,
         {
             "endpoint": "messages",
             "provider": 'we"ird\n',
@@ -433,7 +441,7 @@ def test_scrape_output_is_valid_prometheus_text() -> None:
         "claude_proxy_streams_in_flight",
     } <= set(families)
     labels = families["claude_proxy_requests"].samples[0].labels
-    m.observe({"endpoint": "messages", "provider": "p", "status": 200, "client_model": "x" * 300})
+    observe(m, {"endpoint": "messages", "provider": "p", "status": 200, "client_model": "x" * 300})
     assert (
         sample_value(
             m,

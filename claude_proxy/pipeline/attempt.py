@@ -1,0 +1,128 @@
+"""One attempt at an OpenAI-format target: translate the client's body afresh, send it, recover once
+from a 400 that names a limit we can honour, and turn the answer (streamed or whole) into Anthropic's."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from claude_proxy import __version__
+from claude_proxy.config.loader import Config
+from claude_proxy.errors import UpstreamHTTPError, UpstreamUnavailable
+from claude_proxy.pipeline.credentials import Credentials
+from claude_proxy.pipeline.outcome import Outcome, Recorder
+from claude_proxy.pipeline.reply import SSE, STREAM_HEADERS, Reply, json_reply
+from claude_proxy.pipeline.route import Attempt
+from claude_proxy.pipeline.streaming import translate_stream
+from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
+from claude_proxy.translate.errors import TYPE_STATUS, envelope, upstream_error_message, upstream_error_type
+from claude_proxy.translate.recovery import recover, token_field
+from claude_proxy.translate.request import KNOWN_FIELDS
+from claude_proxy.translate.response import new_message_id
+
+MAX_LEARNED = 1024  # (provider, model) pairs come from clients: keep the memory bounded
+
+
+class Lessons:
+    """What 400s taught us per (provider, upstream model), applied up front to later requests; per process."""
+
+    def __init__(self) -> None:
+        self._learned: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, body: dict[str, Any], key: tuple[str, str]) -> dict[str, Any]:
+        learned = self._learned.get(key)
+        if not learned:
+            return body
+        if learned.get("dropped") == "stream_options":
+            body = {k: v for k, v in body.items() if k != "stream_options"}
+        limit, field = learned.get("max_tokens_limit"), token_field(body)
+        if limit and field and body[field] > limit:
+            body = {**body, field: limit}
+        return body
+
+    def learn(self, key: tuple[str, str], note: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._learned) >= MAX_LEARNED:
+                self._learned.clear()
+            self._learned.setdefault(key, {}).update(note)
+
+
+class OpenAIAttempts:
+    """Serves one chain target whose provider speaks OpenAI Chat Completions."""
+
+    def __init__(self, config: Config, credentials: Credentials, recorder: Recorder) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.recorder = recorder
+        self.lessons = Lessons()
+
+    def send(
+        self, attempt: Attempt, body: dict[str, Any], headers: Mapping[str, str], outcome: Outcome, stream: bool
+    ) -> Reply:
+        provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
+        auth = self.credentials.openai_headers(headers, provider, upstream)
+        forward = {}
+        if self.config.forward_unknown:
+            forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
+        translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward)
+        deadline = time.monotonic() + self.config.timeouts.total
+        out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
+        if stream:
+            out_headers["Accept"] = SSE
+        key = (attempt.target.provider, model)
+        out_body = self.lessons.apply(translation.body, key)
+        second_chance = True
+        while True:
+            try:
+                response = upstream.post_json(
+                    "/chat/completions",
+                    orjson.dumps(out_body),
+                    out_headers,
+                    stream=stream,
+                    deadline=deadline,
+                    retry=attempt.last,
+                )
+                break
+            except UpstreamHTTPError as error:
+                # A 400 that names a limit we can honour (max_tokens, stream_options) gets one more try.
+                fix = recover(out_body, error.message) if second_chance and error.status in (400, 422) else None
+                if fix is None:
+                    raise
+                second_chance = False
+                out_body, note = fix
+                self.lessons.learn(key, note)
+                outcome.adjusted = note
+        if stream:
+            translation.context.prompt_tokens()  # now, so the stream does not hold the request body
+            translator = StreamTranslator(translation.context, message_id=new_message_id())
+            pump = translate_stream(response, translator, outcome, deadline, upstream, self.recorder)
+            return Reply(200, pump, SSE, dict(STREAM_HEADERS))
+        content = upstream.read(response, deadline)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise UpstreamUnavailable(f"{provider.name}: upstream answered with a body that is not JSON") from None
+        if not isinstance(data, dict) or data.get("error") or _choice_error(data):
+            payload_error = data if not isinstance(data, dict) or data.get("error") else _choice_error(data)
+            message = upstream_error_message(payload_error) or "upstream returned an error"
+            error_type = upstream_error_type(payload_error) or "api_error"
+            status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
+            outcome.upstream_error = True
+            # an error inside a 200 (OpenRouter) is the upstream's error like any other: same fallback rules
+            raise UpstreamHTTPError(status, envelope(error_type, f"{provider.name}: {message}"))
+        message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
+        outcome.answer(message["usage"], message["stop_reason"])
+        self.recorder.finish(outcome, 200)
+        return json_reply(message)
+
+
+def _choice_error(data: dict[str, Any]) -> Any:
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict) and choice.get("error"):
+            return {"error": choice["error"]}
+    return None

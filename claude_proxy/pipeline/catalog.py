@@ -1,0 +1,97 @@
+"""`GET /v1/models`: the names a client can send, paged the way Anthropic pages them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from claude_proxy.config.loader import Config
+from claude_proxy.errors import InvalidRequest, NotFound
+from claude_proxy.pipeline.reply import Reply, json_reply
+from claude_proxy.routing.router import Router
+from claude_proxy.routing.targets import client_target
+from claude_proxy.upstream.client import Upstream
+
+MODELS_CACHE_SECONDS = 300.0
+MODELS_TIMEOUT = 5.0
+
+
+class Catalog:
+    def __init__(
+        self,
+        config: Config,
+        upstream: Upstream,
+        router: Router,
+        auth: Callable[[Mapping[str, str]], dict[str, str]],
+    ) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.router = router
+        self.auth = auth  # the default provider's auth headers for a client's request
+        self._cache: tuple[float, list[str]] = (0.0, [])
+
+    def upstream_model_ids(self, headers: Mapping[str, str]) -> list[str]:
+        """The default provider's model list, cached; never raises (an empty list if unreachable)."""
+        stamp, cached = self._cache
+        if time.monotonic() - stamp < MODELS_CACHE_SECONDS:
+            return cached
+        ids: list[str] = []
+        try:
+            anthropic = self.config.provider.format == "anthropic"
+            path = "/v1/models" if anthropic else "/models"
+            response = self.upstream.request(
+                "GET",
+                path,
+                headers=self.auth(headers),
+                retry=False,
+                deadline=time.monotonic() + MODELS_TIMEOUT,
+                timeout=MODELS_TIMEOUT,
+            )
+            data = orjson.loads(self.upstream.read(response, time.monotonic() + MODELS_TIMEOUT))
+            ids = [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+        except Exception:
+            ids = []
+        self._cache = (time.monotonic(), ids)
+        return ids
+
+    def models(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
+        # the names a client can send: [models] names, every configured target as "PROVIDER,MODEL" (when
+        # there is more than one provider to choose from), then what the default provider lists
+        chains = [*self.config.models.entries.values(), *self.config.routes.values()]
+        targets = [str(t) for chain in chains for t in chain] if len(self.config.providers) > 1 else []
+        names = list(dict.fromkeys(self.config.models.exact_names + targets + self.upstream_model_ids(headers)))
+        data = [model_object(n) for n in names]
+        if query.get("after_id") in names:
+            data = data[names.index(query["after_id"]) + 1 :]
+        if query.get("before_id") in names:
+            data = data[: names.index(query["before_id"])]
+        try:
+            limit = max(1, min(int(query.get("limit", 1000)), 1000))
+        except ValueError:
+            raise InvalidRequest("limit: must be an integer from 1 to 1000") from None
+        page = data[:limit]
+        return json_reply(
+            {
+                "data": page,
+                "has_more": len(data) > limit,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            }
+        )
+
+    def model(self, model_id: str, headers: Mapping[str, str]) -> Reply:
+        known = (
+            self.config.models.lookup(model_id) is not None
+            or client_target(model_id, self.config.providers, self.router.aliases) is not None
+            or model_id in self.upstream_model_ids(headers)
+        )
+        if not known:
+            raise NotFound(f"model '{model_id}' is not mapped by claude-proxy nor listed by the upstream")
+        return json_reply(model_object(model_id))
+
+
+def model_object(name: str) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}

@@ -1,0 +1,87 @@
+"""The chain loop: try each target of a route's chain in health order until one answers.
+
+A target whose failure is the provider's fault (unreachable, timed out, 429, 5xx) is marked in
+`ProviderHealth` and the next target is tried; the last target's failure is the client's answer.
+Every reply and error says which target it came from (x-claude-proxy-* headers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from claude_proxy.config.loader import Config
+from claude_proxy.errors import ProxyError
+from claude_proxy.pipeline.outcome import FailedAttempt, Outcome, Recorder
+from claude_proxy.pipeline.reply import Reply
+from claude_proxy.pipeline.route import Attempt, falls_back
+from claude_proxy.routing.router import Plan, ProviderHealth
+from claude_proxy.upstream.client import Upstream
+
+Serve = Callable[[Attempt], Reply]
+
+
+class Chains:
+    def __init__(
+        self,
+        config: Config,
+        upstreams: Mapping[str, Upstream],
+        health: ProviderHealth,
+        recorder: Recorder,
+        label: Callable[[str], str],
+    ) -> None:
+        self.config = config
+        self.upstreams = upstreams
+        self.health = health
+        self.recorder = recorder
+        self.label = label
+
+    def attempts(self, plan: Plan) -> list[Attempt]:
+        targets = self.health.order(plan.chain)
+        return [
+            Attempt(
+                target,
+                self.config.providers[target.provider],
+                self.upstreams[target.provider],
+                self.label(target.provider),
+                last=n == len(targets) - 1,
+            )
+            for n, target in enumerate(targets)
+        ]
+
+    def serve(self, plan: Plan, outcome: Outcome, serve: Serve) -> Reply:
+        """The first target's answer that is not the provider's fault (or the last target's failure)."""
+        for attempt in self.attempts(plan):
+            outcome.provider, outcome.upstream_model = attempt.label, attempt.target.model
+            served = {
+                "x-claude-proxy-route": plan.route,
+                "x-claude-proxy-provider": attempt.label,
+                "x-claude-proxy-model": attempt.target.model,
+            }
+            try:
+                reply = serve(attempt)
+            except ProxyError as error:
+                if falls_back(error):
+                    self.health.failure(attempt.target.provider)
+                    outcome.failed(_failure(attempt, error, self.recorder))
+                    if not attempt.last:
+                        continue
+                error.headers.update(served)  # an error too says which target it came from
+                raise
+            # an Anthropic error passed back unmodified (the last target's 429/5xx) is still a failure
+            if reply.status == 429 or reply.status >= 500:
+                self.health.failure(attempt.target.provider)
+            else:
+                self.health.success(attempt.target.provider)
+            reply.headers.update(served)
+            return reply
+        raise AssertionError("unreachable: a chain has at least one target")  # pragma: no cover
+
+
+def _failure(attempt: Attempt, error: ProxyError, recorder: Recorder) -> FailedAttempt:
+    return FailedAttempt(
+        provider=attempt.label,
+        model=attempt.target.model,
+        status=error.status,
+        error_type=error.error_type,
+        error=recorder.redact(error.message),
+    )

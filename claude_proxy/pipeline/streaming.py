@@ -1,0 +1,148 @@
+"""The two stream pumps: an OpenAI-format SSE stream translated to Anthropic events, and an Anthropic
+stream relayed as it arrives. Both are generators the web edge iterates; both end every stream in
+the grammar (an `error` event if it broke), release or close the upstream response, and finish the
+request's outcome exactly once — also when the client hangs up (GeneratorExit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from claude_proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable
+from claude_proxy.pipeline import metrics
+from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
+from claude_proxy.translate import SSEParser, StreamTranslator, format_events
+from claude_proxy.translate.errors import envelope
+from claude_proxy.translate.sse import SSEError
+from claude_proxy.upstream.client import PING, Upstream
+
+INTERNAL = "claude-proxy internal error"
+PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def sse(events: list[dict[str, Any]], recorder: Recorder) -> bytes:
+    """Events as SSE bytes; an upstream that echoes a key into its error message has it blanked."""
+    if recorder.secrets:
+        for event in events:
+            if event["type"] == "error":
+                event["error"]["message"] = recorder.redact(event["error"]["message"])
+    return format_events(events)
+
+
+def is_json_response(response: Any) -> bool:
+    content_type = str(getattr(response, "headers", {}).get("content-type", "")).lower()
+    return content_type.split(";")[0].strip().endswith("json")
+
+
+def translate_stream(
+    response: Any,
+    translator: StreamTranslator,
+    outcome: Outcome,
+    deadline: float,
+    upstream: Upstream,
+    recorder: Recorder,
+) -> Iterator[bytes]:
+    """OpenAI chat-completion chunks in, Anthropic SSE out."""
+    parser = SSEParser()
+    first_byte: float | None = None
+    disconnected = False
+    # A provider that ignores `stream: true` answers with one chat.completion body: translate it whole
+    # (reading it as SSE finds no events, and Claude Code would re-send the turn without streaming).
+    whole: bytearray | None = bytearray() if is_json_response(response) else None
+    metrics.stream_started()
+    try:
+        try:
+            for piece in upstream.iter_body(response, deadline):
+                if piece is PING:
+                    events = translator.ping()
+                elif whole is not None:
+                    whole += piece
+                    events = []
+                else:
+                    events = []
+                    for event in parser.feed(piece):
+                        events += translator.feed_data(event.data)
+                        if translator.ended:
+                            break
+                if events:
+                    if first_byte is None:
+                        first_byte = time.monotonic()
+                    yield sse(events, recorder)
+                if translator.ended:
+                    break
+            else:
+                events = []
+                if whole is not None:
+                    events += _feed_whole(translator, bytes(whole), upstream.provider.name)
+                for event in parser.close():
+                    events += translator.feed_data(event.data)
+                events += translator.finish()
+                if events:
+                    yield sse(events, recorder)
+        except (UpstreamTimeout, UpstreamUnavailable, SSEError) as exc:
+            message = exc.message if isinstance(exc, ProxyError) else f"{upstream.provider.name}: {exc}"
+            # A finish_reason already seen means the answer was complete; the rest was trailing.
+            events = translator.finish() if translator.finish_reason else translator.fail("api_error", message)
+            yield sse(events, recorder)
+        except GeneratorExit:
+            disconnected = True
+            raise
+        except Exception as exc:  # a bug must still end the stream as the grammar says
+            events = translator.fail("api_error", f"{INTERNAL}: {type(exc).__name__}")
+            yield sse(events, recorder)
+    finally:
+        metrics.stream_ended()
+        if translator.stop_reason is not None and not disconnected:
+            upstream.release(response)  # complete: keep the connection for the next request
+        else:
+            response.close()
+        outcome.answer(translator.usage or {}, translator.stop_reason)
+        if first_byte is not None:
+            outcome.ttfb_ms = round((first_byte - outcome.started) * 1000, 1)
+        if translator.error:
+            outcome.error_type, outcome.error = translator.error[0], recorder.redact(translator.error[1])
+            outcome.upstream_error = not translator.error[1].startswith(INTERNAL)
+        if disconnected and not translator.ended:
+            outcome.error_type, outcome.error = CLIENT_DISCONNECTED, "client closed the connection mid-stream"
+            outcome.upstream_error = False
+        recorder.finish(outcome, 200)
+
+
+def relay_stream(
+    response: Any, outcome: Outcome, deadline: float, upstream: Upstream, recorder: Recorder
+) -> Iterator[bytes]:
+    """Anthropic SSE bytes through as they arrive; a broken upstream ends with an error event."""
+    error: ProxyError | None = None
+    complete = False
+    metrics.stream_started()
+    try:
+        for piece in upstream.iter_body(response, deadline):
+            yield PING_EVENT if piece is PING else piece
+        complete = True
+    except (UpstreamTimeout, UpstreamUnavailable) as exc:
+        error = exc
+        yield b"\n\nevent: error\ndata: " + orjson.dumps(envelope("api_error", exc.message)) + b"\n\n"
+    finally:
+        metrics.stream_ended()
+        if complete:
+            upstream.release(response, wait=0.0)  # read to its end: keep the connection
+        else:
+            response.close()
+        if error is not None:
+            recorder.fail(outcome, error)
+        else:
+            recorder.finish(outcome, 200)
+
+
+def _feed_whole(translator: StreamTranslator, body: bytes, provider: str) -> list[dict[str, Any]]:
+    """A whole chat.completion (or error body) fed to the stream translator as if it were one chunk."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        message = f"{provider}: upstream answered a streaming request with a body that is not JSON"
+        return translator.fail("api_error", message)
+    return translator.feed(data)
