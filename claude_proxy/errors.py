@@ -45,6 +45,10 @@ class AuthenticationFailed(ProxyError):
     status, error_type = 401, "authentication_error"
 
 
+class MissingProviderKey(AuthenticationFailed):
+    """The proxy has no key for a provider: a fallback chain skips that target instead of failing."""
+
+
 class NotFound(ProxyError):
     status, error_type = 404, "not_found_error"
 

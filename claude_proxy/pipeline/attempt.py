@@ -4,7 +4,6 @@ from a 400 that names a limit we can honour, and turn the answer (streamed or wh
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +61,13 @@ class OpenAIAttempts:
         self.lessons = Lessons()
 
     def send(
-        self, attempt: Attempt, body: dict[str, Any], headers: Mapping[str, str], outcome: Outcome, stream: bool
+        self,
+        attempt: Attempt,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        outcome: Outcome,
+        stream: bool,
+        deadline: float,
     ) -> Reply:
         provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
         auth = self.credentials.openai_headers(headers, provider, upstream)
@@ -70,7 +75,6 @@ class OpenAIAttempts:
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
         translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward)
-        deadline = time.monotonic() + self.config.timeouts.total
         out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE

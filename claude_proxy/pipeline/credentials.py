@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from claude_proxy.config.loader import ProviderConfig
-from claude_proxy.errors import AuthenticationFailed
+from claude_proxy.errors import MissingProviderKey
 from claude_proxy.upstream.client import FORWARD_TO_ANTHROPIC, Upstream
 
 
@@ -49,9 +49,9 @@ class Credentials:
         return out
 
 
-def missing_key(provider: ProviderConfig) -> AuthenticationFailed:
+def missing_key(provider: ProviderConfig) -> MissingProviderKey:
     var = provider.api_key_env or "the provider's key variable"
-    return AuthenticationFailed(
+    return MissingProviderKey(
         f"claude-proxy has no API key for provider '{provider.name}': set the environment variable "
         f"{var} (or api_key in its provider table) and restart the proxy"
     )

@@ -7,17 +7,21 @@ Every reply and error says which target it came from (x-claude-proxy-* headers).
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 
 from claude_proxy.config.loader import Config
-from claude_proxy.errors import ProxyError
+from claude_proxy.errors import MissingProviderKey, ProxyError
 from claude_proxy.pipeline.outcome import FailedAttempt, Outcome, Recorder
 from claude_proxy.pipeline.reply import Reply
 from claude_proxy.pipeline.route import Attempt, falls_back
 from claude_proxy.routing.router import Plan, ProviderHealth
 from claude_proxy.upstream.client import Upstream
 
-Serve = Callable[[Attempt], Reply]
+Serve = Callable[[Attempt, float], Reply]  # (the target, the chain's one deadline) → its reply
+log = logging.getLogger("claude_proxy")
 
 
 class Chains:
@@ -34,6 +38,8 @@ class Chains:
         self.health = health
         self.recorder = recorder
         self.label = label
+        self._warned: set[str] = set()  # providers whose missing key was logged (once per process)
+        self._warned_lock = threading.Lock()
 
     def attempts(self, plan: Plan) -> list[Attempt]:
         targets = self.health.order(plan.chain)
@@ -49,7 +55,12 @@ class Chains:
         ]
 
     def serve(self, plan: Plan, outcome: Outcome, serve: Serve) -> Reply:
-        """The first target's answer that is not the provider's fault (or the last target's failure)."""
+        """The first target's answer that is not the provider's fault (or the last target's failure).
+
+        The whole chain shares one deadline (`[upstream] timeout`): a slow first target leaves the
+        rest of the chain less time, never more.
+        """
+        deadline = time.monotonic() + self.config.timeouts.total
         for attempt in self.attempts(plan):
             outcome.provider, outcome.upstream_model = attempt.label, attempt.target.model
             served = {
@@ -58,7 +69,13 @@ class Chains:
                 "x-claude-proxy-model": attempt.target.model,
             }
             try:
-                reply = serve(attempt)
+                reply = serve(attempt, deadline)
+            except MissingProviderKey as error:
+                if attempt.last:
+                    error.headers.update(served)
+                    raise
+                self._warn_missing_key(attempt, error)
+                continue
             except ProxyError as error:
                 if falls_back(error):
                     self.health.failure(attempt.target.provider)
@@ -75,6 +92,13 @@ class Chains:
             reply.headers.update(served)
             return reply
         raise AssertionError("unreachable: a chain has at least one target")  # pragma: no cover
+
+    def _warn_missing_key(self, attempt: Attempt, error: ProxyError) -> None:
+        with self._warned_lock:
+            if attempt.label in self._warned:
+                return
+            self._warned.add(attempt.label)
+        log.warning("claude-proxy: skipping %s in fallback chains: %s", attempt.label, error.message)
 
 
 def _failure(attempt: Attempt, error: ProxyError, recorder: Recorder) -> FailedAttempt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,10 +16,9 @@ from claude_proxy.pipeline.streaming import relay_stream
 
 
 class Passthrough:
-    def __init__(self, credentials: Credentials, recorder: Recorder, total_timeout: float) -> None:
+    def __init__(self, credentials: Credentials, recorder: Recorder) -> None:
         self.credentials = credentials
         self.recorder = recorder
-        self.total_timeout = total_timeout
 
     def send(
         self,
@@ -31,12 +29,12 @@ class Passthrough:
         headers: Mapping[str, str],
         outcome: Outcome,
         stream: bool,
+        deadline: float,
     ) -> Reply:
         upstream, model = attempt.upstream, attempt.target.model
         out_headers = self.credentials.anthropic_headers(headers, outcome.request_id, attempt.provider)
         if model != body["model"]:
             raw = orjson.dumps({**body, "model": model})
-        deadline = time.monotonic() + self.total_timeout
         try:
             response = upstream.post_json(path, raw, out_headers, stream=stream, deadline=deadline, retry=attempt.last)
         except UpstreamHTTPError as error:

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,14 @@ from claude_proxy.upstream.client import Upstream, host_of
 
 __all__ = ["JSON", "Outcome", "Proxy", "Reply"]
 
+_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+
+
+def _header_id(headers: Mapping[str, str], name: str) -> str | None:
+    """A client-chosen id for the request log, only when it is a plain token (never free text)."""
+    value = headers.get(name)
+    return value if value and _ID.fullmatch(value) else None
+
 
 class Proxy:
     def __init__(self, config: Config, upstream: Upstream | None = None, journal: Journal | None = None) -> None:
@@ -52,7 +62,7 @@ class Proxy:
         self.credentials = Credentials(config.auth_keys)
         self.chains = Chains(config, self.upstreams, self.health_of, self.recorder, self.label)
         self.openai = OpenAIAttempts(config, self.credentials, self.recorder)
-        self.passthrough = Passthrough(self.credentials, self.recorder, config.timeouts.total)
+        self.passthrough = Passthrough(self.credentials, self.recorder)
         self.catalog = Catalog(config, self.upstream, self.router, self._default_auth)
 
     def close(self) -> None:
@@ -99,11 +109,13 @@ class Proxy:
         stream = bool(body.get("stream"))
         plan = self.router.plan(body)
         outcome.route, outcome.stream = plan.route, stream
+        outcome.session_id = _header_id(headers, "x-claude-code-session-id")
+        outcome.prompt_id = _header_id(headers, "x-claude-code-prompt-id")
 
-        def serve(attempt: Attempt) -> Reply:
+        def serve(attempt: Attempt, deadline: float) -> Reply:
             if attempt.provider.format == "anthropic":
-                return self.passthrough.send(attempt, "/v1/messages", raw, body, headers, outcome, stream)
-            return self.openai.send(attempt, body, headers, outcome, stream)
+                return self.passthrough.send(attempt, "/v1/messages", raw, body, headers, outcome, stream, deadline)
+            return self.openai.send(attempt, body, headers, outcome, stream, deadline)
 
         return self.chains.serve(plan, outcome, serve)
 
@@ -117,8 +129,8 @@ class Proxy:
             attempt = Attempt(attempt.target, attempt.provider, attempt.upstream, attempt.label, last=True)
             outcome.provider, outcome.upstream_model = attempt.label, attempt.target.model
             if attempt.provider.format == "anthropic":
-                path = "/v1/messages/count_tokens"
-                return self.passthrough.send(attempt, path, raw, body, headers, outcome, False)
+                path, deadline = "/v1/messages/count_tokens", time.monotonic() + self.config.timeouts.total
+                return self.passthrough.send(attempt, path, raw, body, headers, outcome, False, deadline)
             try:
                 tokens = estimate_input_tokens(body)
             except RecursionError:

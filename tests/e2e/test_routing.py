@@ -673,3 +673,45 @@ def test_fallback_on_an_error_inside_a_200(proxy: ProxyServer, main: FakeUpstrea
     rec = record(proxy, response.headers["request-id"])
     assert rec["failed_attempts"][0]["status"] == 502
     assert "provider down" in rec["failed_attempts"][0]["error"]
+
+
+# -- a chain's missing key and its one deadline -------------------------------------------------------------------
+
+
+def test_a_provider_without_a_key_is_skipped_in_a_chain(main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream) -> None:
+    config = routing_config(main, backup, anth)
+    config["providers"]["keyless"] = {"name": "groq", "base_url": main.url, "api_key_env": "CLAUDE_PROXY_TEST_UNSET_KEY_VAR"}
+    config["models"]["keyless-then-backup"] = ["keyless,keyless-model", "backup,backup-model"]
+    config["models"]["keyless-only"] = "keyless,keyless-model"
+    with ProxyServer(config) as server:
+        sent = Sent(main, backup)
+        for _ in range(2):
+            response = post(server, ask("keyless-then-backup"))
+            assert response.status_code == 200, response.text
+            assert served_by(response) == ("models", "backup", "backup-model")
+        assert (len(sent.of(main)), len(sent.of(backup))) == (0, 2)  # never sent without its key
+        assert "failed_attempts" not in record(server, response.headers["request-id"])  # not the provider's fault
+        # one log line per provider and process, naming the variable to set
+        assert server.output().count("skipping keyless in fallback chains") in (1, 2)  # once per worker at most
+        assert "CLAUDE_PROXY_TEST_UNSET_KEY_VAR" in server.output()
+        # the last (here: only) target without a key is still the client's answer: 401 saying what to set
+        response = post(server, ask("keyless-only"))
+        assert response.status_code == 401
+        assert "CLAUDE_PROXY_TEST_UNSET_KEY_VAR" in response.json()["error"]["message"]
+
+
+def test_a_chain_shares_one_deadline(main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream) -> None:
+    """`[upstream] timeout` bounds the whole chain: a hung first target leaves the second the rest, not a new one."""
+    config = routing_config(main, backup, anth)
+    config["upstream"] = {**config["upstream"], "timeout": 2.5, "read_timeout": 2.0, "max_retries": 0}
+    with ProxyServer(config) as server:
+        main.enqueue(HangBeforeHeaders())
+        backup.enqueue(HangBeforeHeaders())
+        started = time.monotonic()
+        response = post(server, ask("main-then-backup"))
+        took = time.monotonic() - started
+        assert response.status_code == 504, response.text
+        # each target alone may wait 2 s; with a deadline per target the chain would take ~4 s
+        assert took < 3.5, took
+        rec = record(server, response.headers["request-id"])
+        assert [a["provider"] for a in rec["failed_attempts"]] == ["custom", "backup"]
