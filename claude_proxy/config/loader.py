@@ -67,6 +67,15 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """The `[telemetry]` table; None means "as the OTEL_* environment says"."""
+
+    enabled: bool | None = None
+    endpoint: str | None = None  # OTLP/HTTP base URL (…/v1/traces is added) or a full traces URL
+    service_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     provider: ProviderConfig
     models: ModelMap = field(default_factory=ModelMap)
@@ -91,6 +100,7 @@ class Config:
     default_provider: str = DEFAULT_PROVIDER
     routes: Mapping[str, Chain] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -138,7 +148,21 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-TOP_LEVEL = {"port", "host", "timeout", "provider", "providers", "models", "routes", "routing", "params", "server", "upstream"}
+TOP_LEVEL = {
+    "port",
+    "host",
+    "timeout",
+    "provider",
+    "providers",
+    "models",
+    "routes",
+    "routing",
+    "params",
+    "server",
+    "upstream",
+    "telemetry",
+}
+TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
 ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
 SERVER_KEYS = {
@@ -391,6 +415,7 @@ def load_config(
     )
     server = _Reader(where, root.table_of("server"), "server.", SERVER_KEYS)
     upstream = _Reader(where, root.table_of("upstream"), "upstream.", UPSTREAM_KEYS)
+    telemetry = _Reader(where, root.table_of("telemetry"), "telemetry.", TELEMETRY_KEYS)
 
     auth_keys = list(server.strings("auth_keys"))
     auth_env = server.get("auth_keys_env", str, "an environment variable name", AUTH_KEYS_ENV)
@@ -431,6 +456,11 @@ def load_config(
         workers=server.integer("workers", Config.workers, 1, 64),
         threads=server.integer("threads", Config.threads, 1, 1024),
         source=None if where.startswith("<") else where,
+        telemetry=TelemetrySettings(
+            enabled=telemetry.get("enabled", bool, "true or false", None),
+            endpoint=telemetry.get("endpoint", str, "an OTLP URL", None),
+            service_name=telemetry.get("service_name", str, "a service name", None),
+        ),
     )
 
 

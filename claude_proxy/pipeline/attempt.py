@@ -78,6 +78,8 @@ class OpenAIAttempts:
         out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
+        if outcome.trace is not None:
+            out_headers.update(outcome.trace.upstream_headers)
         key = (attempt.target.provider, model)
         out_body = self.lessons.apply(translation.body, key)
         second_chance = True

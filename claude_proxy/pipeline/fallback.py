@@ -68,6 +68,8 @@ class Chains:
                 "x-claude-proxy-provider": attempt.label,
                 "x-claude-proxy-model": attempt.target.model,
             }
+            if outcome.trace is not None:
+                outcome.trace.begin_attempt(attempt)
             try:
                 reply = serve(attempt, deadline)
             except MissingProviderKey as error:
@@ -75,8 +77,12 @@ class Chains:
                     error.headers.update(served)
                     raise
                 self._warn_missing_key(attempt, error)
+                if outcome.trace is not None:
+                    outcome.trace.attempt_failed(error.status, error.error_type)
                 continue
             except ProxyError as error:
+                if outcome.trace is not None and not attempt.last:
+                    outcome.trace.attempt_failed(error.status, error.error_type)
                 if falls_back(error):
                     self.health.failure(attempt.target.provider)
                     outcome.failed(_failure(attempt, error, self.recorder))

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.journal import Journal, redact
+
+if TYPE_CHECKING:
+    from claude_proxy.pipeline.tracing import RequestTrace
 
 UPSTREAM_ERRORS = (UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable)
 CLIENT_DISCONNECTED = "client_disconnected"
@@ -62,6 +65,8 @@ class Outcome:
     upstream_error: bool = False
     # an answer was translated: its usage and stop reason are journalled even where unknown (null)
     answered: bool = False
+    # the request's spans when traces are on (pipeline.tracing); ended with the outcome
+    trace: RequestTrace | None = None
     # fields a feature adds to the journal line (e.g. cost, key id); kept apart from the typed ones
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -98,7 +103,7 @@ class Outcome:
         self.failed_attempts = [*(self.failed_attempts or ()), attempt]
 
 
-_NOT_JOURNALLED = {"started", "upstream_error", "answered", "extra"}
+_NOT_JOURNALLED = {"started", "upstream_error", "answered", "trace", "extra"}
 _ANSWER = ("input_tokens", "output_tokens", "cache_read_tokens", "stop_reason")
 _JOURNALLED = {f.name for f in fields(Outcome)} - _NOT_JOURNALLED
 
@@ -118,6 +123,8 @@ class Recorder:
         outcome.latency_ms = round((time.monotonic() - outcome.started) * 1000, 1)
         self.journal.write(outcome.record())
         metrics.observe(outcome)
+        if outcome.trace is not None:
+            outcome.trace.finish(outcome)
 
     def fail(self, outcome: Outcome, error: ProxyError) -> None:
         outcome.upstream_error = outcome.upstream_error or isinstance(error, UPSTREAM_ERRORS)

@@ -33,6 +33,8 @@ class Passthrough:
     ) -> Reply:
         upstream, model = attempt.upstream, attempt.target.model
         out_headers = self.credentials.anthropic_headers(headers, outcome.request_id, attempt.provider)
+        if outcome.trace is not None:
+            out_headers.update(outcome.trace.upstream_headers)
         if model != body["model"]:
             raw = orjson.dumps({**body, "model": model})
         try:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from claude_proxy.pipeline.outcome import Outcome, Recorder
 from claude_proxy.pipeline.passthrough import Passthrough
 from claude_proxy.pipeline.reply import JSON, Reply, decode_json, json_reply, too_deep
 from claude_proxy.pipeline.route import Attempt
+from claude_proxy.pipeline.tracing import tracing_for
 from claude_proxy.pipeline.validate import validate_messages_request
 from claude_proxy.routing.router import ProviderHealth, Router
 from claude_proxy.routing.targets import DEFAULT_PROVIDER
@@ -64,11 +66,14 @@ class Proxy:
         self.openai = OpenAIAttempts(config, self.credentials, self.recorder)
         self.passthrough = Passthrough(self.credentials, self.recorder)
         self.catalog = Catalog(config, self.upstream, self.router, self._default_auth)
+        self.tracing = tracing_for(config, os.environ)
 
     def close(self) -> None:
         for upstream in {id(u): u for u in self.upstreams.values()}.values():
             upstream.close()
         self.journal.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
     def label(self, name: str) -> str:
         provider = self.config.providers[name]
@@ -83,6 +88,8 @@ class Proxy:
     # -- POST /v1/messages -----------------------------------------------------------
 
     def messages(self, raw: bytes, headers: Mapping[str, str], outcome: Outcome) -> Reply:
+        if self.tracing is not None:
+            self.tracing.start(outcome, headers)
         try:
             try:
                 return self._messages(raw, headers, outcome)
@@ -122,6 +129,8 @@ class Proxy:
     # -- other endpoints --------------------------------------------------------------
 
     def count_tokens(self, raw: bytes, headers: Mapping[str, str], outcome: Outcome) -> Reply:
+        if self.tracing is not None:
+            self.tracing.start(outcome, headers)
         try:
             body = self._validated(raw, outcome, count_tokens=True)
             # counted where the message would go: an Anthropic target counts exactly, others are estimated
