@@ -15,7 +15,14 @@ from typing import Any
 
 from claude_proxy.config.presets import PRESETS, Preset, preset
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
-from claude_proxy.routing.targets import DEFAULT_PROVIDER, Chain, ModelMap, parse_chain, provider_aliases
+from claude_proxy.routing.targets import (
+    DEFAULT_PROVIDER,
+    Chain,
+    ModelMap,
+    parse_chain,
+    provider_aliases,
+    resolve_provider,
+)
 from claude_proxy.translate.dialect import Dialect
 
 if sys.version_info >= (3, 11):
@@ -360,7 +367,8 @@ def _providers(
                 f"(one of: {', '.join(PRESETS)})"
             )
         prov = build_provider(provider_table, where, env, cli_provider)
-        if cli_provider and provider_table.get("name") and provider_table["name"] != cli_provider:
+        table_name = str(provider_table.get("name") or "")
+        if cli_provider and table_name and table_name.casefold() != cli_provider.casefold():
             # --provider switches presets: keep only the table's keys that are not preset-specific
             kept = {k: v for k, v in provider_table.items() if k in ("api_key_from_client", "headers", "quirks")}
             prov = build_provider(kept, where, env, cli_provider)
@@ -373,6 +381,7 @@ def _providers(
                 f"{', '.join(providers)}"
             )
         default = next(iter(providers))
+    default = resolve_provider(default, providers)
     if default not in providers:
         raise ConfigError(f"{where}: 'routing.default_provider' names unknown provider {default!r}")
     return providers, default

@@ -114,6 +114,7 @@ class Recorder:
     def __init__(self, journal: Journal, secrets: tuple[str, ...], default_provider: str) -> None:
         self.journal = journal
         self.secrets = secrets
+        self.secret_bytes = tuple(s.encode() for s in secrets if len(s) >= 4)
         self.default_provider = default_provider
 
     def finish(self, outcome: Outcome, status: int) -> None:
@@ -133,3 +134,10 @@ class Recorder:
 
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Relayed bytes with the proxy's own keys blanked (an upstream may echo one into an error event)."""
+        for secret in self.secret_bytes:
+            if secret in data:
+                data = data.replace(secret, b"[REDACTED]")
+        return data

@@ -54,8 +54,11 @@ class Passthrough:
             return Reply(response.status_code, relay, SSE, dict(STREAM_HEADERS))
         content = upstream.read(response, deadline)
         try:
-            usage = orjson.loads(content).get("usage") or {}
-            outcome.input_tokens, outcome.output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
+            message = orjson.loads(content)
+            usage = message.get("usage")
+            if response.status_code == 200 and isinstance(usage, dict):
+                outcome.answer(usage, message.get("stop_reason"))
+                outcome.cache_write_tokens = usage.get("cache_creation_input_tokens")
         except (orjson.JSONDecodeError, AttributeError):
             pass
         self.recorder.finish(outcome, response.status_code)

@@ -118,10 +118,16 @@ def relay_stream(
     """Anthropic SSE bytes through as they arrive; a broken upstream ends with an error event."""
     error: ProxyError | None = None
     complete = False
+    usage = RelayedUsage()
     metrics.stream_started()
     try:
+        secrets = recorder.secret_bytes
         for piece in upstream.iter_body(response, deadline):
-            yield PING_EVENT if piece is PING else piece
+            if piece is PING:
+                yield PING_EVENT
+                continue
+            usage.feed(piece)
+            yield recorder.redact_bytes(piece) if secrets else piece
         complete = True
     except (UpstreamTimeout, UpstreamUnavailable) as exc:
         error = exc
@@ -132,10 +138,55 @@ def relay_stream(
             upstream.release(response, wait=0.0)  # read to its end: keep the connection
         else:
             response.close()
+        usage.settle(outcome)
         if error is not None:
             recorder.fail(outcome, error)
         else:
             recorder.finish(outcome, 200)
+
+
+class RelayedUsage:
+    """The usage of a relayed Anthropic stream, read from its message_start and message_delta events.
+
+    Only events that name `usage` are decoded; every other event is skipped by the parser alone.
+    """
+
+    def __init__(self) -> None:
+        self.parser: SSEParser | None = SSEParser()
+        self.usage: dict[str, Any] = {}
+        self.stop_reason: str | None = None
+        self.seen = False
+
+    def feed(self, piece: bytes) -> None:
+        if self.parser is None:
+            return
+        try:
+            events = self.parser.feed(piece)
+        except SSEError:  # not SSE we can read: relayed all the same, just not counted
+            self.parser = None
+            return
+        for event in events:
+            if '"usage"' not in event.data:
+                continue
+            try:
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(data, dict):
+                continue
+            message = data.get("message") if data.get("type") == "message_start" else data
+            found = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(found, dict):
+                self.seen = True
+                self.usage.update({k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)})
+            delta = data.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.stop_reason = delta["stop_reason"]
+
+    def settle(self, outcome: Outcome) -> None:
+        if self.seen:
+            outcome.answer(self.usage, self.stop_reason)
+            outcome.cache_write_tokens = self.usage.get("cache_creation_input_tokens")
 
 
 def _feed_whole(translator: StreamTranslator, body: bytes, provider: str) -> list[dict[str, Any]]:

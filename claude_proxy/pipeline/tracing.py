@@ -35,10 +35,10 @@ class Tracing:
     """A tracer provider of our own (an embedding app's global provider is left alone)."""
 
     def __init__(self, settings: TelemetrySettings, env: Mapping[str, str]) -> None:
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         exporter = _exporter(settings, env)
         name = settings.service_name or env.get("OTEL_SERVICE_NAME") or "claude-proxy"

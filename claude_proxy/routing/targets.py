@@ -39,7 +39,7 @@ def parse_target(
         raise ValueError("a target must not be empty")
     if "," in text:
         provider, model = (part.strip() for part in text.split(",", 1))
-        provider = (aliases or {}).get(provider, provider)
+        provider = resolve_provider(provider, providers, aliases)
         if provider not in providers:
             known = ", ".join(sorted(providers)) or "none"
             raise ValueError(f"target {text!r} names unknown provider {provider!r} (configured: {known})")
@@ -71,8 +71,22 @@ def client_target(
     if "," not in name:
         return None
     provider, model = (part.strip() for part in name.split(",", 1))
-    provider = (aliases or {}).get(provider, provider)
+    provider = resolve_provider(provider, providers, aliases)
     return Target(provider, model) if provider in providers and model else None
+
+
+def resolve_provider(name: str, providers: Collection[str], aliases: Mapping[str, str] | None = None) -> str:
+    """A provider as written in a target → its configured name; case does not matter ("OpenRouter")."""
+    aliases = aliases or {}
+    if name in providers:
+        return name
+    if name in aliases:
+        return aliases[name]
+    folded = name.casefold()
+    for known in (*providers, *aliases):
+        if known.casefold() == folded:
+            return aliases.get(known, known)
+    return name
 
 
 def provider_aliases(providers: Mapping[str, Any], default: str = DEFAULT_PROVIDER) -> dict[str, str]:

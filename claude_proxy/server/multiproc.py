@@ -16,6 +16,8 @@ from typing import Any
 
 from claude_proxy.pipeline.metrics import MULTIPROC_ENV
 
+PREFIX = "claude-proxy-metrics-"  # then the master's pid, so a later start can tell a dead master's leftovers
+
 
 def setup_multiprocess(env: MutableMapping[str, str] | None = None) -> str | None:
     """Before workers fork: make a private metrics directory and export it.
@@ -27,9 +29,43 @@ def setup_multiprocess(env: MutableMapping[str, str] | None = None) -> str | Non
     if env.get(MULTIPROC_ENV) or env.get(MULTIPROC_ENV.lower()):
         os.makedirs(env.get(MULTIPROC_ENV) or env[MULTIPROC_ENV.lower()], exist_ok=True)
         return None
-    path = tempfile.mkdtemp(prefix="claude-proxy-metrics-")
+    remove_stale(tempfile.gettempdir())
+    path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     env[MULTIPROC_ENV] = path
     return path
+
+
+def remove_stale(parent: str) -> list[str]:
+    """Remove the metrics directories of masters that died without cleaning up (SIGKILL, OOM):
+    ours (same user), named with a master pid that no longer runs. Returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(PREFIX):
+            continue
+        pid_text = name[len(PREFIX) :].split("-", 1)[0]
+        path = os.path.join(parent, name)
+        try:
+            if not pid_text.isdigit() or os.stat(path).st_uid != os.getuid() or _running(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def cleanup(path: str | None) -> None:

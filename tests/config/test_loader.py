@@ -386,3 +386,21 @@ def test_size_strings() -> None:
     for text, size in (("512", 512), ("64KB", 65536), ("1 mb", 1 << 20), ("2GB", 2 << 30), ("100B", 100)):
         config = load_config(data={"provider": {"name": "ollama"}, "server": {"max_body_size": text}}, env={})
         assert config.max_body_bytes == size
+
+
+@pytest.mark.parametrize("spelling", ["OpenRouter", "openrouter", "OPENROUTER"])
+def test_provider_names_do_not_depend_on_case(spelling: str) -> None:
+    """`--provider OpenRouter` and `openrouter` are the same preset; targets and default_provider likewise."""
+    env = {"OPENROUTER_API_KEY": "sk-or-0123456789abcdef", "GROQ_API_KEY": "gsk_0123456789abcdef"}
+    table = {"name": "openrouter", "base_url": "http://127.0.0.1:9/v1"}
+    config = load_config(provider=spelling, env=env, data={"provider": table})
+    assert (config.provider.name, config.provider.base_url) == ("openrouter", "http://127.0.0.1:9/v1")  # table kept
+    data = {
+        "provider": {"name": "groq"},
+        "providers": {"OpenRouter": {}},
+        "models": {"m": f"{spelling},some/model"},
+        "routing": {"default_provider": spelling},
+    }
+    config = load_config(env=env, data=data)
+    assert config.default_provider == "OpenRouter"
+    assert [(t.provider, t.model) for t in config.models.entries["m"]] == [("OpenRouter", "some/model")]

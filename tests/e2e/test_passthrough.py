@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,3 +323,35 @@ def test_count_tokens_passes_through(proxy: ProxyServer, upstream: FakeUpstream,
     counted = client.messages.count_tokens(model="claude-opus-4-8", messages=[{"role": "user", "content": "hi"}])
     assert counted.input_tokens == 77
     assert upstream.requests[-1].json["model"] == "claude-opus-4-1"
+
+
+def test_a_key_echoed_into_a_relayed_stream_is_blanked(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    echoed = sse("error", {"type": "error", "error": {"type": "api_error", "message": f"bad key {PROXY_KEY}"}})
+    upstream.enqueue(Stream([MESSAGE_START, echoed], done=False))
+    raw = RAW.replace(b'"max_tokens":64', b'"max_tokens":64, "stream": true')
+    response = post(proxy, raw)
+    assert response.status_code == 200
+    assert PROXY_KEY not in response.text
+    assert "bad key [REDACTED]" in response.text
+    assert response.text.startswith(MESSAGE_START)  # the rest passes through unchanged
+
+
+def test_relayed_streams_return_their_connection_and_count_their_tokens(
+    proxy: ProxyServer, upstream: FakeUpstream
+) -> None:
+    raw = RAW.replace(b'"max_tokens":64', b'"max_tokens":64, "stream": true')
+    before = len(upstream.requests)
+    ids = []
+    for _ in range(3):
+        upstream.enqueue(Stream(paced(EVENTS), done=False))
+        response = post(proxy, raw)
+        assert response.status_code == 200 and "message_stop" in response.text
+        ids.append(response.headers["request-id"])
+    connections = {r.connection for r in upstream.requests[before:]}
+    assert len(connections) == 1, connections  # one pooled connection, reused by each stream
+    deadline = time.monotonic() + 5
+    while not all(any(r.get("request_id") == i for r in proxy.journal()) for i in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for record in (r for r in proxy.journal() if r.get("request_id") in ids):
+        assert (record["input_tokens"], record["output_tokens"], record["stop_reason"]) == (12, 2, "end_turn")

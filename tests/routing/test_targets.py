@@ -69,3 +69,12 @@ def test_config_models_table_resolves_through_the_same_rules() -> None:
     assert config.models.resolve("claude-opus-4-8") == "exact"
     assert config.models.resolve("claude-opus-4-1") == "moonshotai/kimi-k2"
     assert config.models.resolve("claude-sonnet-5") == "z-ai/glm-4.6"
+
+
+def test_a_client_may_name_a_provider_in_any_case() -> None:
+    from claude_proxy.routing.targets import Target, client_target
+
+    providers = {"default", "OpenRouter"}
+    assert client_target("openrouter,x/y", providers) == Target("OpenRouter", "x/y")
+    assert client_target("DEEPSEEK,deepseek-chat", providers, {"deepseek": "default"}) == Target("default", "deepseek-chat")
+    assert client_target("nobody,x", providers) is None
