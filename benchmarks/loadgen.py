@@ -170,13 +170,22 @@ async def closed_loop(
     warmup: float = 0.0,
     stagger: float = 0.0,
     timeout: float = 60.0,
+    open_together: bool = False,
+    count_connect: bool = False,
 ) -> Run:
     """`concurrency` clients, each on its own keep-alive connection, sending `request` back to back.
 
     Either for `duration` seconds after `warmup` (results counted in that window), or
     `per_client` requests each (all counted). Client i starts after i × `stagger` seconds.
+    `open_together`: every connection is opened before any request is sent, as wrk does (a burst
+    of connections in the accept queue at once). `count_connect`: a request that had to open its
+    connection counts the connect in its TTFB and total, as a client opening connections as it
+    goes (aiohttp's pool, say) sees it.
     """
     run = Run()
+    opened: list[ClientConnection | BaseException | None] = [None] * concurrency
+    if open_together:
+        opened = list(await asyncio.gather(*(connect(host, port) for _ in range(concurrency)), return_exceptions=True))
     t0 = time.perf_counter()
     stop = t0 + warmup + duration if duration is not None else float("inf")
     run.window = (t0 + warmup, stop)
@@ -184,14 +193,22 @@ async def closed_loop(
     async def client(i: int) -> None:
         if stagger:
             await asyncio.sleep(i * stagger)
-        conn: ClientConnection | None = None
+        first = opened[i]
+        conn: ClientConnection | None = first if isinstance(first, ClientConnection) else None
         done = 0
         while time.perf_counter() < stop and (per_client is None or done < per_client):
             done += 1
             try:
+                began = time.perf_counter()
+                fresh = conn is None or conn.lost
                 if conn is None or conn.lost:
                     conn = await connect(host, port)
                 result = await conn.send(request, check, timeout)
+                if fresh and count_connect:
+                    waited = result.start - began
+                    result = Result(
+                        began, result.ttfb + waited, result.total + waited, result.status, result.ok, result.size
+                    )
                 run.results.append(result)
                 if not result.ok:
                     run.errors += 1

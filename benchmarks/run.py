@@ -242,6 +242,7 @@ class Measured:
     cpu: dict[str, float]  # share of one core over the run, per process group
     connections: float = 0.0  # new upstream connections per upstream request
     split: list[int] = field(default_factory=list)  # client connections per proxy worker, mid-run
+    span: float = 0.0  # seconds the results were counted over, when not one window (`combine`)
 
     @property
     def results(self) -> list[Result]:
@@ -250,7 +251,7 @@ class Measured:
     @property
     def rate(self) -> float:
         lo, hi = self.run.window
-        return len(self.results) / max(hi - lo, 1e-9)
+        return len(self.results) / max(self.span or hi - lo, 1e-9)
 
     def pct(self, attr: str, p: float) -> float:
         return percentile([getattr(r, attr) for r in self.results], p) * 1000.0
@@ -361,6 +362,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.2f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
     if unit == "":
         return f"{value:,.0f}"
+    if unit == "×":
+        return f"{value:.2f}×"
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
 
 
@@ -507,13 +510,122 @@ async def scenario_paced(env: Env, rows: list[Row], notes: list[str]) -> None:
         notes.append(cpu_note(name, d, p))
 
 
-def cpu_note(name: str, d: Measured, p: Measured) -> str:
+def cpu_note(name: str, d: Measured, p: Measured, split: str = "") -> str:
     def one(m: Measured) -> str:
         return f"load generator {m.cpu['loadgen']:.0%}, upstream {m.cpu['upstream']:.0%}, proxy {m.cpu['proxy']:.0%}"
 
     per = p.cpu["proxy"] * p.elapsed / max(len(p.run.results), 1) * 1000
-    split = "/".join(map(str, p.split)) or "—"
+    split = split or "/".join(map(str, p.split)) or "—"
     return f"| {name} | {one(d)} | {one(p)} | {per:.2f} ms | {p.connections:.2f} | {split} |"
+
+
+def combine(parts: list[Measured]) -> Measured:
+    """Several rounds of one load as one measurement: their counted results, rate over their windows."""
+    results = [r for m in parts for r in m.results]
+    run = Run(results, sum(m.run.errors for m in parts), {}, (float("-inf"), float("inf")))
+    for m in parts:
+        for kind, n in m.run.error_kinds.items():
+            run.error_kinds[kind] = run.error_kinds.get(kind, 0) + n
+    elapsed = sum(m.elapsed for m in parts)
+    cpu = {k: sum(m.cpu[k] * m.elapsed for m in parts) / max(elapsed, 1e-9) for k in parts[0].cpu}
+    served = sum(len(m.run.results) for m in parts)
+    connections = sum(m.connections * len(m.run.results) for m in parts) / max(served, 1)
+    span = sum(m.run.window[1] - m.run.window[0] for m in parts)
+    return Measured(run, elapsed, cpu, connections, span=span)
+
+
+async def scenario_burst(env: Env, rows: list[Row], notes: list[str]) -> None:
+    """Eight kept-alive connections opened at once, then requests on all of them (wrk's way).
+
+    Each round opens a new set, so each is a new chance for the burst to land unevenly on the
+    workers; a c=1 run in the same scenario is the reference the burst should beat.
+    """
+    quick = env.args.quick
+    pair = make_pair(env, stream=False, model="bench")
+    rounds, seconds = (3, 2.0) if quick else (6, 3.0)
+    print(f"6. burst: 8 connections opened at once, {rounds} rounds of {seconds:g} s; c=1 for reference", flush=True)
+    d1, p1 = await measure_both(
+        env, pair, "burst reference c=1", sample=False, concurrency=1, duration=seconds, warmup=0.3
+    )
+    got: dict[str, list[Measured]] = {"direct": [], "proxy": []}
+    for i in range(rounds):
+        d, p = await measure_both(
+            env,
+            pair,
+            f"burst c=8 round {i + 1}",
+            sample=False,
+            concurrency=8,
+            duration=seconds,
+            warmup=0.3,
+            open_together=True,
+        )
+        got["direct"].append(d)
+        got["proxy"].append(p)
+    d8, p8 = combine(got["direct"]), combine(got["proxy"])
+    splits = ", ".join("/".join(map(str, m.split)) or "?" for m in got["proxy"])
+    name = "6. burst: 8 connections at once"
+    rows.append(Row(name, "req/s, c=1 (reference)", d1.rate, p1.rate, "/s"))
+    rows.append(Row(name, f"req/s, c=8 opened at once ({rounds} rounds)", d8.rate, p8.rate, "/s"))
+    rows.append(
+        Row(
+            name,
+            "c=8 burst over c=1 (× throughput)",
+            d8.rate / max(d1.rate, 1e-9),
+            p8.rate / max(p1.rate, 1e-9),
+            "×",
+            "proxy > 1×",
+            p8.rate > p1.rate,
+            ratio=False,
+        )
+    )
+    rows.append(Row(name, "latency p50", d8.pct("total", 50), p8.pct("total", 50), "ms"))
+    rows.append(Row(name, "latency p99", d8.pct("total", 99), p8.pct("total", 99), "ms"))
+    rows.append(Row(name, "errors", d8.run.errors, p8.run.errors, "", "0", p8.run.errors == 0, ratio=False))
+    notes.append(cpu_note(name, d8, p8, splits))
+
+
+async def scenario_paced_open(env: Env, rows: list[Row], notes: list[str]) -> None:
+    """64 paced streams started together, each opening its connection when it starts.
+
+    A client with a connection pool (aiohttp, httpx) that fires 64 requests at once opens 64
+    connections in the same instant and sends each request as soon as its connection is up;
+    TTFB here counts from before the connect, as that client sees it. Later rounds reuse the
+    connections, but their streams still start together (they all end together).
+    """
+    quick = env.args.quick
+    model = f"bench-c{PACED_CHUNKS}-d{PACED_DELAY_MS}"
+    pair = make_pair(env, stream=True, model=model, chunks=PACED_CHUNKS)
+    concurrency, rounds = 64, (2 if quick else 4)
+    print(f"7. paced-open: {concurrency} streams at once, {rounds} rounds, connections opened as it goes", flush=True)
+    d, p = await measure_both(
+        env,
+        pair,
+        f"paced-open c={concurrency}",
+        concurrency=concurrency,
+        per_client=rounds,
+        timeout=60.0,
+        count_connect=True,
+    )
+    name = f"7. paced-open {PACED_CHUNKS}×{PACED_DELAY_MS} ms, c={concurrency} at once"
+
+    def first_round(m: Measured) -> list[float]:
+        return [r.ttfb for r in sorted(m.results, key=lambda r: r.start)[:concurrency]]
+
+    rows.append(Row(name, "TTFB p50", d.pct("ttfb", 50), p.pct("ttfb", 50), "ms"))
+    rows.append(Row(name, "TTFB p99", d.pct("ttfb", 99), p.pct("ttfb", 99), "ms", "≤ 30 ms", p.pct("ttfb", 99) <= 30))
+    rows.append(
+        Row(
+            name,
+            "TTFB p99, first round (connect included)",
+            percentile(first_round(d), 99) * 1000,
+            percentile(first_round(p), 99) * 1000,
+            "ms",
+        )
+    )
+    for q in (50, 99):
+        rows.append(Row(name, f"total time p{q}", d.pct("total", q), p.pct("total", q), "ms"))
+    rows.append(Row(name, "errors", d.run.errors, p.run.errors, "", "0", p.run.errors == 0, ratio=False))
+    notes.append(cpu_note(name, d, p))
 
 
 async def warm_up(env: Env) -> None:
@@ -736,8 +848,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes)")
     parser.add_argument(
         "--only",
-        default="nonstream,stream,paced,translate",
-        help="comma-separated scenarios: nonstream,stream,paced,translate,soak",
+        default="nonstream,stream,paced,burst,paced-open,translate",
+        help="comma-separated scenarios: nonstream,stream,paced,burst,paced-open,translate,soak",
     )
     parser.add_argument(
         "--soak", type=float, default=None, help="seconds of mixed load for the RSS trend (default 180, 0 with --quick)"
@@ -803,6 +915,10 @@ def main(argv: list[str] | None = None) -> int:
                     env.peak_rss = 0.0
                     await scenario_paced(env, rows, notes)
                     out["peak_paced"] = env.peak_rss
+                if "burst" in only:
+                    await scenario_burst(env, rows, notes)
+                if "paced-open" in only:
+                    await scenario_paced_open(env, rows, notes)
                 if soak_seconds > 0 and ("soak" in only or not args.quick):
                     print(f"4. soak, {soak_seconds:g} s of mixed load", flush=True)
                     out["soak"] = await soak(env, soak_seconds)
@@ -858,9 +974,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     mem_rows.append(Row("4. memory (master + workers)", "RSS idle, end of run", None, mem["rss_end"], "MB"))
     ordered = (
-        [r for r in rows if not r.scenario.startswith("5.")]
+        [r for r in rows if r.scenario[:2] in ("1.", "2.", "3.")]
         + mem_rows
-        + [r for r in rows if r.scenario.startswith("5.")]
+        + [r for r in rows if r.scenario[:2] not in ("1.", "2.", "3.")]
     )
 
     finished = datetime.datetime.now(datetime.timezone.utc)
