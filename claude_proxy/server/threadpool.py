@@ -11,6 +11,13 @@ item has been promised to yet. `submit` promises its item to an idle thread if t
 otherwise starts a thread for it, otherwise (at `max_workers`) leaves it queued and counts it in
 `_unpromised`, which the next thread to finish takes instead of becoming idle. A waiting thread
 that times out ends only while `_idle` is positive: then no queued item is counting on it.
+
+Starting a thread blocks the starter until the new thread runs (`Thread.start` waits for it), and
+under load that is a wait for the GIL, twice. gunicorn submits from its accept loop, so a burst of
+64 connections used to start 64 threads one after another on that loop, each accept waiting for
+the last start (BENCHMARKS.md, seventh round). So `submit` starts a thread itself only when no
+start-up is under way; otherwise it counts the item in `_wanted`, and threads that are starting up
+start those (up to `FAN_OUT` each, before taking work), so the accept loop goes back to accepting.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from itertools import count
 from typing import Any
+
+FAN_OUT = 2  # threads a new thread starts for items still waiting for one
 
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -37,6 +46,8 @@ class ElasticThreadPool(Executor):
         self._threads: set[threading.Thread] = set()
         self._idle = 0
         self._unpromised = 0
+        self._wanted = 0  # items promised a thread that a starting thread will start
+        self._starting = 0  # threads started whose start-up duty (starting `_wanted` ones) is not done
         self._shutdown = False
         self._numbers = count(1)
 
@@ -57,13 +68,16 @@ class ElasticThreadPool(Executor):
             self._queue.put((future, fn, args, kwargs))
             if self._idle:
                 self._idle -= 1
-            elif len(self._threads) < self.max_workers:
-                thread = threading.Thread(target=self._run, name=f"{self.name}-{next(self._numbers)}", daemon=True)
-                self._threads.add(thread)
+            elif len(self._threads) + self._wanted < self.max_workers:
+                if self._starting:
+                    self._wanted += 1  # a thread starting up now starts one for it
+                    return future
+                thread = self._new_thread()
                 try:
                     thread.start()
                 except RuntimeError:  # no more threads to be had (ulimit, memory)
                     self._threads.discard(thread)
+                    self._starting -= 1
                     if not self._threads:
                         future.cancel()  # stays queued, but will never run
                         raise
@@ -72,7 +86,47 @@ class ElasticThreadPool(Executor):
                 self._unpromised += 1
         return future
 
+    def _new_thread(self) -> threading.Thread:
+        """A thread for one promised item (lock held); it starts others still wanted when it runs."""
+        thread = threading.Thread(target=self._run, name=f"{self.name}-{next(self._numbers)}", daemon=True)
+        self._threads.add(thread)
+        self._starting += 1
+        return thread
+
+    def _start_wanted(self) -> None:
+        """Start up to FAN_OUT threads for items still waiting for one, then end the start-up duty."""
+        for _ in range(FAN_OUT):
+            with self._lock:
+                if not self._wanted or self._shutdown:
+                    break
+                self._wanted -= 1
+                thread = self._new_thread()
+            try:
+                thread.start()
+            except RuntimeError:  # no more threads: the item waits for a running thread
+                with self._lock:
+                    self._threads.discard(thread)
+                    self._starting -= 1
+                    self._unpromised += 1
+        with self._lock:
+            self._starting -= 1
+            if self._wanted and not self._starting and not self._shutdown:
+                # the last starter ends while items still wait (a start failed): start one more here
+                self._wanted -= 1
+                thread = self._new_thread()
+            else:
+                thread = None
+        if thread is not None:
+            try:
+                thread.start()
+            except RuntimeError:
+                with self._lock:
+                    self._threads.discard(thread)
+                    self._starting -= 1
+                    self._unpromised += 1
+
     def _run(self) -> None:
+        self._start_wanted()
         while True:
             try:
                 item = self._queue.get(timeout=self.idle_timeout)

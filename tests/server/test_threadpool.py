@@ -183,3 +183,48 @@ def test_no_thread_to_be_had_is_an_error_for_the_caller_and_the_work_never_runs(
 def test_rejects_a_pool_without_threads() -> None:
     with pytest.raises(ValueError):
         ElasticThreadPool(0)
+
+
+def test_a_burst_is_started_by_the_pools_own_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn submits from its accept loop: a burst must not make that loop start every thread."""
+    starters: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        starters.append(threading.current_thread().name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    pool = ElasticThreadPool(max_workers=64, name="burst")
+    barrier = threading.Barrier(33)
+    try:
+        futures = [pool.submit(barrier.wait, 10) for _ in range(32)]
+        barrier.wait(10)  # all 32 run at the same time: every item got a thread
+        for future in futures:
+            future.result(5)
+        assert pool.threads == 32
+        mine = starters.count(threading.current_thread().name)
+        assert mine <= 2, starters  # the rest were started by pool threads, fanning out
+    finally:
+        pool.shutdown()
+
+
+def test_items_queued_during_a_start_up_are_all_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submits racing the start-up chain at every step: each item runs exactly once, none is stranded."""
+    pool = ElasticThreadPool(max_workers=8, idle_timeout=0.05, name="race")
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        with lock:
+            ran.append(n)
+
+    try:
+        for round_ in range(50):
+            futures = [pool.submit(work, round_ * 100 + i) for i in range(20)]
+            for future in futures:
+                future.result(5)
+        assert sorted(ran) == sorted(r * 100 + i for r in range(50) for i in range(20))
+        assert pool.threads <= 8
+    finally:
+        pool.shutdown()
