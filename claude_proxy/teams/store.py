@@ -59,6 +59,12 @@ FROM api_keys k LEFT JOIN teams t ON t.id = k.team_id
 class StoreError(Exception):
     """The store refused an admin action (unknown key or team, a name taken): phrased for a person."""
 
+    status = 400
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 def _team_from(row: Mapping[str, Any], prefix: str = "") -> Team:
     return Team(
@@ -232,7 +238,7 @@ class SqliteStore:
         cols = limits_to_columns(limits)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():
-                raise StoreError(f"team {name!r} already exists")
+                raise StoreError(f"team {name!r} already exists", 409)
             conn.execute(
                 f"INSERT INTO teams (name, display_name, {', '.join(cols)}, created_at, updated_at)"
                 f" VALUES (?, ?, {', '.join('?' * len(cols))}, ?, ?)",
@@ -245,7 +251,7 @@ class SqliteStore:
     def _team(self, conn: sqlite3.Connection, name: str) -> Team:
         row = conn.execute("SELECT * FROM teams WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise StoreError(f"no team named {name!r}")
+            raise StoreError(f"no team named {name!r}", 404)
         return _team_from(row)
 
     def team(self, name: str) -> Team:
@@ -323,7 +329,7 @@ class SqliteStore:
     def _key(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
         row = conn.execute(_KEY_SELECT + " WHERE k.id = ?", (key_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no key with id {key_id!r}")
+            raise StoreError(f"no key with id {key_id!r}", 404)
         return _key_from(row)
 
     def key(self, key_id: str) -> KeyRecord:
