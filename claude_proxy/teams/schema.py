@@ -62,7 +62,8 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events
   BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
 
-CREATE TABLE IF NOT EXISTS rl_state (k TEXT PRIMARY KEY, tat REAL NOT NULL) WITHOUT ROWID;
+-- tat: GCRA theoretical arrival time; step: the seconds per unit it was computed with (a limit change rescales)
+CREATE TABLE IF NOT EXISTS rl_state (k TEXT PRIMARY KEY, tat REAL NOT NULL, step REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rl_lease (
   scope TEXT NOT NULL, rid TEXT NOT NULL, expires REAL NOT NULL,
   reserve_tokens INTEGER NOT NULL DEFAULT 0, reserve_micros INTEGER NOT NULL DEFAULT 0,

@@ -22,7 +22,7 @@ from typing import Any
 
 from claude_proxy.config.teams import Limits, Rate
 from claude_proxy.teams import keys as keyfmt
-from claude_proxy.teams.limits import budget_allows, corrected, gcra, month_of, month_reset, usd
+from claude_proxy.teams.limits import budget_allows, corrected, gcra, interval, month_of, month_reset, usd
 from claude_proxy.teams.records import (
     Actor,
     Admitted,
@@ -410,7 +410,7 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                     return Refused("revoked", None, message="this key has been revoked or has expired")
             month = month_of(now)
-            tats: dict[str, float] = {}
+            tats: dict[str, tuple[float, float]] = {}
             headroom: dict[str, Any] = {}
             for scope in principal.scopes:
                 room: dict[str, Any] = {}
@@ -418,12 +418,11 @@ class SqliteStore:
                     if rate is None:
                         continue
                     k = f"{scope.name}:{kind}"
-                    found = conn.execute("SELECT tat FROM rl_state WHERE k = ?", (k,)).fetchone()
-                    decision = gcra(found[0] if found else None, now, rate, min(cost, rate.amount))
+                    decision = gcra(_tat(conn, k, now, rate), now, rate, min(cost, rate.amount))
                     if not decision.allowed:
                         conn.execute("ROLLBACK")
                         return _rate_refusal(kind, scope, rate, decision.retry_after)
-                    tats[k] = decision.tat
+                    tats[k] = (decision.tat, interval(rate))
                     room[kind] = decision.remaining
                 live = None
                 if scope.limits.max_concurrent is not None or scope.limits.monthly_budget_micros is not None:
@@ -461,8 +460,9 @@ class SqliteStore:
                     room["budget_micros"] = budget - spent_micros - live[1]
                 headroom[scope.kind] = room
             conn.executemany(
-                "INSERT INTO rl_state (k, tat) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET tat = excluded.tat",
-                tats.items(),
+                "INSERT INTO rl_state (k, tat, step) VALUES (?, ?, ?)"
+                " ON CONFLICT (k) DO UPDATE SET tat = excluded.tat, step = excluded.step",
+                [(k, tat, step) for k, (tat, step) in tats.items()],
             )
             expires = now + self.lease_seconds
             conn.executemany(
@@ -545,9 +545,12 @@ class SqliteStore:
                 delta = tokens - min(admitted.reserve_tokens, rate.amount) if rate else 0
                 if rate is not None and delta:
                     k = f"{scope.name}:tpm"
-                    found = conn.execute("SELECT tat FROM rl_state WHERE k = ?", (k,)).fetchone()
-                    if found:
-                        conn.execute("UPDATE rl_state SET tat = ? WHERE k = ?", (corrected(found[0], now, rate, delta), k))
+                    tat = _tat(conn, k, now, rate)
+                    if tat is not None:
+                        conn.execute(
+                            "UPDATE rl_state SET tat = ?, step = ? WHERE k = ?",
+                            (corrected(tat, now, rate, delta), interval(rate), k),
+                        )
             if not principal.static:
                 conn.execute(
                     "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
@@ -683,6 +686,19 @@ class SqliteStore:
             "in_flight": self.in_flight(),
             **counts,
         }
+
+
+def _tat(conn: sqlite3.Connection, k: str, now: float, rate: Rate) -> float | None:
+    """A limit's TAT, rescaled when the limit changed since it was written: the units already used
+    stay used, in the new limit's time per unit (so raising 1/hour to 100/hour frees 99 at once)."""
+    found = conn.execute("SELECT tat, step FROM rl_state WHERE k = ?", (k,)).fetchone()
+    if found is None:
+        return None
+    tat, step = found
+    new_step = interval(rate)
+    if tat <= now or step == new_step or not step or new_step == float("inf"):
+        return float(tat)
+    return now + (tat - now) / step * new_step
 
 
 def _rate_refusal(kind: str, scope: Scope, rate: Rate, retry_after: float) -> Refused:

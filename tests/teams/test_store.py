@@ -15,7 +15,7 @@ from claude_proxy.config.teams import Limits, Rate, TeamsSettings
 from claude_proxy.teams.gate import AuthFailure, Gate
 from claude_proxy.teams.keys import hash_key, key_id_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage
-from claude_proxy.teams.store import SqliteStore, StoreError
+from claude_proxy.teams.store import StoreError
 from tests.support.clock import Clock
 
 ADMIN = Actor("test", remote_addr="127.0.0.1")
@@ -218,3 +218,13 @@ def test_four_processes_admit_exactly_the_limit(gate: Gate) -> None:
     for proc in procs:
         proc.join(10)
     assert total == 100
+
+
+def test_raising_a_limit_frees_the_difference_at_once(gate: Gate) -> None:
+    record, key = gate.store.create_key(owner="jo", limits=Limits(rpm=Rate(1, 3600)), actor=ADMIN)
+    p = _principal(gate, key)
+    first = gate.admit(p, 1)
+    assert isinstance(first, Admitted) and isinstance(gate.admit(p, 1), Refused)
+    gate.store.update_key(record.id, {"rpm": Rate(3, 3600)}, ADMIN)
+    p = _principal(gate, key)  # a new snapshot after the epoch moved
+    assert [type(gate.admit(p, 1)).__name__ for _ in range(3)] == ["Admitted", "Admitted", "Refused"]
