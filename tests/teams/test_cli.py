@@ -102,11 +102,11 @@ def test_without_a_teams_table_the_verbs_say_what_to_add(tmp_path: Path) -> None
 
 def test_config_validation_names_the_key(tmp_path: Path) -> None:
     base = {"provider": {"name": "deepseek", "api_key": "k"}}
-    with pytest.raises(ConfigError, match="'teams.store' must be"):
+    with pytest.raises(ConfigError, match=r"'teams\.store' must be"):
         load_config(data={**base, "teams": {"store": "mongo"}}, env={})
-    with pytest.raises(ConfigError, match="teams.defaults.rpm"):
+    with pytest.raises(ConfigError, match=r"teams\.defaults\.rpm"):
         load_config(data={**base, "teams": {"defaults": {"rpm": "lots"}}}, env={})
-    with pytest.raises(ConfigError, match="unknown key 'teams.colour'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'teams\.colour'"):
         load_config(data={**base, "teams": {"colour": 1}}, env={})
     settings = load_config(data={**base, "teams": {"path": str(tmp_path / "t.db")}}, env={}).teams
     assert settings is not None and settings.path == str(tmp_path / "t.db") and settings.on_store_error == "open"
