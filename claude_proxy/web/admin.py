@@ -302,6 +302,10 @@ class TeamsEdge:
         add("/admin/v1/audit", "admin_audit", audit, ["GET"])
         add("/admin/v1/status", "admin_status", status, ["GET"])
         add("/v1/me", "me", me, ["GET"])
+        if self.config.teams is not None and self.config.teams.ui:
+            from claude_proxy.web.ui import UsagePage
+
+            UsagePage(store).install(bp, self.config.teams.ui_cookie_secure)
 
 
 def usage_of(outcome: Outcome | None, status: int, reserve_tokens: int) -> Usage:

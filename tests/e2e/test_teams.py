@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -334,6 +335,35 @@ def _wait_healthy(server: ProxyServer) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError("gunicorn did not respawn its workers")
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match[1]
+
+
+def test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session(instances: list[ProxyServer]) -> None:
+    made = cli(instances[0], "keys", "create", "--owner", "page@example.com", "--admin")
+    assert post(instances[0], made["key"]).status_code == 200
+    session = requests.Session()
+    form = session.get(instances[1].url + "/ui/")
+    csp = form.headers["content-security-policy"]
+    assert form.status_code == 200 and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "<script" not in form.text and 'name="key"' in form.text
+    forged = session.post(instances[1].url + "/ui/login", data={"key": made["key"], "csrf": "forged"})
+    assert forged.status_code == 400 and "cp_session" not in session.cookies
+    signed = session.post(instances[1].url + "/ui/login", data={"key": made["key"], "csrf": _csrf(form.text)},
+                          allow_redirects=False)
+    assert signed.status_code == 303
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
+    assert made["key"] not in cookie and made["key"].rsplit("_", 1)[-1] not in cookie
+    view = session.get(instances[0].url + "/ui/")  # the other instance: the cookie secret is shared
+    assert "page@example.com" in view.text and "Admin: teams" in view.text and "big-model" in view.text
+    cli(instances[0], "keys", "revoke", made["id"])
+    after = session.get(instances[0].url + "/ui/")
+    assert 'name="key"' in after.text and "page@example.com" not in after.text
 
 
 def test_zz_no_raw_key_anywhere_on_disk_or_in_logs(instances: list[ProxyServer], store_dir: Path) -> None:
