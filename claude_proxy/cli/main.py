@@ -72,7 +72,8 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Conf
 
 
 def check_exposure(config: Config) -> None:
-    if not is_loopback(config.host) and not config.auth_keys and not config.allow_unauthenticated:
+    protected = bool(config.auth_keys) or config.teams is not None  # [teams]: stored keys are required
+    if not is_loopback(config.host) and not protected and not config.allow_unauthenticated:
         raise ConfigError(
             f"refusing to listen on {config.host} without proxy keys: anyone who can reach it would spend your "
             "provider credit. Set [server] auth_keys (or CLAUDE_PROXY_AUTH_KEYS), or allow_unauthenticated = true"
@@ -84,6 +85,10 @@ SUBCOMMANDS = {
     "run": "claude_proxy.cli.run",  # claude-proxy run -- <claude args>
     "doctor": "claude_proxy.cli.doctor",  # checks config, key, upstream, a one-token completion
     "logs": "claude_proxy.cli.logs",  # claude-proxy logs --summary
+    "keys": "claude_proxy.cli.keys",  # stored proxy keys: create|list|show|update|revoke
+    "teams": "claude_proxy.cli.teams",  # teams and their limits
+    "usage": "claude_proxy.cli.usage",  # usage and cost by team/key/owner/model/provider/day
+    "audit": "claude_proxy.cli.audit",  # the admin trail
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_proxy.config.presets import PRESETS, Preset, preset
+from claude_proxy.config.teams import TeamsSettings, teams_settings
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
 from claude_proxy.routing.targets import (
     DEFAULT_PROVIDER,
@@ -108,6 +109,7 @@ class Config:
     routes: Mapping[str, Chain] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    teams: TeamsSettings | None = None  # [teams]: stored keys, limits, usage (None = static auth_keys only)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -168,6 +170,7 @@ TOP_LEVEL = {
     "server",
     "upstream",
     "telemetry",
+    "teams",
 }
 TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
 ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
@@ -470,6 +473,7 @@ def load_config(
             endpoint=telemetry.get("endpoint", str, "an OTLP URL", None),
             service_name=telemetry.get("service_name", str, "a service name", None),
         ),
+        teams=teams_settings(root.table_of("teams"), where, env) if "teams" in root.table else None,
     )
 
 

@@ -1,6 +1,6 @@
 """Which key goes upstream: the provider's own, or the client's where the provider takes it from the client.
 
-The proxy's own door keys (`[server] auth_keys`) are never forwarded.
+The proxy's own door keys (`[server] auth_keys`, and stored `cpk_…` keys) are never forwarded.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping
 
 from claude_proxy.config.loader import ProviderConfig
 from claude_proxy.errors import MissingProviderKey
+from claude_proxy.teams.keys import key_id_of
 from claude_proxy.upstream.client import FORWARD_TO_ANTHROPIC, Upstream
 
 
@@ -21,7 +22,8 @@ class Credentials:
         auth = headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         for key in (headers.get("x-api-key"), bearer):
-            if key and key not in self.door_keys:  # the proxy's own door key stays here
+            # the proxy's own door keys (static, or stored cpk_… keys) stay here
+            if key and key not in self.door_keys and key_id_of(key) is None:
                 return key
         return None
 

@@ -16,6 +16,7 @@ import orjson
 _KEY_SHAPES = [
     (re.compile(r"sk-(?:or-|ant-|proj-)?[A-Za-z0-9_\-]{8,}"), "[REDACTED]", ("sk-",), False),
     (re.compile(r"(?:gsk|fw|xai)_[A-Za-z0-9]{8,}"), "[REDACTED]", ("gsk_", "fw_", "xai_"), False),
+    (re.compile(r"cpk_[A-Za-z0-9]{8}_[A-Za-z0-9_\-]{8,}"), "[REDACTED]", ("cpk_",), False),  # stored proxy keys
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"), r"\1[REDACTED]", ("bearer",), True),
 ]
 

@@ -40,6 +40,12 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
+def _keys_line(config: Config) -> str:
+    if config.teams is not None:
+        return f"stored keys (teams store {config.teams.path}){' + static' if config.auth_keys else ''}"
+    return "required" if config.auth_keys else "off"
+
+
 def banner(config: Config) -> str:
     p = config.provider
     url_host = _url_host(config.host)
@@ -57,7 +63,7 @@ def banner(config: Config) -> str:
         + ("" if len(config.models) else " (names pass through unchanged)"),
         f"  listening   http://{bind}:{config.port}  ({config.workers} workers x {config.threads} threads)",
         f"  log file    {config.log_file or '(off)'}",
-        f"  proxy keys  {'required' if config.auth_keys else 'off'}",
+        f"  proxy keys  {_keys_line(config)}",
         "",
         "Point Claude Code at it:",
         f"  ANTHROPIC_BASE_URL=http://{url_host}:{config.port} claude",

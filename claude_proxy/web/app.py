@@ -91,6 +91,7 @@ class ProxyBlueprint(Blueprint):
     """A Blueprint that carries the `Proxy` serving it (create_app puts it in `app.extensions`)."""
 
     proxy: Proxy
+    teams: Any = None  # web.admin.TeamsEdge when [teams] is configured
 
 
 def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = "claude_proxy") -> ProxyBlueprint:
@@ -101,6 +102,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     auth_keys = tuple(k.encode() for k in config.auth_keys)
     origins = set(config.cors_origins)
     open_endpoints = OPEN_ENDPOINTS | ({"metrics"} if config.metrics_public else set())
+    teams = _teams_edge(config, bp)
 
     @bp.before_request
     def _begin() -> Response | None:
@@ -108,6 +110,8 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
         g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else "req_" + random_hex()
         if request.method == "OPTIONS" and origins:
             return _preflight()
+        if teams is not None:  # stored keys beside the static ones, and admission (web/admin.py)
+            return teams.begin(open_endpoints)
         if auth_keys and request.endpoint and request.endpoint.rsplit(".", 1)[-1] not in open_endpoints:
             bearer = request.headers.get("authorization", "")
             # Either header may carry it (Claude Code sends x-api-key from ANTHROPIC_API_KEY and
@@ -169,7 +173,9 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
             )
 
     def _call(endpoint: str) -> Outcome:
-        return Outcome(g.request_id, endpoint)
+        # g.log_fields: the key id and team (never the key) when [teams] is on; g.outcome: settled on close
+        g.outcome = Outcome(g.request_id, endpoint, extra=dict(g.get("log_fields") or {}))
+        return g.outcome
 
     @bp.route("/", methods=ALL_METHODS, endpoint="root")
     def root() -> Any:
@@ -215,6 +221,18 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
         raise NotFound(f"{request.method} /{anything} is not a claude-proxy endpoint")
 
     return bp
+
+
+def _teams_edge(config: Config, bp: ProxyBlueprint) -> Any:
+    """[teams]: the stored-key door, admin API and /v1/me on this blueprint (imported only when on)."""
+    if config.teams is None:
+        return None
+    from claude_proxy.web.admin import TeamsEdge
+
+    edge = TeamsEdge(config)
+    edge.install(bp)
+    bp.teams = edge
+    return edge
 
 
 def create_app(config: Config | None = None) -> Flask:

@@ -1,0 +1,194 @@
+"""The `[teams]` and `[teams.defaults]` tables: stored keys, limits and usage on an embedded store.
+
+Kept apart from loader.py so the team settings are read in one place; loader.py calls `teams_settings`.
+Rates are written as an integer (per minute) or a string that carries its own period ("100/hour").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PERIODS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400}
+_RATE = re.compile(r"\s*(\d+)\s*(?:/\s*(\d*)\s*([a-z]+))?\s*")
+TEAMS_KEYS = {
+    "store",
+    "sqlite_path",
+    "path",
+    "on_store_error",
+    "lease_seconds",
+    "busy_timeout_ms",
+    "tpm_counts_cache_reads",
+    "ui",
+    "ui_cookie_secure",
+    "defaults",
+}
+DEFAULTS_KEYS = {"rpm", "tpm", "max_concurrent", "monthly_budget_usd"}
+
+
+class RateError(ValueError):
+    """A rate that is neither an integer nor "N/period"."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`amount` per `period_s` seconds."""
+
+    amount: int
+    period_s: int = 60
+
+    def __str__(self) -> str:
+        name = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(self.period_s)
+        return f"{self.amount}/{name}" if name else f"{self.amount}/{self.period_s}s"
+
+
+def parse_rate(value: int | str) -> Rate:
+    """60 → 60/minute; "100/hour", "5000/day", "10/30s" → that many per that period."""
+    if isinstance(value, bool):
+        raise RateError(f"expected a rate like 60 or \"100/hour\", got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise RateError(f"a rate cannot be negative, got {value}")
+        return Rate(value)
+    match = _RATE.fullmatch(str(value).lower())
+    if not match:
+        raise RateError(f"expected a rate like 60 or \"100/hour\", got {value!r}")
+    amount, count, unit = int(match[1]), match[2], match[3]
+    if unit is None:
+        return Rate(amount)
+    if unit.rstrip("s") in PERIODS:
+        unit = unit.rstrip("s") if unit not in PERIODS else unit
+    if unit not in PERIODS:
+        raise RateError(f"unknown period {unit!r} in {value!r} (second, minute, hour or day)")
+    period = PERIODS[unit] * (int(count) if count else 1)
+    if period <= 0:
+        raise RateError(f"the period in {value!r} must be positive")
+    return Rate(amount, period)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of one scope; None = not set here (the next level decides, and unlimited at the end)."""
+
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    max_concurrent: int | None = None
+    monthly_budget_micros: int | None = None
+
+    def over(self, fallback: Limits) -> Limits:
+        """These limits, with `fallback` filling what is not set."""
+        return Limits(
+            rpm=self.rpm if self.rpm is not None else fallback.rpm,
+            tpm=self.tpm if self.tpm is not None else fallback.tpm,
+            max_concurrent=self.max_concurrent if self.max_concurrent is not None else fallback.max_concurrent,
+            monthly_budget_micros=(
+                self.monthly_budget_micros if self.monthly_budget_micros is not None else fallback.monthly_budget_micros
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class TeamsSettings:
+    store: str = "sqlite"
+    path: str = ""
+    on_store_error: str = "open"
+    lease_seconds: float = 60.0
+    busy_timeout_ms: int = 5000
+    tpm_counts_cache_reads: bool = False
+    ui: bool = True
+    ui_cookie_secure: str = "auto"
+    defaults: Limits = Limits()
+
+
+def default_store_path(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    state = Path(env.get("XDG_STATE_HOME") or Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return str(state / "claude-proxy" / "teams.db")
+
+
+def usd_to_micros(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise RateError(f"expected an amount in USD (a number ≥ 0), got {value!r}")
+    return round(value * 1_000_000)
+
+
+def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> TeamsSettings:
+    """Validate `[teams]`; every error names file and key, like the rest of the config."""
+    from claude_proxy.config.loader import ConfigError
+
+    def fail(key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{where}: 'teams.{key}' must be {expected}, got {type(value).__name__} {value!r}")
+
+    for key in table:
+        if key not in TEAMS_KEYS:
+            raise ConfigError(f"{where}: unknown key 'teams.{key}' (expected one of: {', '.join(sorted(TEAMS_KEYS))})")
+    store = table.get("store", "sqlite")
+    if store != "sqlite":
+        raise fail("store", '"sqlite" (PostgreSQL + Redis come with the next issue)', store)
+    path = table.get("sqlite_path", table.get("path", default_store_path(env)))
+    if not isinstance(path, str) or not path:
+        raise fail("sqlite_path", "a file path", path)
+    on_error = table.get("on_store_error", "open")
+    if on_error not in ("open", "closed"):
+        raise fail("on_store_error", '"open" or "closed"', on_error)
+    lease = table.get("lease_seconds", 60)
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0:
+        raise fail("lease_seconds", "a number of seconds above 0", lease)
+    busy = table.get("busy_timeout_ms", 5000)
+    if isinstance(busy, bool) or not isinstance(busy, int) or busy < 0:
+        raise fail("busy_timeout_ms", "an integer ≥ 0", busy)
+    flags = {}
+    for key, default in (("tpm_counts_cache_reads", False), ("ui", True)):
+        flags[key] = table.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise fail(key, "true or false", flags[key])
+    secure = table.get("ui_cookie_secure", "auto")
+    if secure not in ("auto", True, False):
+        raise fail("ui_cookie_secure", '"auto", true or false', secure)
+    defaults_table = table.get("defaults", {})
+    if not isinstance(defaults_table, dict):
+        raise fail("defaults", "a table", defaults_table)
+    try:
+        defaults = limits_from(defaults_table, "teams.defaults.", where)
+    except RateError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return TeamsSettings(
+        store=store,
+        path=str(Path(path).expanduser()),
+        on_store_error=on_error,
+        lease_seconds=float(lease),
+        busy_timeout_ms=busy,
+        tpm_counts_cache_reads=flags["tpm_counts_cache_reads"],
+        ui=flags["ui"],
+        ui_cookie_secure=str(secure).lower() if isinstance(secure, bool) else secure,
+        defaults=defaults,
+    )
+
+
+def limits_from(table: Mapping[str, Any], prefix: str, where: str) -> Limits:
+    """A `Limits` from a table with rpm/tpm/max_concurrent/monthly_budget_usd (RateError names the key)."""
+    for key in table:
+        if key not in DEFAULTS_KEYS:
+            raise RateError(f"unknown key '{prefix}{key}' (expected one of: {', '.join(sorted(DEFAULTS_KEYS))})")
+    values: dict[str, Any] = {}
+    for key in ("rpm", "tpm"):
+        if key in table:
+            try:
+                values[key] = parse_rate(table[key])
+            except RateError as exc:
+                raise RateError(f"'{prefix}{key}': {exc}") from None
+    if "max_concurrent" in table:
+        value = table["max_concurrent"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RateError(f"'{prefix}max_concurrent' must be an integer ≥ 0, got {value!r}")
+        values["max_concurrent"] = value
+    if "monthly_budget_usd" in table:
+        try:
+            values["monthly_budget_micros"] = usd_to_micros(table["monthly_budget_usd"])
+        except RateError as exc:
+            raise RateError(f"'{prefix}monthly_budget_usd': {exc}") from None
+    return Limits(**values)

@@ -1,0 +1,726 @@
+"""The embedded store: one SQLite file (WAL) shared by every worker and instance on one machine.
+
+Ledger (keys, teams, usage, audit, epoch) and limiter (GCRA state, leases, month spend) live in the
+same file. Every read-then-write runs in `BEGIN IMMEDIATE`, which takes the write lock up front, so
+two workers can never both read "99 of 100" and both admit (a deferred transaction would also hit
+SQLITE_BUSY on upgrade despite busy_timeout). WAL with synchronous=NORMAL: durable across process
+crashes; the last transactions may be lost on power loss. Local disk only: WAL does not work over NFS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from claude_proxy.config.teams import Limits, Rate
+from claude_proxy.teams import keys as keyfmt
+from claude_proxy.teams.limits import budget_allows, corrected, gcra, interval, month_of, month_reset, usd
+from claude_proxy.teams.records import (
+    Actor,
+    Admitted,
+    KeyRecord,
+    Principal,
+    Refused,
+    Scope,
+    Team,
+    Usage,
+    limits_from_row,
+    limits_to_columns,
+)
+from claude_proxy.teams.schema import DDL, VERSION
+
+POOL_SIZE = 8
+GROUPS = {
+    "day": "day",
+    "key": "key_id",
+    "owner": "owner",
+    "team": "team",
+    "model": "upstream_model",
+    "client_model": "client_model",
+    "provider": "provider",
+}
+_KEY_SELECT = """
+SELECT k.*, t.id AS t_id, t.name AS t_name, t.display_name AS t_display_name, t.created_at AS t_created_at,
+       t.archived_at AS t_archived_at, t.rpm AS t_rpm, t.rpm_period_s AS t_rpm_period_s, t.tpm AS t_tpm,
+       t.tpm_period_s AS t_tpm_period_s, t.max_concurrent AS t_max_concurrent,
+       t.monthly_budget_micros AS t_monthly_budget_micros
+FROM api_keys k LEFT JOIN teams t ON t.id = k.team_id
+"""
+
+
+class StoreError(Exception):
+    """The store refused an admin action (unknown key or team, a name taken): phrased for a person."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _team_from(row: Mapping[str, Any], prefix: str = "") -> Team:
+    return Team(
+        id=row[prefix + "id"],
+        name=row[prefix + "name"],
+        display_name=row[prefix + "display_name"],
+        limits=limits_from_row(row, prefix),
+        created_at=row[prefix + "created_at"],
+        archived_at=row[prefix + "archived_at"],
+    )
+
+
+def _key_from(row: Mapping[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        owner=row["owner"],
+        role=row["role"],
+        gateway=bool(row["gateway"]),
+        limits=limits_from_row(row),
+        team=_team_from(row, "t_") if row["t_id"] is not None else None,
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        revoke_reason=row["revoke_reason"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+class SqliteStore:
+    """All reads and writes of the teams store. Thread-safe; connections are opened after the fork."""
+
+    name = "sqlite"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout_ms: int = 5000,
+        lease_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        tpm_counts_cache_reads: bool = False,
+    ) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.tpm_counts_cache_reads = tpm_counts_cache_reads
+        self._pool: queue.LifoQueue[sqlite3.Connection] | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._opened = 0
+
+    # -- connections -------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        fresh = not os.path.exists(self.path)
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+        if fresh:
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        if self._pool is None or self._pid != os.getpid():  # first use, or first use after a fork
+            with self._lock:
+                if self._pool is None or self._pid != os.getpid():
+                    self._pool, self._pid, self._opened = queue.LifoQueue(), os.getpid(), 0
+        pool = self._pool
+        try:
+            conn = pool.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                grow = self._opened < POOL_SIZE
+                self._opened += grow
+            conn = self._connect() if grow else pool.get()
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            pool.put(conn)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One read-then-write transaction holding the write lock from its first statement."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            if conn.in_transaction:  # a refusal rolls back itself and returns
+                conn.execute("COMMIT")
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; safe to run from several processes at once."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > VERSION:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: schema is at {version}, this claude-proxy knows {VERSION}: upgrade it")
+            for statement in DDL.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {VERSION}")
+            conn.execute("COMMIT")
+        return VERSION
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        while pool is not None:
+            try:
+                pool.get_nowait().close()
+            except queue.Empty:
+                break
+
+    # -- epoch and audit -----------------------------------------------------------------------------------------
+
+    def epoch(self) -> int:
+        with self._conn() as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0])
+
+    @staticmethod
+    def _changed(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'epoch'")
+
+    def _audit(
+        self, conn: sqlite3.Connection, actor: Actor, action: str, target_type: str, target_id: str, details: Any
+    ) -> None:
+        conn.execute(
+            "INSERT INTO audit_events (ts, actor, actor_key_id, action, target_type, target_id, details, remote_addr,"
+            " request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.clock(),
+                actor.who,
+                actor.key_id,
+                action,
+                target_type,
+                target_id,
+                json.dumps(details, sort_keys=True, default=str),
+                actor.remote_addr,
+                actor.request_id,
+            ),
+        )
+
+    def meta(self, name: str, make: Callable[[], str]) -> str:
+        """A shared setting (e.g. the page's cookie secret), created once for every worker and instance."""
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                value = make()
+                conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)", (name, value))
+                return value
+            return str(row[0])
+
+    # -- teams ---------------------------------------------------------------------------------------------------
+
+    def create_team(self, name: str, limits: Limits, actor: Actor, display_name: str | None = None) -> Team:
+        now = self.clock()
+        cols = limits_to_columns(limits)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"team {name!r} already exists", 409)
+            conn.execute(
+                f"INSERT INTO teams (name, display_name, {', '.join(cols)}, created_at, updated_at)"
+                f" VALUES (?, ?, {', '.join('?' * len(cols))}, ?, ?)",
+                (name, display_name, *cols.values(), now, now),
+            )
+            self._changed(conn)
+            self._audit(conn, actor, "team.create", "team", name, {"display_name": display_name, **cols})
+            return self._team(conn, name)
+
+    def _team(self, conn: sqlite3.Connection, name: str) -> Team:
+        row = conn.execute("SELECT * FROM teams WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no team named {name!r}", 404)
+        return _team_from(row)
+
+    def team(self, name: str) -> Team:
+        with self._conn() as conn:
+            return self._team(conn, name)
+
+    def teams(self, include_archived: bool = False) -> list[Team]:
+        where = "" if include_archived else " WHERE archived_at IS NULL"
+        with self._conn() as conn:
+            return [_team_from(r) for r in conn.execute(f"SELECT * FROM teams{where} ORDER BY name")]
+
+    def update_team(self, name: str, changes: Mapping[str, Any], actor: Actor) -> Team:
+        """`changes`: display_name, and rpm/tpm (Rate or None), max_concurrent, monthly_budget_micros."""
+        columns = _limit_changes(changes)
+        if "display_name" in changes:
+            columns["display_name"] = changes["display_name"]
+        if "archived" in changes:
+            columns["archived_at"] = self.clock() if changes["archived"] else None
+        with self._write() as conn:
+            self._team(conn, name)
+            if columns:
+                sets = ", ".join(f"{c} = ?" for c in columns)
+                conn.execute(f"UPDATE teams SET {sets}, updated_at = ? WHERE name = ?", (*columns.values(), self.clock(), name))
+            self._changed(conn)
+            action = "team.archive" if changes.get("archived") else "team.update"
+            self._audit(conn, actor, action, "team", name, columns)
+            return self._team(conn, name)
+
+    # -- keys ----------------------------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        owner: str,
+        actor: Actor,
+        name: str = "",
+        team: str | None = None,
+        admin: bool = False,
+        gateway: bool = False,
+        limits: Limits = Limits(),
+        expires_at: float | None = None,
+    ) -> tuple[KeyRecord, str]:
+        """A new key: (its record, the full key). The key is returned here once and never stored."""
+        now = self.clock()
+        cols = limits_to_columns(limits)
+        with self._write() as conn:
+            team_id = self._team(conn, team).id if team else None
+            while True:
+                key_id, key = keyfmt.new_key()
+                if not conn.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone():
+                    break
+            conn.execute(
+                f"INSERT INTO api_keys (id, secret_hash, name, owner, team_id, role, gateway, {', '.join(cols)},"
+                f" created_at, created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(cols))}, ?, ?, ?)",
+                (
+                    key_id,
+                    keyfmt.hash_key(key),
+                    name or owner,
+                    owner,
+                    team_id,
+                    "admin" if admin else "user",
+                    int(gateway),
+                    *cols.values(),
+                    now,
+                    actor.who,
+                    expires_at,
+                ),
+            )
+            self._changed(conn)
+            details = {"owner": owner, "name": name or owner, "team": team, "admin": admin, "gateway": gateway,
+                       "expires_at": expires_at, **cols}
+            self._audit(conn, actor, "key.create", "key", key_id, details)
+            return self._key(conn, key_id), key
+
+    def _key(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
+        row = conn.execute(_KEY_SELECT + " WHERE k.id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no key with id {key_id!r}", 404)
+        return _key_from(row)
+
+    def key(self, key_id: str) -> KeyRecord:
+        with self._conn() as conn:
+            return self._key(conn, key_id)
+
+    def find_key(self, secret_hash: bytes) -> KeyRecord | None:
+        with self._conn() as conn:
+            row = conn.execute(_KEY_SELECT + " WHERE k.secret_hash = ?", (secret_hash,)).fetchone()
+            return _key_from(row) if row else None
+
+    def keys(self, *, team: str | None = None, owner: str | None = None, status: str = "active") -> list[KeyRecord]:
+        clauses, args = [], []
+        if team:
+            clauses.append("t.name = ?")
+            args.append(team)
+        if owner:
+            clauses.append("k.owner = ?")
+            args.append(owner)
+        with self._conn() as conn:
+            rows = conn.execute(
+                _KEY_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY k.created_at, k.id",
+                args,
+            ).fetchall()
+        now = self.clock()
+        found = [_key_from(r) for r in rows]
+        return found if status == "all" else [k for k in found if k.status(now) == status]
+
+    def update_key(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> KeyRecord:
+        """`changes`: name, owner, team (name or None), admin, gateway, expires_at, and the limits."""
+        columns = _limit_changes(changes)
+        for field in ("name", "owner", "expires_at"):
+            if field in changes:
+                columns[field] = changes[field]
+        if "admin" in changes:
+            columns["role"] = "admin" if changes["admin"] else "user"
+        if "gateway" in changes:
+            columns["gateway"] = int(bool(changes["gateway"]))
+        with self._write() as conn:
+            self._key(conn, key_id)
+            if "team" in changes:
+                columns["team_id"] = self._team(conn, changes["team"]).id if changes["team"] else None
+            if columns:
+                sets = ", ".join(f"{c} = ?" for c in columns)
+                conn.execute(f"UPDATE api_keys SET {sets} WHERE id = ?", (*columns.values(), key_id))
+            self._changed(conn)
+            self._audit(conn, actor, "key.update", "key", key_id, {**columns, "team": changes.get("team")})
+            return self._key(conn, key_id)
+
+    def revoke_key(self, key_id: str, actor: Actor, reason: str | None = None) -> KeyRecord:
+        """Revoke (idempotent: a second revoke keeps the first time and reason, and is audited too)."""
+        with self._write() as conn:
+            record = self._key(conn, key_id)
+            if record.revoked_at is None:
+                conn.execute(
+                    "UPDATE api_keys SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
+                    (self.clock(), actor.who, reason, key_id),
+                )
+                self._changed(conn)
+            self._audit(conn, actor, "key.revoke", "key", key_id, {"reason": reason})
+            return self._key(conn, key_id)
+
+    # -- admission -----------------------------------------------------------------------------------------------
+
+    def admit(self, principal: Principal, rid: str, reserve_tokens: int, reserve_micros: int = 0) -> Admitted | Refused:
+        """One transaction: every limit of every scope is checked, and only if all pass is anything written.
+
+        Also re-checks the key's revocation and expiry inside the same transaction: a revoked key cannot
+        slip through between a cache refill and an epoch change."""
+        with self._write() as conn:
+            now = self.clock()
+            epoch = int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0])
+            if not principal.static:
+                row = conn.execute(
+                    "SELECT revoked_at, expires_at FROM api_keys WHERE id = ?", (principal.key_id,)
+                ).fetchone()
+                if row is None or row["revoked_at"] is not None or (row["expires_at"] or float("inf")) <= now:
+                    conn.execute("ROLLBACK")
+                    return Refused("revoked", None, message="this key has been revoked or has expired")
+            month = month_of(now)
+            tats: dict[str, tuple[float, float]] = {}
+            headroom: dict[str, Any] = {}
+            for scope in principal.scopes:
+                room: dict[str, Any] = {}
+                for kind, rate, cost in (("rpm", scope.limits.rpm, 1), ("tpm", scope.limits.tpm, reserve_tokens)):
+                    if rate is None:
+                        continue
+                    k = f"{scope.name}:{kind}"
+                    decision = gcra(_tat(conn, k, now, rate), now, rate, min(cost, rate.amount))
+                    if not decision.allowed:
+                        conn.execute("ROLLBACK")
+                        return _rate_refusal(kind, scope, rate, decision.retry_after)
+                    tats[k] = (decision.tat, interval(rate))
+                    room[kind] = decision.remaining
+                live = None
+                if scope.limits.max_concurrent is not None or scope.limits.monthly_budget_micros is not None:
+                    conn.execute("DELETE FROM rl_lease WHERE scope = ? AND expires < ?", (scope.name, now))
+                    live = conn.execute(
+                        "SELECT count(*), coalesce(sum(reserve_micros), 0) FROM rl_lease WHERE scope = ?", (scope.name,)
+                    ).fetchone()
+                if scope.limits.max_concurrent is not None and live is not None:
+                    if live[0] >= scope.limits.max_concurrent:
+                        conn.execute("ROLLBACK")
+                        return Refused(
+                            "concurrent",
+                            scope,
+                            retry_after=1.0,
+                            message=f"{scope.label}: {scope.limits.max_concurrent} concurrent requests at most;"
+                            " retry when one finishes",
+                        )
+                    room["concurrent"] = scope.limits.max_concurrent - live[0] - 1
+                budget = scope.limits.monthly_budget_micros
+                if budget is not None and live is not None:
+                    spent = conn.execute(
+                        "SELECT micros FROM spend WHERE scope = ? AND month = ?", (scope.name, month)
+                    ).fetchone()
+                    spent_micros = spent[0] if spent else 0
+                    if not budget_allows(spent_micros, live[1] + reserve_micros, budget):
+                        conn.execute("ROLLBACK")
+                        reset = month_reset(now)
+                        return Refused(
+                            "budget",
+                            scope,
+                            reset_at=reset,
+                            message=f"{scope.label}'s monthly budget of {usd(budget)} is spent; resets "
+                            + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(reset)),
+                        )
+                    room["budget_micros"] = budget - spent_micros - live[1]
+                headroom[scope.kind] = room
+            conn.executemany(
+                "INSERT INTO rl_state (k, tat, step) VALUES (?, ?, ?)"
+                " ON CONFLICT (k) DO UPDATE SET tat = excluded.tat, step = excluded.step",
+                [(k, tat, step) for k, (tat, step) in tats.items()],
+            )
+            expires = now + self.lease_seconds
+            conn.executemany(
+                "INSERT INTO rl_lease (scope, rid, expires, reserve_tokens, reserve_micros) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (s.name, rid, expires, reserve_tokens, reserve_micros)
+                    for s in principal.scopes
+                    if s.limits.max_concurrent is not None or s.limits.monthly_budget_micros is not None
+                ],
+            )
+            return Admitted(rid, principal, reserve_tokens, now, epoch, headroom)
+
+    def renew(self, rids: Sequence[str]) -> int:
+        """Push the expiry of live requests' leases forward (the keeper thread, every lease_seconds/3)."""
+        if not rids:
+            return 0
+        with self._write() as conn:
+            expires = self.clock() + self.lease_seconds
+            total = 0
+            for start in range(0, len(rids), 500):
+                chunk = rids[start : start + 500]
+                total += conn.execute(
+                    f"UPDATE rl_lease SET expires = ? WHERE rid IN ({', '.join('?' * len(chunk))})", (expires, *chunk)
+                ).rowcount
+            return total
+
+    def settle(self, admitted: Admitted, usage: Usage) -> bool:
+        """Close a request: record its usage (idempotent on the usage id), charge spend, correct the token
+        buckets and drop its leases, in one transaction. False when it was already settled."""
+        principal = admitted.principal
+        now = self.clock()
+        tokens = usage.input_tokens + usage.output_tokens + usage.cache_write_tokens
+        if self.tpm_counts_cache_reads:
+            tokens += usage.cache_read_tokens
+        with self._write() as conn:
+            inserted = conn.execute(
+                "INSERT INTO usage_events (usage_id, request_id, ts, day, key_id, team_id, team, owner, endpoint,"
+                " client_model, provider, upstream_model, stream, status, error_type, input_tokens, output_tokens,"
+                " cache_read_tokens, cache_write_tokens, estimated, cost_micros, priced, latency_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (usage_id) DO NOTHING",
+                (
+                    admitted.rid,
+                    usage.request_id,
+                    now,
+                    time.strftime("%Y-%m-%d", time.gmtime(now)),
+                    principal.key_id,
+                    principal.team_id,
+                    principal.team_name,
+                    principal.owner,
+                    usage.endpoint,
+                    usage.client_model,
+                    usage.provider,
+                    usage.upstream_model,
+                    None if usage.stream is None else int(usage.stream),
+                    usage.status,
+                    usage.error_type,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_read_tokens,
+                    usage.cache_write_tokens,
+                    int(usage.estimated),
+                    usage.cost_micro_usd,
+                    int(usage.cost_micro_usd is not None),
+                    usage.latency_ms,
+                ),
+            ).rowcount
+            conn.execute("DELETE FROM rl_lease WHERE rid = ?", (admitted.rid,))
+            if not inserted:
+                return False
+            month = month_of(admitted.admitted_at)
+            for scope in principal.scopes:
+                if usage.cost_micro_usd:
+                    conn.execute(
+                        "INSERT INTO spend (scope, month, micros) VALUES (?, ?, ?)"
+                        " ON CONFLICT (scope, month) DO UPDATE SET micros = micros + excluded.micros",
+                        (scope.name, month, usage.cost_micro_usd),
+                    )
+                rate = scope.limits.tpm
+                delta = tokens - min(admitted.reserve_tokens, rate.amount) if rate else 0
+                if rate is not None and delta:
+                    k = f"{scope.name}:tpm"
+                    tat = _tat(conn, k, now, rate)
+                    if tat is not None:
+                        conn.execute(
+                            "UPDATE rl_state SET tat = ?, step = ? WHERE k = ?",
+                            (corrected(tat, now, rate, delta), interval(rate), k),
+                        )
+            if not principal.static:
+                conn.execute(
+                    "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                    (now, principal.key_id, now - 60),
+                )
+            return True
+
+    def record_usage(self, admitted: Admitted, usage: Usage, cost_micro_usd: int | None) -> bool:
+        """`settle` with the cost given apart (the seam for the `[prices]` cost function)."""
+        from dataclasses import replace
+
+        return self.settle(admitted, replace(usage, cost_micro_usd=cost_micro_usd))
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def month_spend(self, scope: str, month: str | None = None) -> int:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT micros FROM spend WHERE scope = ? AND month = ?", (scope, month or month_of(self.clock()))
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    def in_flight(self, scope: str | None = None) -> int:
+        with self._conn() as conn:
+            now = self.clock()
+            if scope is None:
+                return int(conn.execute("SELECT count(DISTINCT rid) FROM rl_lease WHERE expires >= ?", (now,)).fetchone()[0])
+            return int(
+                conn.execute("SELECT count(*) FROM rl_lease WHERE scope = ? AND expires >= ?", (scope, now)).fetchone()[0]
+            )
+
+    def usage(
+        self,
+        *,
+        group_by: Sequence[str] = ("day",),
+        since: float | None = None,
+        until: float | None = None,
+        filters: Mapping[str, str | None] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Totals grouped by any of day, key, owner, team, model, client_model, provider."""
+        unknown = [g for g in group_by if g not in GROUPS]
+        if unknown:
+            raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
+        clauses, args = [], []
+        if since is not None:
+            clauses.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("ts < ?")
+            args.append(until)
+        for name, value in (filters or {}).items():
+            if value is None:
+                continue
+            if name not in GROUPS:
+                raise StoreError(f"cannot filter usage by {name!r} (choose from {', '.join(GROUPS)})")
+            clauses.append(f"{GROUPS[name]} = ?")
+            args.append(value)
+        cols = [f"{GROUPS[g]} AS {g}" for g in group_by]
+        sql = (
+            "SELECT " + ", ".join([*cols, "count(*) AS requests", "sum(status >= 400) AS errors",
+                                   "sum(estimated) AS estimated", "sum(input_tokens) AS input_tokens",
+                                   "sum(output_tokens) AS output_tokens", "sum(cache_read_tokens) AS cache_read_tokens",
+                                   "sum(cache_write_tokens) AS cache_write_tokens", "sum(cost_micros) AS cost_micros",
+                                   "sum(1 - priced) AS unpriced"])
+            + " FROM usage_events"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + (" GROUP BY " + ", ".join(GROUPS[g] for g in group_by) if group_by else "")
+            + " ORDER BY " + (", ".join(GROUPS[g] for g in group_by) if group_by else "1")
+            + f" LIMIT {int(limit)}"
+        )
+        with self._conn() as conn:
+            rows = [dict(r) for r in conn.execute(sql, args)]
+        for row in rows:
+            for k in ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                      "cost_micros", "unpriced"):
+                row[k] = int(row[k] or 0)
+        return rows
+
+    def recent(self, *, key_id: str | None = None, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        if key_id:
+            clauses.append("key_id = ?")
+            args.append(key_id)
+        if failed:
+            clauses.append("status >= 400")
+        with self._conn() as conn:
+            return [
+                dict(r)
+                for r in conn.execute(
+                    "SELECT * FROM usage_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+                    + f" ORDER BY ts DESC LIMIT {int(limit)}",
+                    args,
+                )
+            ]
+
+    def audit(
+        self, *, since: float | None = None, actor: str | None = None, action: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        for sql, value in (("ts >= ?", since), ("actor = ?", actor), ("action = ?", action)):
+            if value is not None:
+                clauses.append(sql)
+                args.append(value)
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT * FROM audit_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+                + f" ORDER BY id DESC LIMIT {int(limit)}",
+                args,
+            ).fetchall()
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["details"] = json.loads(row["details"]) if row["details"] else None
+            out.append(row)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        with self._conn() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            counts = {
+                name: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for name, table in (("keys", "api_keys"), ("teams", "teams"), ("usage_events", "usage_events"),
+                                    ("audit_events", "audit_events"))
+            }
+        return {
+            "store": self.name,
+            "path": self.path,
+            "schema_version": version,
+            "journal_mode": mode,
+            "epoch": self.epoch(),
+            "in_flight": self.in_flight(),
+            **counts,
+        }
+
+
+def _tat(conn: sqlite3.Connection, k: str, now: float, rate: Rate) -> float | None:
+    """A limit's TAT, rescaled when the limit changed since it was written: the units already used
+    stay used, in the new limit's time per unit (so raising 1/hour to 100/hour frees 99 at once)."""
+    found = conn.execute("SELECT tat, step FROM rl_state WHERE k = ?", (k,)).fetchone()
+    if found is None:
+        return None
+    tat, step = found
+    new_step = interval(rate)
+    if tat <= now or step == new_step or not step or new_step == float("inf"):
+        return float(tat)
+    return now + (tat - now) / step * new_step
+
+
+def _rate_refusal(kind: str, scope: Scope, rate: Rate, retry_after: float) -> Refused:
+    what = "requests" if kind == "rpm" else "tokens"
+    wait = max(1, int(retry_after + 0.999))
+    return Refused(kind, scope, retry_after=float(wait), message=f"{scope.label}: {rate.amount} {what} per "
+                   f"{_period(rate.period_s)}; retry in {wait} s")
+
+
+def _period(seconds: int) -> str:
+    return {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(seconds, f"{seconds} s")
+
+
+def _limit_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values for the limit fields present in `changes` (None clears one)."""
+    columns: dict[str, Any] = {}
+    for kind in ("rpm", "tpm"):
+        if kind in changes:
+            rate: Rate | None = changes[kind]
+            columns[kind] = rate.amount if rate else None
+            columns[kind + "_period_s"] = rate.period_s if rate else None
+    for name in ("max_concurrent", "monthly_budget_micros"):
+        if name in changes:
+            columns[name] = changes[name]
+    return columns

@@ -1,0 +1,378 @@
+"""Teams end to end: two `claude-proxy` instances × two gunicorn workers on one SQLite file, counted exactly.
+
+Keys come from the real CLI; requests go through real sockets to a local upstream that can hold its
+answers and counts its own peak concurrency. Counts, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from claude_proxy.config.teams import TeamsSettings
+from claude_proxy.teams.gate import Gate
+from claude_proxy.teams.records import Admitted, Principal, Usage
+from tests.conftest import proxy_config
+from tests.support.proxy_server import ProxyServer
+from tests.support.upstream import FakeUpstream, RecordedRequest, Response, default_handler
+
+STATIC_KEY = "static-door-key-for-teams-tests"
+BODY = {"model": "claude-sonnet-4", "max_tokens": 16, "messages": [{"role": "user", "content": "hello there"}]}
+LEASE_SECONDS = 3
+CREATED_KEYS: list[str] = []
+
+
+class Holder:
+    """An upstream handler that can hold answers until released, and counts how many it held at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def hold(self) -> None:
+        with self.lock:
+            self.active = self.peak = 0
+        self.release.clear()
+
+    def __call__(self, req: RecordedRequest) -> Response:
+        if req.path.rstrip("/").endswith("/chat/completions"):
+            with self.lock:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            try:
+                self.release.wait(60)
+            finally:
+                with self.lock:
+                    self.active -= 1
+        return default_handler(req)
+
+
+@pytest.fixture(scope="module")
+def holder() -> Holder:
+    return Holder()
+
+
+@pytest.fixture(scope="module")
+def store_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="claude-proxy-teams-"))
+
+
+@pytest.fixture(scope="module")
+def upstream(holder: Holder) -> Iterator[FakeUpstream]:
+    with FakeUpstream() as up:
+        up.handler = holder
+        yield up
+
+
+@pytest.fixture(scope="module")
+def instances(upstream: FakeUpstream, store_dir: Path) -> Iterator[list[ProxyServer]]:
+    config = proxy_config(
+        upstream,
+        server={"ping_interval": 0.5, "auth_keys": [STATIC_KEY]},
+        teams={"path": str(store_dir / "teams.db"), "lease_seconds": LEASE_SECONDS},
+    )
+    servers = [ProxyServer(config, workers=2, threads=48) for _ in range(2)]
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def cli(server: ProxyServer, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "claude_proxy", *args, "--json", "-c", str(server.config_path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    if isinstance(data, dict) and "key" in data:
+        CREATED_KEYS.append(data["key"])
+    return data
+
+
+def post(server: ProxyServer, key: str, body: dict[str, Any] | None = None, **headers: str) -> requests.Response:
+    return requests.post(server.url + "/v1/messages", json=body or BODY, headers={"x-api-key": key, **headers},
+                         timeout=60)
+
+
+def many(servers: list[ProxyServer], key: str, n: int, threads: int = 64) -> list[requests.Response]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda i: post(servers[i % len(servers)], key), range(n)))
+
+
+def chat_requests(upstream: FakeUpstream) -> int:
+    return sum(1 for r in upstream.requests if r.path.rstrip("/").endswith("/chat/completions"))
+
+
+def test_a_limit_of_100_per_hour_admits_exactly_100_of_400_across_2x2(
+    instances: list[ProxyServer], upstream: FakeUpstream
+) -> None:
+    key = cli(instances[0], "keys", "create", "--owner", "rpm@example.com", "--rpm", "100/hour")["key"]
+    before = chat_requests(upstream)
+    responses = many(instances, key, 400)
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 100 and statuses.count(429) == 300
+    assert chat_requests(upstream) - before == 100  # refused requests never reached the upstream
+    for r in responses:
+        if r.status_code == 429:
+            assert r.json()["error"]["type"] == "rate_limit_error"
+            assert int(r.headers["retry-after"]) >= 1
+            assert "100 requests per hour" in r.json()["error"]["message"]
+
+
+def test_a_concurrency_limit_of_5_gives_an_upstream_peak_of_exactly_5(
+    instances: list[ProxyServer], holder: Holder
+) -> None:
+    key = cli(instances[1], "keys", "create", "--owner", "conc@example.com", "--max-concurrent", "5")["key"]
+    holder.hold()
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            futures = [pool.submit(post, instances[i % 2], key) for i in range(40)]
+            refused = [f.result() for f in futures if _done_soon(f)]
+            deadline = time.monotonic() + 30
+            while len(refused) < 35 and time.monotonic() < deadline:
+                refused = [f.result() for f in futures if f.done()]
+                time.sleep(0.05)
+            assert len(refused) == 35 and all(r.status_code == 429 for r in refused)
+            assert holder.active == 5
+            holder.release.set()
+            answered = [f.result() for f in futures]
+        assert sum(r.status_code == 200 for r in answered) == 5
+        assert holder.peak == 5
+        assert all(r.status_code == 200 for r in many(instances, key, 5, threads=5))  # leases were released
+    finally:
+        holder.release.set()
+
+
+def _done_soon(future: Any) -> bool:
+    return future.done()
+
+
+def test_revocation_applies_on_the_next_request_on_every_worker(instances: list[ProxyServer]) -> None:
+    created = cli(instances[0], "keys", "create", "--owner", "leaver@example.com")
+    key = created["key"]
+    assert all(r.status_code == 200 for r in many(instances, key, 16, threads=8))
+    cli(instances[1], "keys", "revoke", created["id"], "--reason", "left the company")
+    after = many(instances, key, 40, threads=8)
+    assert [r.status_code for r in after] == [401] * 40
+    assert all(r.headers.get("x-should-retry") == "false" for r in after)
+    assert "revoked" in after[0].json()["error"]["message"]
+
+
+def test_unknown_keys_get_401_and_static_keys_keep_working(instances: list[ProxyServer]) -> None:
+    r = post(instances[0], "cpk_AAAAAAAA_" + "z" * 43)
+    assert r.status_code == 401 and r.headers["x-should-retry"] == "false"
+    assert r.json()["error"]["type"] == "authentication_error"
+    assert post(instances[1], STATIC_KEY).status_code == 200
+    assert requests.get(instances[0].url + "/v1/me", headers={"x-api-key": STATIC_KEY}).json()["static"] is True
+
+
+def test_a_spent_budget_is_429_not_to_be_retried_with_its_reset_time(
+    instances: list[ProxyServer], store_dir: Path
+) -> None:
+    created = cli(instances[0], "keys", "create", "--owner", "spender@example.com", "--budget", "1")
+    key = created["key"]
+    assert post(instances[0], key).status_code == 200
+    # spend the budget through the store, as another worker settling a priced request would
+    gate = Gate(TeamsSettings(path=str(store_dir / "teams.db")))
+    principal = gate.authenticate([key], {})
+    assert isinstance(principal, Principal)
+    admitted = gate.admit(principal, 1)
+    assert isinstance(admitted, Admitted)
+    gate.settle(admitted, Usage(input_tokens=1, cost_micro_usd=1_000_000))
+    gate.store.close()
+    for server in instances:
+        r = post(server, key)
+        assert r.status_code == 429 and r.headers["x-should-retry"] == "false"
+        error = r.json()["error"]
+        assert error["type"] == "rate_limit_error" and error["details"]["error_code"] == "budget_exhausted"
+        assert "monthly budget of $1.00 is spent; resets " in error["message"] and "UTC" in error["message"]
+
+
+def test_usage_is_recorded_once_per_request_and_queryable(instances: list[ProxyServer]) -> None:
+    cli(instances[0], "teams", "create", "platform")
+    created = cli(instances[0], "keys", "create", "--owner", "user@example.com", "--team", "platform")
+    key = created["key"]
+    stream = {**BODY, "stream": True}
+    for i in range(6):
+        r = post(instances[i % 2], key, stream if i % 2 else BODY)
+        assert r.status_code == 200
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:  # settlement runs after the last byte, off the client's path
+        rows = cli(instances[1], "usage", "--key", created["id"], "--by", "key", "team", "model")
+        if rows and rows[0]["requests"] == 6:
+            break
+        time.sleep(0.05)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["key"], row["team"], row["model"], row["requests"], row["estimated"]) == (
+        created["id"], "platform", "big-model", 6, 0,
+    )
+    # as the upstream reported them: "hello there" is 2 prompt tokens, "echo: hello there" 3 completion tokens
+    assert (row["input_tokens"], row["output_tokens"]) == (6 * 2, 6 * 3)
+    journal = [line for s in instances for line in s.journal() if line.get("key_id") == created["id"]]
+    assert len(journal) == 6 and all(line["team"] == "platform" for line in journal)
+    assert sum(line["input_tokens"] for line in journal) == row["input_tokens"]
+
+
+def test_a_gateway_key_attributes_usage_to_the_forwarded_user(instances: list[ProxyServer]) -> None:
+    gw = cli(instances[0], "keys", "create", "--owner", "gateway", "--gateway", "--rpm", "2/hour")
+    plain = cli(instances[0], "keys", "create", "--owner", "plain-owner", "--rpm", "50/hour")
+    for user in ("alice@example.com", "bob@example.com"):
+        for _ in range(2):
+            assert post(instances[1], gw["key"], **{"x-claude-gateway-user-email": user}).status_code == 200
+    limited = post(instances[0], gw["key"], **{"x-claude-gateway-user-email": "alice@example.com"})
+    assert limited.status_code == 429 and "user alice@example.com" in limited.json()["error"]["message"]
+    assert post(instances[0], plain["key"], **{"x-claude-gateway-user-email": "mallory@example.com"}).status_code == 200
+    deadline, owners = time.monotonic() + 10, {}
+    while time.monotonic() < deadline:
+        owners = {r["owner"]: r["requests"] for r in cli(instances[0], "usage", "--by", "owner")}
+        if owners.get("plain-owner") == 1 and owners.get("bob@example.com") == 2:
+            break
+        time.sleep(0.05)
+    assert owners["alice@example.com"] == 2 and owners["bob@example.com"] == 2 and owners["plain-owner"] == 1
+    assert "mallory@example.com" not in owners and "gateway" not in owners
+
+
+def test_admin_api_needs_an_admin_key_and_changes_apply_everywhere(instances: list[ProxyServer]) -> None:
+    admin = cli(instances[0], "keys", "create", "--owner", "root@example.com", "--admin")["key"]
+    user = cli(instances[0], "keys", "create", "--owner", "someone@example.com")["key"]
+    denied = requests.get(instances[0].url + "/admin/v1/keys", headers={"x-api-key": user})
+    assert denied.status_code == 403 and denied.json()["error"]["type"] == "permission_error"
+    made = requests.post(instances[0].url + "/admin/v1/keys", headers={"x-api-key": admin},
+                         json={"owner": "api@example.com", "limits": {"rpm": "1/hour"}})
+    assert made.status_code == 201
+    CREATED_KEYS.append(made.json()["key"])
+    new_key, new_id = made.json()["key"], made.json()["id"]
+    assert post(instances[1], new_key).status_code == 200
+    assert post(instances[0], new_key).status_code == 429
+    patched = requests.patch(instances[1].url + f"/admin/v1/keys/{new_id}", headers={"x-api-key": admin},
+                             json={"limits": {"rpm": "100/hour"}})
+    assert patched.status_code == 200
+    assert post(instances[0], new_key).status_code == 200  # the limit change applied on the next request
+    revoked = requests.post(instances[0].url + f"/admin/v1/keys/{new_id}/revoke", headers={"x-api-key": admin},
+                            json={"reason": "test"})
+    assert revoked.json()["status"] == "revoked"
+    assert post(instances[1], new_key).status_code == 401
+    trail = requests.get(instances[1].url + "/admin/v1/audit?action=key.update", headers={"x-api-key": admin})
+    events = [e for e in trail.json()["data"] if e["target_id"] == new_id]
+    assert events and events[0]["remote_addr"] == "127.0.0.1" and events[0]["actor_key_id"] != new_id
+    me = requests.get(instances[0].url + "/v1/me", headers={"x-api-key": user}).json()
+    assert me["owner"] == "someone@example.com" and me["role"] == "user"
+    status = requests.get(instances[0].url + "/admin/v1/status", headers={"x-api-key": admin}).json()
+    assert status["journal_mode"] == "wal" and status["store"] == "sqlite"
+
+
+def _workers(server: ProxyServer) -> list[int]:
+    assert server.process is not None
+    pid = server.process.pid
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def test_a_sigkilled_workers_lease_frees_itself(instances: list[ProxyServer], holder: Holder) -> None:
+    key = cli(instances[0], "keys", "create", "--owner", "crash@example.com", "--max-concurrent", "1")["key"]
+    holder.hold()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(lambda: _post_quietly(instances[0], key))
+            deadline = time.monotonic() + 10
+            while holder.active < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert holder.active == 1
+            assert post(instances[1], key).status_code == 429  # the lease is live
+            for pid in _workers(instances[0]):
+                os.kill(pid, signal.SIGKILL)
+            held.result(timeout=30)
+        holder.release.set()
+        # nobody settles or renews that lease any more: it expires within LEASE_SECONDS, then admits again
+        deadline = time.monotonic() + LEASE_SECONDS + 10
+        codes: list[int] = []
+        while time.monotonic() < deadline:
+            codes.append(post(instances[1], key).status_code)
+            if codes[-1] == 200:
+                break
+            time.sleep(0.2)
+        assert codes[-1] == 200 and set(codes[:-1]) <= {429}
+    finally:
+        holder.release.set()
+    _wait_healthy(instances[0])
+
+
+def _post_quietly(server: ProxyServer, key: str) -> int:
+    try:
+        return post(server, key).status_code
+    except requests.RequestException:
+        return -1
+
+
+def _wait_healthy(server: ProxyServer) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if len(_workers(server)) == 2 and requests.get(server.url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("gunicorn did not respawn its workers")
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match[1]
+
+
+def test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session(instances: list[ProxyServer]) -> None:
+    made = cli(instances[0], "keys", "create", "--owner", "page@example.com", "--admin")
+    assert post(instances[0], made["key"]).status_code == 200
+    session = requests.Session()
+    form = session.get(instances[1].url + "/ui/")
+    csp = form.headers["content-security-policy"]
+    assert form.status_code == 200 and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "<script" not in form.text and 'name="key"' in form.text
+    forged = session.post(instances[1].url + "/ui/login", data={"key": made["key"], "csrf": "forged"})
+    assert forged.status_code == 400 and "cp_session" not in session.cookies
+    signed = session.post(instances[1].url + "/ui/login", data={"key": made["key"], "csrf": _csrf(form.text)},
+                          allow_redirects=False)
+    assert signed.status_code == 303
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
+    assert made["key"] not in cookie and made["key"].rsplit("_", 1)[-1] not in cookie
+    view = session.get(instances[0].url + "/ui/")  # the other instance: the cookie secret is shared
+    assert "page@example.com" in view.text and "Admin: teams" in view.text and "big-model" in view.text
+    cli(instances[0], "keys", "revoke", made["id"])
+    after = session.get(instances[0].url + "/ui/")
+    assert 'name="key"' in after.text and "page@example.com" not in after.text
+
+
+def test_zz_no_raw_key_anywhere_on_disk_or_in_logs(instances: list[ProxyServer], store_dir: Path) -> None:
+    assert len(CREATED_KEYS) >= 10
+    files = [p for d in (store_dir, *(s.dir for s in instances)) for p in d.rglob("*") if p.is_file()]
+    assert any(p.name == "teams.db-wal" or p.name == "teams.db" for p in files)
+    metrics = requests.get(instances[0].url + "/metrics", headers={"x-api-key": STATIC_KEY}).text
+    assert "claude_proxy_limit_refusals_total" in metrics and "claude_proxy_auth_total" in metrics
+    blobs = [p.read_bytes() for p in files] + [metrics.encode()]
+    for key in CREATED_KEYS:
+        secret = key.rsplit("_", 1)[-1].encode()
+        assert not any(key.encode() in b or secret in b for b in blobs), "a raw key was written somewhere"

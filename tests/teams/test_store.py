@@ -1,0 +1,230 @@
+"""The SQLite store, for real (a file, WAL, several processes): keys, epoch, audit, admission, settlement."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_proxy.config.teams import Limits, Rate, TeamsSettings
+from claude_proxy.teams.gate import AuthFailure, Gate
+from claude_proxy.teams.keys import hash_key, key_id_of
+from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage
+from claude_proxy.teams.store import StoreError
+from tests.support.clock import Clock
+
+ADMIN = Actor("test", remote_addr="127.0.0.1")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(1_800_000_000.0)
+
+
+@pytest.fixture
+def gate(tmp_path: Path, clock: Clock) -> Iterator[Gate]:
+    gate = Gate(TeamsSettings(path=str(tmp_path / "teams.db"), lease_seconds=30), ["static-door-key"], clock=clock)
+    gate.prepare()
+    yield gate
+    gate.store.close()
+
+
+def _principal(gate: Gate, key: str, headers: dict[str, str] | None = None) -> Principal:
+    found = gate.authenticate([key], headers or {})
+    assert isinstance(found, Principal), found
+    return found
+
+
+def test_keys_are_stored_only_as_their_hash(gate: Gate, tmp_path: Path) -> None:
+    record, key = gate.store.create_key(owner="alice@example.com", name="laptop", actor=ADMIN)
+    assert key.startswith("cpk_") and key_id_of(key) == record.id
+    assert gate.store.find_key(hash_key(key)) == record
+    gate.store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("teams.db"))
+    assert key.encode() not in raw and key.split("_")[-1].encode() not in raw
+    assert hash_key(key) in raw
+
+
+def test_every_change_bumps_the_epoch_and_is_audited(gate: Gate) -> None:
+    store = gate.store
+    start = store.epoch()
+    store.create_team("platform", Limits(rpm=Rate(10)), ADMIN)
+    record, _ = store.create_key(owner="bob", team="platform", actor=ADMIN)
+    store.update_key(record.id, {"max_concurrent": 3}, ADMIN)
+    store.revoke_key(record.id, ADMIN, "lost laptop")
+    assert store.epoch() == start + 4
+    actions = [(a["action"], a["target_id"], a["actor"], a["remote_addr"]) for a in store.audit()]
+    assert actions == [
+        ("key.revoke", record.id, "test", "127.0.0.1"),
+        ("key.update", record.id, "test", "127.0.0.1"),
+        ("key.create", record.id, "test", "127.0.0.1"),
+        ("team.create", "platform", "test", "127.0.0.1"),
+    ]
+    conn = sqlite3.connect(store.path)
+    for statement in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(statement)
+    conn.close()
+
+
+def test_unknown_teams_and_keys_are_clear_errors(gate: Gate) -> None:
+    with pytest.raises(StoreError, match="no team named 'nope'"):
+        gate.store.create_key(owner="x", team="nope", actor=ADMIN)
+    with pytest.raises(StoreError, match="no key"):
+        gate.store.revoke_key("missing1", ADMIN)
+    gate.store.create_team("a", Limits(), ADMIN)
+    with pytest.raises(StoreError, match="already exists"):
+        gate.store.create_team("a", Limits(), ADMIN)
+
+
+def test_authentication_results(gate: Gate, clock: Clock) -> None:
+    record, key = gate.store.create_key(owner="carol", actor=ADMIN, expires_at=clock.now + 60)
+    assert _principal(gate, key).key_id == record.id
+    assert gate.authenticate(["cpk_AAAAAAAA_" + "x" * 43], {}) == AuthFailure("unknown")
+    assert gate.authenticate(["", ""], {}) == AuthFailure("missing")
+    assert _principal(gate, "static-door-key").static
+    clock.now += 61
+    assert gate.authenticate([key], {}) == AuthFailure("expired")
+    clock.now -= 61
+    gate.store.revoke_key(record.id, ADMIN)
+    assert gate.authenticate([key], {}) == AuthFailure("revoked")  # the cached snapshot died with the epoch
+
+
+def test_admission_rechecks_revocation_inside_its_transaction(gate: Gate) -> None:
+    _, key = gate.store.create_key(owner="dave", actor=ADMIN)
+    principal = _principal(gate, key)
+    gate.store.revoke_key(principal.key_id, ADMIN)
+    refused = gate.admit(principal, 10)
+    assert isinstance(refused, Refused) and refused.limit == "revoked"
+
+
+def test_a_refusal_consumes_nothing(gate: Gate) -> None:
+    gate.store.create_team("t", Limits(max_concurrent=1), ADMIN)
+    _, key = gate.store.create_key(owner="erin", team="t", limits=Limits(rpm=Rate(3, 3600)), actor=ADMIN)
+    p = _principal(gate, key)
+    first = gate.admit(p, 1)
+    assert isinstance(first, Admitted)
+    for _ in range(5):  # refused by the team's concurrency: the key's rpm bucket must not move
+        refused = gate.admit(p, 1)
+        assert isinstance(refused, Refused) and refused.limit == "concurrent" and refused.scope.kind == "team"
+    gate.settle(first, Usage(input_tokens=1))
+    results = [gate.admit(p, 1) for _ in range(3)]
+    assert [type(r).__name__ for r in results] == ["Admitted", "Refused", "Refused"]
+    for r in results:
+        if isinstance(r, Admitted):
+            gate.settle(r, Usage())
+    third = gate.admit(p, 1)
+    assert isinstance(third, Admitted)
+    gate.settle(third, Usage())
+    last = gate.admit(p, 1)
+    assert isinstance(last, Refused) and last.limit == "rpm" and last.retry_after > 0
+
+
+def test_settle_is_idempotent_and_charges_spend(gate: Gate, clock: Clock) -> None:
+    _, key = gate.store.create_key(owner="fay", limits=Limits(monthly_budget_micros=1_000_000), actor=ADMIN)
+    p = _principal(gate, key)
+    admitted = gate.admit(p, 100)
+    assert isinstance(admitted, Admitted)
+    usage = Usage(input_tokens=10, output_tokens=20, cache_read_tokens=5, cache_write_tokens=1, cost_micro_usd=600_000)
+    assert gate.store.settle(admitted, usage) is True
+    assert gate.store.settle(admitted, usage) is False  # the same usage id twice counts once
+    rows = gate.store.usage(group_by=["owner"])
+    assert rows[0]["requests"] == 1 and rows[0]["cost_micros"] == 600_000 and rows[0]["cache_read_tokens"] == 5
+    second = gate.admit(p, 1)
+    assert isinstance(second, Admitted)
+    gate.store.settle(second, Usage(cost_micro_usd=400_000))
+    refused = gate.admit(p, 1)
+    assert isinstance(refused, Refused) and refused.limit == "budget"
+    assert "$1.00" in refused.message and "resets 2027-02-01 00:00 UTC" in refused.message
+
+
+def test_leases_of_a_dead_worker_free_themselves(gate: Gate, clock: Clock) -> None:
+    _, key = gate.store.create_key(owner="gus", limits=Limits(max_concurrent=2), actor=ADMIN)
+    p = _principal(gate, key)
+    assert all(isinstance(gate.store.admit(p, f"r{i}", 1), Admitted) for i in range(2))  # never settled
+    assert isinstance(gate.store.admit(p, "r3", 1), Refused)
+    clock.now += 31  # past lease_seconds
+    assert isinstance(gate.store.admit(p, "r4", 1), Admitted)
+
+
+def test_renewal_keeps_live_leases(gate: Gate, clock: Clock) -> None:
+    _, key = gate.store.create_key(owner="hal", limits=Limits(max_concurrent=1), actor=ADMIN)
+    p = _principal(gate, key)
+    assert isinstance(gate.store.admit(p, "live", 1), Admitted)
+    clock.now += 20
+    assert gate.store.renew(["live"]) == 1
+    clock.now += 20
+    assert isinstance(gate.store.admit(p, "other", 1), Refused)
+
+
+def test_tokens_are_reserved_then_corrected(gate: Gate) -> None:
+    _, key = gate.store.create_key(owner="ida", limits=Limits(tpm=Rate(1000, 3600)), actor=ADMIN)
+    p = _principal(gate, key)
+    first = gate.admit(p, 100)
+    assert isinstance(first, Admitted)
+    gate.settle(first, Usage(input_tokens=600, output_tokens=300, cache_read_tokens=50_000))  # cache reads free
+    nxt = gate.admit(p, 100)  # 900 used, 100 fits
+    assert isinstance(nxt, Admitted)
+    gate.settle(nxt, Usage(input_tokens=100))
+    assert isinstance(gate.admit(p, 1), Refused)
+
+
+def test_a_gateway_key_attributes_usage_and_limits_per_forwarded_user(gate: Gate) -> None:
+    store = gate.store
+    _, gw = store.create_key(owner="gateway", gateway=True, limits=Limits(rpm=Rate(1, 3600)), actor=ADMIN)
+    _, plain = store.create_key(owner="plain", limits=Limits(rpm=Rate(5, 3600)), actor=ADMIN)
+    alice = _principal(gate, gw, {"x-claude-gateway-user-email": "alice@example.com"})
+    bob = _principal(gate, gw, {"x-claude-gateway-user-id": "user_bob"})
+    assert (alice.owner, bob.owner) == ("alice@example.com", "user_bob")
+    for p in (alice, bob):
+        admitted = gate.admit(p, 1)
+        assert isinstance(admitted, Admitted)
+        gate.settle(admitted, Usage(input_tokens=1))
+    assert isinstance(gate.admit(alice, 1), Refused)  # alice's own limit, not bob's
+    ignored = _principal(gate, plain, {"x-claude-gateway-user-email": "mallory@example.com"})
+    assert ignored.owner == "plain" and ignored.user_id is None
+    owners = {r["owner"] for r in store.usage(group_by=["owner"])}
+    assert owners == {"alice@example.com", "user_bob"}
+
+
+def _admit_many(path: str, key: str, n: int, out: Any) -> None:
+    """One process: n admissions from 16 threads (run under spawn, like a fresh worker)."""
+    import os
+
+    gate = Gate(TeamsSettings(path=path))
+    p = gate.authenticate([key], {})
+    assert isinstance(p, Principal)
+
+    def one(i: int) -> bool:
+        return isinstance(gate.store.admit(p, f"r{os.getpid()}-{i}", 1), Admitted)
+
+    with ThreadPoolExecutor(16) as pool:
+        out.put(sum(pool.map(one, range(n))))
+
+
+def test_four_processes_admit_exactly_the_limit(gate: Gate) -> None:
+    _, key = gate.store.create_key(owner="many", limits=Limits(rpm=Rate(100, 3600)), actor=ADMIN)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_admit_many, args=(gate.store.path, key, 100, out)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    total = sum(out.get(timeout=60) for _ in procs)
+    for proc in procs:
+        proc.join(10)
+    assert total == 100
+
+
+def test_raising_a_limit_frees_the_difference_at_once(gate: Gate) -> None:
+    record, key = gate.store.create_key(owner="jo", limits=Limits(rpm=Rate(1, 3600)), actor=ADMIN)
+    p = _principal(gate, key)
+    first = gate.admit(p, 1)
+    assert isinstance(first, Admitted) and isinstance(gate.admit(p, 1), Refused)
+    gate.store.update_key(record.id, {"rpm": Rate(3, 3600)}, ADMIN)
+    p = _principal(gate, key)  # a new snapshot after the epoch moved
+    assert [type(gate.admit(p, 1)).__name__ for _ in range(3)] == ["Admitted", "Admitted", "Refused"]
