@@ -170,7 +170,15 @@ TOP_LEVEL = {
     "telemetry",
 }
 TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
-ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
+ROUTING_KEYS = {
+    "long_context_threshold",
+    "background_models",
+    "cooldown_failures",
+    "cooldown_seconds",
+    "default_provider",
+    "sticky_sessions",
+    "sticky_ttl",
+}
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
 SERVER_KEYS = {
     "auth_keys",
@@ -421,6 +429,8 @@ def load_config(
         background_models=routing.strings("background_models", RoutingConfig.background_models),
         cooldown_failures=routing.integer("cooldown_failures", RoutingConfig.cooldown_failures, 1, 1000),
         cooldown_seconds=routing.number("cooldown_seconds", RoutingConfig.cooldown_seconds),
+        sticky_sessions=routing.integer("sticky_sessions", RoutingConfig.sticky_sessions, 0, 10**7),
+        sticky_ttl=routing.number("sticky_ttl", RoutingConfig.sticky_ttl),
     )
     server = _Reader(where, root.table_of("server"), "server.", SERVER_KEYS)
     upstream = _Reader(where, root.table_of("upstream"), "upstream.", UPSTREAM_KEYS)
