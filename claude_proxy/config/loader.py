@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_proxy.config.presets import PRESETS, Preset, preset
+from claude_proxy.config.prices import Price, Prices, parse_price
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
 from claude_proxy.routing.targets import (
     DEFAULT_PROVIDER,
@@ -108,6 +109,7 @@ class Config:
     routes: Mapping[str, Chain] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    prices: Prices = field(default_factory=Prices)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -168,6 +170,7 @@ TOP_LEVEL = {
     "server",
     "upstream",
     "telemetry",
+    "prices",
 }
 TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
 ROUTING_KEYS = {
@@ -352,6 +355,28 @@ def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
     return routes
 
 
+def _prices(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> Prices:
+    """[prices]: "PROVIDER,MODEL", a bare model or a glob → {input, output, cache_read?, cache_write?}."""
+    entries: dict[tuple[str | None, str], Price] = {}
+    aliases = provider_aliases(providers, default)
+    for key, value in table.items():
+        owner: str | None = None
+        model = key.strip()
+        if "," in key:
+            name, model = (part.strip() for part in key.split(",", 1))
+            owner = resolve_provider(name, providers, aliases)
+            if owner not in providers:
+                known = ", ".join(sorted(providers))
+                raise ConfigError(f"{where}: 'prices.\"{key}\"' names unknown provider {name!r} (configured: {known})")
+        if not model:
+            raise ConfigError(f"{where}: 'prices.\"{key}\"' has no model")
+        try:
+            entries[(owner, model)] = parse_price(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'prices.\"{key}\"': {exc}") from None
+    return Prices(entries)
+
+
 def _providers(
     root: _Reader, where: str, env: Mapping[str, str], cli_provider: str | None
 ) -> tuple[dict[str, ProviderConfig], str]:
@@ -450,6 +475,7 @@ def load_config(
         routes=_routes(root.table_of("routes"), where, providers, default),
         routing=routing_config,
         models=_models(root.table_of("models"), where, providers, default),
+        prices=_prices(root.table_of("prices"), where, providers, default),
         host=root.get("host", str, "an address string", DEFAULT_HOST),
         port=root.integer("port", DEFAULT_PORT, 0, 65535),
         drop=frozenset(params.strings("drop", DEFAULT_DROP)),
