@@ -147,3 +147,17 @@ def test_unpriced_is_never_zero() -> None:
     assert prices.cost("openai", "gpt-4o", usage(100, 100)) is None
     assert cost_fields(None) == {"cost_unpriced": True}
     assert micro_usd(None) is None and micro_usd(True) is None
+
+
+def test_the_example_prices_table_loads_when_uncommented() -> None:
+    from pathlib import Path
+
+    from claude_proxy.config.loader import tomllib
+
+    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    head = text.split("# -- Several providers at once", 1)[0]
+    lines = [line[2:] if line.startswith(('# "', "# [prices]")) else line for line in head.splitlines()]
+    loaded = load_config(data=tomllib.loads("\n".join(lines)), env={})
+    assert len(loaded.prices.entries) == 3
+    assert loaded.prices.find("default", "anthropic/claude-sonnet-4.5") == Price(3_000_000, 15_000_000, 300_000, 3_750_000)
+    assert loaded.prices.find("default", "deepseek/deepseek-chat") == Price(270_000, 1_100_000, 70_000, 270_000)
