@@ -210,6 +210,28 @@ def _mapped_models(config: Config) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+def check_prices(config: Config, report: Report) -> None:
+    """With a [prices] table, every configured upstream model should have a price: requests on
+    one without are logged as unpriced (their cost unknown, not zero)."""
+    if not config.prices:
+        return
+    missing = [
+        f"{provider},{model}"
+        for provider, models in _mapped_models(config).items()
+        for model in models
+        if config.prices.find(provider, model) is None
+    ]
+    if missing:
+        report.add(
+            WARN,
+            "prices",
+            f"{len(missing)} configured model{'s' if len(missing) != 1 else ''} without a price: {', '.join(missing)}",
+            'add them to [prices], e.g. "PROVIDER,MODEL" = { input = 3.0, output = 15.0 } (USD per million tokens)',
+        )
+    else:
+        report.add(PASS, "prices", "every configured model has a price")
+
+
 def _probe_upstream(config: Config, key: str, report: Report, timeout: float) -> list[str]:
     """GET /models: the listed ids ([] when it failed, reported)."""
     provider = config.providers[key]
@@ -412,6 +434,7 @@ def run(argv: Sequence[str], out: IO[str], env: Mapping[str, str] | None = None)
             keys_ok = check_key(config, key, report, env) and keys_ok
         for key in config.providers:
             check_upstream(config, key, report, args.timeout)
+        check_prices(config, report)
         if keys_ok:
             check_completion(config, report, args.model, args.timeout)
         else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_proxy.config.presets import PRESETS, Preset, preset
+from claude_proxy.config.prices import Price, Prices, parse_price
 from claude_proxy.config.teams import TeamsSettings, teams_settings
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
 from claude_proxy.routing.targets import (
@@ -110,6 +111,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     teams: TeamsSettings | None = None  # [teams]: stored keys, limits, usage (None = static auth_keys only)
+    prices: Prices = field(default_factory=Prices)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -171,9 +173,18 @@ TOP_LEVEL = {
     "upstream",
     "telemetry",
     "teams",
+    "prices",
 }
 TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
-ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
+ROUTING_KEYS = {
+    "long_context_threshold",
+    "background_models",
+    "cooldown_failures",
+    "cooldown_seconds",
+    "default_provider",
+    "sticky_sessions",
+    "sticky_ttl",
+}
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
 SERVER_KEYS = {
     "auth_keys",
@@ -347,6 +358,28 @@ def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
     return routes
 
 
+def _prices(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> Prices:
+    """[prices]: "PROVIDER,MODEL", a bare model or a glob → {input, output, cache_read?, cache_write?}."""
+    entries: dict[tuple[str | None, str], Price] = {}
+    aliases = provider_aliases(providers, default)
+    for key, value in table.items():
+        owner: str | None = None
+        model = key.strip()
+        if "," in key:
+            name, model = (part.strip() for part in key.split(",", 1))
+            owner = resolve_provider(name, providers, aliases)
+            if owner not in providers:
+                known = ", ".join(sorted(providers))
+                raise ConfigError(f"{where}: 'prices.\"{key}\"' names unknown provider {name!r} (configured: {known})")
+        if not model:
+            raise ConfigError(f"{where}: 'prices.\"{key}\"' has no model")
+        try:
+            entries[(owner, model)] = parse_price(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'prices.\"{key}\"': {exc}") from None
+    return Prices(entries)
+
+
 def _providers(
     root: _Reader, where: str, env: Mapping[str, str], cli_provider: str | None
 ) -> tuple[dict[str, ProviderConfig], str]:
@@ -424,6 +457,8 @@ def load_config(
         background_models=routing.strings("background_models", RoutingConfig.background_models),
         cooldown_failures=routing.integer("cooldown_failures", RoutingConfig.cooldown_failures, 1, 1000),
         cooldown_seconds=routing.number("cooldown_seconds", RoutingConfig.cooldown_seconds),
+        sticky_sessions=routing.integer("sticky_sessions", RoutingConfig.sticky_sessions, 0, 10**7),
+        sticky_ttl=routing.number("sticky_ttl", RoutingConfig.sticky_ttl),
     )
     server = _Reader(where, root.table_of("server"), "server.", SERVER_KEYS)
     upstream = _Reader(where, root.table_of("upstream"), "upstream.", UPSTREAM_KEYS)
@@ -443,6 +478,7 @@ def load_config(
         routes=_routes(root.table_of("routes"), where, providers, default),
         routing=routing_config,
         models=_models(root.table_of("models"), where, providers, default),
+        prices=_prices(root.table_of("prices"), where, providers, default),
         host=root.get("host", str, "an address string", DEFAULT_HOST),
         port=root.integer("port", DEFAULT_PORT, 0, 65535),
         drop=frozenset(params.strings("drop", DEFAULT_DROP)),

@@ -33,6 +33,13 @@ PRESETS: dict[str, Preset] = {
                 reasoning_models=("o1*", "o3*", "o4*", "gpt-5*"),
                 user_field=True,
                 pdf_file_parts=True,
+                # Automatic prefix caching routed by `prompt_cache_key`; `prompt_cache_retention: "24h"`
+                # (extended retention, gpt-5.x and gpt-4.1 families) when the client asks for 1h breakpoints.
+                # Source: developers.openai.com/docs/guides/prompt-caching (#prompt-cache-retention);
+                # openai-python f9d2d13 (enum "in_memory" | "24h").
+                cache_key_field="prompt_cache_key",
+                cache_retention="24h",
+                cache_retention_models=("gpt-5*", "gpt-4.1*"),
             ),
             description="OpenAI",
         ),
@@ -47,6 +54,13 @@ PRESETS: dict[str, Preset] = {
                 user_field=True,
                 user_max_len=128,
                 pdf_file_parts=True,
+                # `cache_control` on content parts for Anthropic and Gemini models, at most four
+                # breakpoints, `ttl` "5m" | "1h"; sticky provider routing keyed by `x-session-id`
+                # (≤ 256 chars). Source: openrouter.ai/docs/guides/best-practices/prompt-caching,
+                # openrouter.ai/docs/client-sdks/typescript/models/anthropiccachecontroldirective.
+                cache_breakpoints=4,
+                cache_ttl=True,
+                affinity_header="x-session-id",
             ),
             description="OpenRouter",
         ),
@@ -54,7 +68,11 @@ PRESETS: dict[str, Preset] = {
             "fireworks",
             "https://api.fireworks.ai/inference/v1",
             "FIREWORKS_API_KEY",
-            dialect=Dialect(name="fireworks", top_k=True, reasoning_history="tool_turns"),
+            # Automatic prefix caching per replica; `x-session-affinity` pins a session to one replica.
+            # Source: docs.fireworks.ai/guides/prompt-caching ("user" field or x-session-affinity header).
+            dialect=Dialect(
+                name="fireworks", top_k=True, reasoning_history="tool_turns", affinity_header="x-session-affinity"
+            ),
             description="Fireworks AI",
         ),
         Preset(
@@ -66,6 +84,11 @@ PRESETS: dict[str, Preset] = {
                 reasoning_models=("grok-3-mini*",),
                 reasoning_efforts=("low", "high"),
                 reasoning_tokens_separate=True,
+                # Automatic caching, stored per server: `x-grok-conv-id` routes a conversation to one
+                # (Chat Completions; prompt_cache_key is the Responses API's). Cached tokens come back in
+                # prompt_tokens_details.cached_tokens. Source: docs.x.ai/developers/advanced-api-usage/
+                # prompt-caching/maximizing-cache-hits and …/usage-and-pricing.
+                affinity_header="x-grok-conv-id",
             ),
             description="xAI Grok",
         ),
@@ -73,6 +96,7 @@ PRESETS: dict[str, Preset] = {
             "together",
             "https://api.together.xyz/v1",
             "TOGETHER_API_KEY",
+            # No documented cache controls for Chat Completions were found: nothing sent [UNVERIFIED].
             dialect=Dialect(name="together", top_k=True, think_tags=True),
             description="Together AI",
         ),
@@ -80,6 +104,8 @@ PRESETS: dict[str, Preset] = {
             "groq",
             "https://api.groq.com/openai/v1",
             "GROQ_API_KEY",
+            # Automatic prefix caching, nothing to send (and Groq rejects unknown fields); reads in
+            # prompt_tokens_details.cached_tokens. Source: console.groq.com/docs/prompt-caching.
             dialect=Dialect(name="groq", strip_schema_keys=STRICT_SCHEMA_KEYS, reasoning_param="none"),
             description="Groq",
         ),
@@ -87,6 +113,8 @@ PRESETS: dict[str, Preset] = {
             "deepseek",
             "https://api.deepseek.com/v1",
             "DEEPSEEK_API_KEY",
+            # Context caching on disk, on by default, no request field; usage reports
+            # prompt_cache_hit_tokens / prompt_cache_miss_tokens. Source: api-docs.deepseek.com/guides/kv_cache.
             dialect=Dialect(name="deepseek", reasoning_param="none", reasoning_history="tool_turns"),
             description="DeepSeek",
         ),
@@ -100,6 +128,9 @@ PRESETS: dict[str, Preset] = {
                 tool_choice_any="any",
                 reasoning_param="none",
                 stream_usage=False,
+                # `prompt_cache_key` raises the chance of a prefix-cache hit. Source:
+                # docs.mistral.ai/studio-api/conversations/advanced/prompt-caching.
+                cache_key_field="prompt_cache_key",
             ),
             description="Mistral",
         ),
@@ -123,6 +154,8 @@ PRESETS: dict[str, Preset] = {
                 reasoning_param_all_models=False,
                 reasoning_efforts=("low", "high"),
                 parallel_tool_calls=False,
+                # Implicit caching (Gemini 2.5 and newer) needs nothing; the OpenAI-compatible endpoint
+                # takes no cache_control. Source: ai.google.dev/gemini-api/docs/caching.
             ),
             description="Google Gemini (OpenAI-compatible endpoint)",
         ),
@@ -131,6 +164,7 @@ PRESETS: dict[str, Preset] = {
             "https://api.anthropic.com",
             "ANTHROPIC_API_KEY",
             format="anthropic",
+            # Passthrough: cache_control (and ttl) reach Anthropic unchanged, usage comes back as is.
             description="Anthropic (passthrough, no translation)",
         ),
         Preset(

@@ -52,11 +52,31 @@ class Dialect:
     # Largest max_tokens the provider accepts (0: no limit). Claude Code asks for up to 128000,
     # which many providers reject outright rather than clamp.
     max_tokens_limit: int = 0
+    # Prompt caching (README "Prompt caching"; each preset row cites its source).
+    # Anthropic-style `cache_control` breakpoints forwarded on the same content parts, at most
+    # this many per request (0: stripped, as for providers that cache automatically).
+    cache_breakpoints: int = 0
+    # Keep a breakpoint's `ttl` ("5m"/"1h"); without it only {"type": "ephemeral"} goes up.
+    cache_ttl: bool = False
+    # Body field that carries a stable per-session cache key (e.g. "prompt_cache_key"); "": none.
+    cache_key_field: str = ""
+    # Retention asked for when the client marks a breakpoint `ttl: "1h"` (OpenAI "24h"), sent as
+    # `prompt_cache_retention` to the models matching `cache_retention_models` only.
+    cache_retention: str = ""
+    cache_retention_models: tuple[str, ...] = ()
+    # Header / body field with the hashed session id, for providers that route a session to the
+    # server holding its cache ("x-grok-conv-id", "x-session-affinity", …); "": none.
+    affinity_header: str = ""
+    affinity_field: str = ""
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def is_reasoning_model(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pat) for pat in self.reasoning_models)
+
+    def wants_session(self) -> bool:
+        """Whether a session id changes the upstream request (cache key or affinity)."""
+        return bool(self.cache_key_field or self.affinity_header or self.affinity_field)
 
     def with_overrides(self, **changes: Any) -> Dialect:
         return replace(self, **changes)

@@ -7,12 +7,14 @@ without keeping any state between requests.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .caching import cache_key, cache_mark, limit_breakpoints, long_ttl
 from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
 from .tokens import estimate_input_tokens
@@ -64,6 +66,7 @@ class RequestContext:
     stream: bool = False
     thinking: bool = False
     source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    session: str | None = None  # the Claude Code session id (never sent upstream as it is)
 
     def prompt_tokens(self) -> int:
         """The estimated input tokens, computed on first use: a non-streamed answer that reports
@@ -79,6 +82,8 @@ class RequestContext:
 class Translation:
     body: dict[str, Any]
     context: RequestContext
+    # Headers the upstream request must carry on top of auth (session affinity for caching).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _text_of(blocks: Any) -> str:
@@ -105,6 +110,32 @@ def _system_text(system: Any) -> str:
             continue
         texts.append(text)
     return "\n\n".join(texts)
+
+
+def _system_content(system: Any, dialect: Dialect) -> str | list[dict[str, Any]]:
+    """The system text; as text parts keeping their breakpoints for providers that take them."""
+    if not dialect.cache_breakpoints or not isinstance(system, list):
+        return _system_text(system)
+    parts: list[dict[str, Any]] = []
+    for block in system:
+        if not isinstance(block, dict):
+            continue
+        text = str(block.get("text", ""))
+        if text.startswith(BILLING_HEADER_PREFIX) or not text:
+            continue
+        parts.append(_marked({"type": "text", "text": text}, block, dialect))
+    if not any("cache_control" in p for p in parts):
+        return "\n\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _marked(part: dict[str, Any], block: Any, dialect: Dialect) -> dict[str, Any]:
+    """`part` with the block's cache breakpoint, where the provider takes breakpoints."""
+    if dialect.cache_breakpoints and isinstance(block, dict):
+        mark = cache_mark(block.get("cache_control"), dialect.cache_ttl)
+        if mark is not None:
+            part["cache_control"] = mark
+    return part
 
 
 def _image_part(source: dict[str, Any]) -> dict[str, Any] | None:
@@ -185,12 +216,15 @@ def _user_parts(blocks: list[Any], dialect: Dialect) -> list[dict[str, Any]]:
             continue
         else:
             parts.append({"type": "text", "text": _flatten_block(block)})
+        if dialect.cache_breakpoints and parts:
+            _marked(parts[-1], block, dialect)
     return parts
 
 
 def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    """All-text content as one string (the form every provider accepts)."""
-    if all(p.get("type") == "text" for p in parts):
+    """All-text content as one string (the form every provider accepts), unless a part carries
+    a cache breakpoint that must stay on it."""
+    if all(p.get("type") == "text" and "cache_control" not in p for p in parts):
         return "\n\n".join(p["text"] for p in parts if p["text"])
     return parts
 
@@ -230,6 +264,9 @@ def _tool_result_messages(block: dict[str, Any], dialect: Dialect) -> tuple[dict
         text = f"Error: {text}" if text else "Error: the tool call failed."
     if images:
         images = [{"type": "text", "text": IMAGE_TOOL_RESULT_NOTE.format(id=tool_id)}, *images]
+    if dialect.cache_breakpoints and block.get("cache_control"):
+        part = _marked({"type": "text", "text": text}, block, dialect)
+        return {"role": "tool", "tool_call_id": tool_id, "content": [part]}, images
     return {"role": "tool", "tool_call_id": tool_id, "content": text}, images
 
 
@@ -259,12 +296,15 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
+    marks: dict[int, dict[str, Any]] = {}  # text index → breakpoint, for providers that take them
     for block in content or []:
         if isinstance(block, str):
             texts.append(block)
             continue
         kind = block.get("type")
         if kind == "text":
+            if dialect.cache_breakpoints and block.get("cache_control"):
+                marks[len(texts)] = _marked({}, block, dialect)
             texts.append(str(block.get("text", "")))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking", "")))
@@ -287,6 +327,8 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
     if not text and not calls:
         return None
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if marks and text:
+        message["content"] = [{"type": "text", "text": t, **marks.get(n, {})} for n, t in enumerate(texts) if t]
     if calls:
         message["tool_calls"] = calls
         if dialect.reasoning_history == "tool_turns" and thinking:
@@ -296,7 +338,7 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
 
 def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    system = _system_text(body.get("system"))
+    system = _system_content(body.get("system"), dialect)
     if system:
         out.append({"role": "system", "content": system})
     for message in body.get("messages") or []:
@@ -309,9 +351,11 @@ def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
             if translated:
                 out.append(translated)
         elif role == "system":
-            text = _system_text(content)
+            text = _system_content(content, dialect)
             if text:
                 out.append({"role": "system", "content": text})
+    if dialect.cache_breakpoints:
+        limit_breakpoints(out, dialect.cache_breakpoints)
     return out
 
 
@@ -501,11 +545,13 @@ def translate_request(
     model: str | None = None,
     dialect: Dialect = DEFAULT_DIALECT,
     forward: dict[str, Any] | None = None,
+    session: str | None = None,
 ) -> Translation:
     """Translate a validated Anthropic request body.
 
     `model` is the upstream model (defaults to the requested one); `forward` holds unknown
-    top-level fields the caller decided to pass through.
+    top-level fields the caller decided to pass through; `session` is the Claude Code session id
+    (`caching.session_id`), hashed into the provider's cache key and affinity header.
     """
     client_model = str(body.get("model", ""))
     upstream_model = model or client_model
@@ -541,6 +587,7 @@ def translate_request(
     if user:
         out["user"] = user
     _apply_reasoning(out, body, dialect, upstream_model)
+    headers = _apply_caching(out, body, dialect, upstream_model, session)
 
     stream = bool(body.get("stream"))
     if stream:
@@ -562,8 +609,34 @@ def translate_request(
         source=body,
         stream=stream,
         thinking=thinking,
+        session=session,
     )
-    return Translation(out, context)
+    return Translation(out, context, headers)
+
+
+def _apply_caching(
+    out: dict[str, Any], body: dict[str, Any], dialect: Dialect, model: str, session: str | None
+) -> dict[str, str]:
+    """Cache key, retention, affinity and a top-level breakpoint, as the dialect says; returns the
+    headers the upstream request needs."""
+    headers: dict[str, str] = {}
+    if dialect.cache_breakpoints and body.get("cache_control"):
+        mark = cache_mark(body["cache_control"], dialect.cache_ttl)
+        if mark is not None:
+            out["cache_control"] = mark
+    if dialect.cache_retention and (
+        not dialect.cache_retention_models or any(fnmatch.fnmatchcase(model, p) for p in dialect.cache_retention_models)
+    ) and long_ttl(body):
+        out["prompt_cache_retention"] = dialect.cache_retention
+    if session and dialect.wants_session():
+        key = cache_key(session)
+        if dialect.cache_key_field:
+            out[dialect.cache_key_field] = key
+        if dialect.affinity_field:
+            out[dialect.affinity_field] = key
+        if dialect.affinity_header:
+            headers[dialect.affinity_header] = key
+    return headers
 
 
 def anthropic_to_openai(body: dict[str, Any], model: str | None = None, dialect: Dialect = DEFAULT_DIALECT) -> dict[str, Any]:

@@ -92,23 +92,58 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
+# Where each provider reports prompt-cache reads and writes (first non-zero wins):
+#   prompt_tokens_details.cached_tokens     OpenAI, xAI, Groq, Mistral, Fireworks, OpenRouter, Gemini compat
+#   input_tokens_details.cached_tokens      OpenAI Responses-shaped usage
+#   prompt_cache_hit_tokens (+ _miss_)      DeepSeek (hit + miss = prompt_tokens)
+#   cached_tokens (top level)               Moonshot/Kimi
+#   cached_prompt_text_tokens               xAI SDK-shaped usage
+#   cached_content_token_count              Gemini usage metadata passed through by gateways
+#   cache_read_input_tokens                 Anthropic passthrough, LiteLLM-style gateways
+#   …details.cache_write_tokens             OpenRouter (Anthropic models), OpenAI Responses
+#   cache_creation_input_tokens             Anthropic passthrough, LiteLLM-style gateways
+_READS = ("prompt_cache_hit_tokens", "cached_tokens", "cached_prompt_text_tokens", "cached_content_token_count",
+          "cachedContentTokenCount", "cache_read_input_tokens")
+_WRITES = ("cache_write_tokens", "cache_creation_input_tokens")
+_DETAILS = ("prompt_tokens_details", "input_tokens_details")
+
+
+def _first(usage: dict[str, Any], keys: tuple[str, ...], nested: str) -> int:
+    for name in _DETAILS:
+        details = usage.get(name)
+        if isinstance(details, dict) and (value := _int(details.get(nested))):
+            return value
+    for key in keys:
+        if value := _int(usage.get(key)):
+            return value
+    return 0
+
+
 def convert_usage(usage: dict[str, Any] | None, dialect: Dialect) -> dict[str, int] | None:
+    """Anthropic usage from any provider's: cache reads and writes in their own fields and
+    `input_tokens` without either (OpenAI-style prompt counts include both)."""
     if not usage:
         return None
-    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    read = _first(usage, _READS, "cached_tokens")
+    write = _first(usage, _WRITES, "cache_write_tokens")
+    if "prompt_tokens" in usage:
+        prompt = _int(usage.get("prompt_tokens"))
+    elif "prompt_cache_miss_tokens" in usage:  # DeepSeek without a prompt count: the misses are the rest
+        prompt = _int(usage.get("prompt_cache_miss_tokens")) + read + write
+    elif "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        prompt = _int(usage.get("input_tokens")) + read + write  # Anthropic-shaped: already exclusive
+    else:
+        prompt = _int(usage.get("input_tokens"))
     completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-    details = usage.get("prompt_tokens_details") or {}
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = cached or _int(usage.get("prompt_cache_hit_tokens")) or _int(usage.get("cached_tokens"))
     if dialect.reasoning_tokens_separate:
         out_details = usage.get("completion_tokens_details") or {}
         if isinstance(out_details, dict):
             completion += _int(out_details.get("reasoning_tokens"))
     return {
-        "input_tokens": max(prompt - cached, 0),
+        "input_tokens": max(prompt - read - write, 0),
         "output_tokens": completion,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
     }
 
 

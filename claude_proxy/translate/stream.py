@@ -102,10 +102,11 @@ class StreamTranslator:
             return []
         self.state = STREAMING
         input_tokens = self.context.prompt_tokens()
-        cache_read = 0
+        cache_read = cache_write = 0
         early = convert_usage(find_usage(chunk), self.context.dialect) if chunk else None
-        if early and early["input_tokens"] + early["cache_read_input_tokens"]:
-            input_tokens, cache_read = early["input_tokens"], early["cache_read_input_tokens"]
+        if early and early["input_tokens"] + early["cache_read_input_tokens"] + early["cache_creation_input_tokens"]:
+            input_tokens = early["input_tokens"]
+            cache_read, cache_write = early["cache_read_input_tokens"], early["cache_creation_input_tokens"]
         message = {
             "id": self.message_id,
             "type": "message",
@@ -117,7 +118,7 @@ class StreamTranslator:
             "usage": {
                 "input_tokens": input_tokens,
                 "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
+                "cache_creation_input_tokens": cache_write,
                 "cache_read_input_tokens": cache_read,
             },
         }

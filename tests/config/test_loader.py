@@ -298,7 +298,7 @@ ERRORS = [
     (
         "unknown_top_level_key",
         'colour = "blue"\n[provider]\nname = "ollama"\n',
-        "{f}: unknown key 'colour' (expected one of: ...host, ...models, ...port, provider, ...server, ...upstream...)",
+        "{f}: unknown key 'colour' (expected one of: ...host, ...models, ...port, ...provider, ...server, ...upstream...)",
     ),
     (
         "unknown_provider_key",
