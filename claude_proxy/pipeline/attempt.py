@@ -68,16 +68,18 @@ class OpenAIAttempts:
         outcome: Outcome,
         stream: bool,
         deadline: float,
+        session: str | None = None,
     ) -> Reply:
         provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
         auth = self.credentials.openai_headers(headers, provider, upstream)
         forward = {}
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
-        translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward)
+        translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward, session=session)
         out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
+        out_headers.update(translation.headers)  # cache affinity (x-session-id, x-grok-conv-id, …)
         if outcome.trace is not None:
             out_headers.update(outcome.trace.upstream_headers)
         key = (attempt.target.provider, model)

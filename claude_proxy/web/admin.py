@@ -93,9 +93,23 @@ class TeamsEdge:
         self.config = config
         self.gate = gate or Gate(config.teams, config.auth_keys, events=TeamsMetrics())
         self.gate.prepare()
-        # The [prices] seam: a function from a finished request's usage to its cost in micro-USD
-        # (None = unpriced). Whoever adds [prices] sets it; until then usage is recorded unpriced.
-        self.cost_of: CostFunction = lambda usage: None
+        # A finished request's usage → its cost in micro-USD from [prices] (None = unpriced).
+        self.cost_of: CostFunction = self._cost
+
+    def _cost(self, usage: Usage) -> int | None:
+        prices = self.config.prices
+        if not prices:
+            return None
+        return prices.cost(
+            usage.provider,
+            usage.upstream_model,
+            {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_input_tokens": usage.cache_read_tokens,
+                "cache_creation_input_tokens": usage.cache_write_tokens,
+            },
+        )
 
     # -- the per-request hook ----------------------------------------------------------------------------------------
 
