@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_proxy.config.presets import PRESETS, Preset, preset
+from claude_proxy.config.websearch import WebSearchConfig, WebSearchConfigError, build_web_search
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
 from claude_proxy.routing.targets import DEFAULT_PROVIDER, Chain, ModelMap, parse_chain, provider_aliases
 from claude_proxy.translate.dialect import Dialect
@@ -91,6 +92,8 @@ class Config:
     default_provider: str = DEFAULT_PROVIDER
     routes: Mapping[str, Chain] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    # [web_search]: None when the table is absent (server tools then use native search or on_missing)
+    web_search: WebSearchConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -138,7 +141,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-TOP_LEVEL = {"port", "host", "timeout", "provider", "providers", "models", "routes", "routing", "params", "server", "upstream"}
+TOP_LEVEL = {"port", "host", "timeout", "provider", "providers", "models", "routes", "routing", "params", "server", "upstream",
+             "web_search"}
 ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
 SERVER_KEYS = {
@@ -398,6 +402,12 @@ def load_config(
         auth_keys += [k.strip() for k in env[auth_env].split(",") if k.strip()]
 
     total = upstream.number("timeout", root.number("timeout", Timeouts.total))
+    web_search = None
+    if "web_search" in data:
+        try:
+            web_search = build_web_search(root.table_of("web_search"), env)
+        except WebSearchConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     max_body = server.get("max_body_size", (int, str), 'a size in bytes or a string like "32MB"', None)
     return Config(
         provider=providers[default],
@@ -431,6 +441,7 @@ def load_config(
         workers=server.integer("workers", Config.workers, 1, 64),
         threads=server.integer("threads", Config.threads, 1, 1024),
         source=None if where.startswith("<") else where,
+        web_search=web_search,
     )
 
 

@@ -47,6 +47,7 @@ PRESETS: dict[str, Preset] = {
                 user_field=True,
                 user_max_len=128,
                 pdf_file_parts=True,
+                native_web_search="openrouter_plugin",
             ),
             description="OpenRouter",
         ),

@@ -52,6 +52,11 @@ class Dialect:
     # Largest max_tokens the provider accepts (0: no limit). Claude Code asks for up to 128000,
     # which many providers reject outright rather than clamp.
     max_tokens_limit: int = 0
+    # The provider's own web search, used for Anthropic's `web_search_*` server tool when no
+    # [web_search] backend is configured (or backend = "native"): "" none, "openrouter_plugin"
+    # (`plugins: [{"id": "web", ...}]`, results as `url_citation` annotations; openrouter.ai/docs,
+    # "Web Search").
+    native_web_search: str = ""
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
