@@ -29,6 +29,7 @@ from claude_proxy.translate.errors import TYPE_STATUS
 from claude_proxy.translate.identifiers import to_upstream_id
 from claude_proxy.translate.request import RequestContext
 from claude_proxy.translate.response import new_message_id, parse_arguments
+from claude_proxy.translate.sse import loads
 from claude_proxy.translate.websearch import (
     FUNCTION_NAME,
     Result,
@@ -170,6 +171,8 @@ class SearchTurn:
                     if item is None:
                         events = translator.ping()
                     elif isinstance(item, str):
+                        if self.backend is None:
+                            self._collect_citations_in(item)
                         events = translator.feed_data(item)
                     else:
                         if self.backend is None:
@@ -309,6 +312,16 @@ class SearchTurn:
         return out
 
     # -- native search --------------------------------------------------------------------------
+
+    def _collect_citations_in(self, data: str) -> None:
+        """Citations in one SSE payload (native turns only: the ordinary path parses chunks once)."""
+        if "url_citation" in data:
+            try:
+                chunk = loads(data)
+            except ValueError:
+                return  # the translator reports the malformed chunk
+            if isinstance(chunk, dict):
+                self._collect_citations(chunk)
 
     def _collect_citations(self, chunk: dict[str, Any]) -> None:
         for choice in chunk.get("choices") or ():
