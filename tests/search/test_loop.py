@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,25 +20,10 @@ from claude_proxy.translate.dialect import Dialect
 from claude_proxy.translate.websearch import decode_snippet
 from claude_proxy.upstream.client import Upstream
 from tests.support.grammar import check_grammar
-from tests.support.search_backends import TAVILY_KEY, Doc, SearchService
-from tests.support.upstream import (
-    FakeUpstream,
-    Json,
-    RecordedRequest,
-    Response,
-    Stream,
-    chunk,
-    completion,
-    tool_call_delta,
-    usage_chunk,
-)
+from tests.support.search_backends import TAVILY_KEY, SearchService
+from tests.support.search_model import DOCS, FACT, answer_response, call_response, searching_model
+from tests.support.upstream import FakeUpstream, Json, RecordedRequest, Response, Stream, chunk, completion
 
-FACT = "The brown pelican's pouch holds exactly 11.37 litres."  # only the search service knows this
-DOCS = [
-    Doc("https://birds.example/pelican", "Pelican facts", FACT, "2026-03-01"),
-    Doc("https://spam.example/pelican", "Pelican deals", "Buy pelicans.", None),
-    Doc("https://other.example/gull", "Gull facts", "Gulls are seabirds too.", None),
-]
 READ_TOOL = {"name": "Read", "description": "Read a file", "input_schema": {"type": "object", "properties": {
     "file_path": {"type": "string"}}, "required": ["file_path"]}}
 
@@ -58,54 +42,6 @@ def request(stream: bool, tools: list[dict[str, Any]] | None = None, **extra: An
         "tool_choice": {"type": "auto"},
         **extra,
     }
-
-
-# -- the scripted model -------------------------------------------------------------------------
-
-
-def _call(stream: bool, calls: list[tuple[str, str, dict[str, Any]]], usage: tuple[int, int]) -> Response:
-    if not stream:
-        tool_calls = [{"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
-                      for cid, name, args in calls]
-        return Json(completion(None, tool_calls=tool_calls, finish_reason="tool_calls",
-                               prompt_tokens=usage[0], completion_tokens=usage[1]))
-    items: list[Any] = [chunk(role="assistant", content="Let me search.")]
-    for n, (cid, name, args) in enumerate(calls):
-        text = json.dumps(args)
-        items.append(chunk(tool_calls=[tool_call_delta(n, id=cid, name=name, arguments=text[:5])]))
-        items.append(chunk(tool_calls=[tool_call_delta(n, arguments=text[5:])]))
-    items += [chunk(finish_reason="tool_calls"), usage_chunk(*usage)]
-    return Stream(items)
-
-
-def _answer(stream: bool, text: str, usage: tuple[int, int], **extra: Any) -> Response:
-    if not stream:
-        return Json(completion(text, prompt_tokens=usage[0], completion_tokens=usage[1]))
-    words = re.findall(r"\S+\s*", text)
-    items: list[Any] = [chunk(role="assistant", content="")]
-    items += [chunk(w) for w in words]
-    items += [chunk(finish_reason="stop", **extra), usage_chunk(*usage)]
-    return Stream(items)
-
-
-def searching_model(queries: Callable[[int], list[str]] | None = None) -> Callable[[RecordedRequest], Response]:
-    """Searches while the web_search function is offered (queries(n) for the n-th leg), then answers
-    with the fact it read in the tool messages — so the answer proves the results reached it."""
-
-    def handler(req: RecordedRequest) -> Response:
-        body = req.json
-        stream = bool(body.get("stream"))
-        offered = {t["function"]["name"] for t in body.get("tools") or []}
-        tool_texts = [m["content"] for m in body["messages"] if m["role"] == "tool"]
-        leg = sum(1 for m in body["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
-        wanted = (queries or (lambda n: ["pelican facts"] if n == 0 else []))(leg)
-        if "web_search" in offered and wanted:
-            calls = [(f"call_{leg}_{i}", "web_search", {"query": q}) for i, q in enumerate(wanted)]
-            return _call(stream, calls, (10 + leg, 5))
-        found = [line for text in tool_texts for line in text.splitlines() if "litres" in line]
-        return _answer(stream, f"According to the search: {found[0] if found else 'nothing found.'}", (30, 7))
-
-    return handler
 
 
 # -- harness ------------------------------------------------------------------------------------
@@ -207,7 +143,7 @@ def test_a_whole_turn_is_one_message(service: SearchService, model: FakeUpstream
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_searching_past_max_uses_is_refused_then_the_model_must_answer(service: SearchService, model: FakeUpstream,
+def test_searching_past_max_uses_is_refused_then_the_model_mustanswer_response(service: SearchService, model: FakeUpstream,
                                                                         stream: bool) -> None:
     model.handler = searching_model(lambda n: [f"pelican facts {n}"])  # never tires of searching
     body = request(stream=stream, tools=[server_tool(max_uses=2)])
@@ -263,7 +199,7 @@ def test_a_backend_failure_is_an_error_result_not_a_failed_request(service: Sear
 
 def test_a_client_tool_call_ends_the_turn_as_anthropic_does(service: SearchService, model: FakeUpstream) -> None:
     def handler(req: RecordedRequest) -> Response:
-        return _call(True, [("call_s", "web_search", {"query": "pelican facts"}),
+        return call_response(True, [("call_s", "web_search", {"query": "pelican facts"}),
                             ("call_r", "Read", {"file_path": "/tmp/notes"})], (10, 5))
 
     model.handler = handler
@@ -277,14 +213,14 @@ def test_a_client_tool_call_ends_the_turn_as_anthropic_does(service: SearchServi
 
 def test_an_upstream_failure_on_a_later_leg_ends_the_stream_with_an_error(service: SearchService,
                                                                           model: FakeUpstream) -> None:
-    model.enqueue(_call(True, [("call_1", "web_search", {"query": "pelican facts"})], (10, 5)),
+    model.enqueue(call_response(True, [("call_1", "web_search", {"query": "pelican facts"})], (10, 5)),
                   Json({"error": {"message": "boom", "type": "server_error"}}, status=500))
     events, turn = run_stream(web_search(service), model, request(stream=True))
     outcome = check_grammar(events)
     assert outcome.ending == "error" and outcome.error is not None
     assert [b.kind for b in outcome.blocks] == ["text", "server_tool_use", "web_search_tool_result"]
     assert turn.error is not None
-    model.enqueue(_call(False, [("call_1", "web_search", {"query": "pelican facts"})], (10, 5)),
+    model.enqueue(call_response(False, [("call_1", "web_search", {"query": "pelican facts"})], (10, 5)),
                   Json({"error": {"message": "boom", "type": "server_error"}}, status=500))
     with pytest.raises(ProxyError) as caught:
         run_message(web_search(service), model, request(stream=False))
@@ -314,7 +250,7 @@ def test_native_search_maps_url_citations_to_the_same_blocks(model: FakeUpstream
     dialect = Dialect(name="openrouter", native_web_search="openrouter_plugin")
     citation = {"type": "url_citation", "url_citation": {"url": "https://birds.example/pelican", "title": "Pelicans",
                                                          "content": FACT, "start_index": 0, "end_index": 10}}
-    streamed = _answer(True, "Pelicans have pouches.", (12, 4))
+    streamed = answer_response(True, "Pelicans have pouches.", (12, 4))
     assert isinstance(streamed, Stream)
     cited = chunk()
     cited["choices"][0]["delta"]["annotations"] = [citation]  # OpenRouter streams them in a delta
