@@ -102,6 +102,9 @@ def test_the_raw_stream_keeps_the_grammar(proxy: ProxyServer) -> None:
     events = parse_sse(response.content)
     outcome = check_grammar(events)
     assert outcome.ending == "message" and [e["type"] for e in events].count("message_start") == 1
+    assert [b.kind for b in outcome.blocks][1:3] == ["server_tool_use", "web_search_tool_result"]
+    assert outcome.message_delta is not None
+    assert outcome.message_delta["usage"]["server_tool_use"]["web_search_requests"] == 1
 
 
 def test_without_a_backend_the_client_gets_a_clear_400(unconfigured: ProxyServer) -> None:
