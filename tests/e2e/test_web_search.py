@@ -8,7 +8,11 @@ serves a `SearchTurn` through an `UpstreamCaller`.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,6 +21,7 @@ import requests
 from anthropic.types import MessageParam, TextBlock, WebSearchTool20250305Param
 
 from tests.conftest import proxy_config
+from tests.e2e import test_claude_code as cc
 from tests.support.grammar import check_grammar
 from tests.support.proxy_server import ProxyServer
 from tests.support.search_backends import SearchService
@@ -30,6 +35,11 @@ PIPELINE_HOOK = pytest.mark.xfail(
     strict=True, reason="needs the pipeline hook: OpenAIAttempts.send → WebSearch.prepare / SearchTurn (issue 16)"
 )
 pytestmark = [pytest.mark.e2e, PIPELINE_HOOK]
+ROOT = Path(__file__).resolve().parents[2]
+CC_SCENARIO = ROOT / "tests" / "support" / "cc_websearch_scenario.py"
+# test_claude_code's fixtures: root, a loopback-only namespace and the CLI from npm, or a skip that says which
+# is missing (`cc_claude` needs `netns`)
+netns, cc_claude = cc.netns, cc.claude
 
 SERVER_TOOL: WebSearchTool20250305Param = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
 PROMPT: list[MessageParam] = [{"role": "user", "content": "Perform a web search for the query: pelican facts"}]
@@ -113,3 +123,25 @@ def test_without_a_backend_the_client_gets_a_clear_400(unconfigured: ProxyServer
             model="claude-opus-5-5", max_tokens=100, messages=PROMPT, tools=[SERVER_TOOL],
         )
     assert "[web_search]" in str(caught.value) and "web_search_20250305" in str(caught.value)
+
+
+# -- the real Claude Code CLI -----------------------------------------------------------------------------
+
+
+@pytest.mark.claude_code
+def test_claude_code_websearch_answers_with_what_only_the_local_backend_knows(cc_claude: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    command = cc._in_namespace_command(sys.executable, str(CC_SCENARIO), "--claude", str(cc_claude), "--out", str(out))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0 and out.exists(), f"scenario failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    result = json.loads(out.read_text())
+    why = f"stdout={result.get('stdout', '')[:2000]}\nstderr={result.get('stderr', '')[:2000]}\n" \
+          f"proxy={result.get('proxy_output', '')[-2000:]}"
+    output = result["cli_json"]
+    assert result["returncode"] == 0 and output is not None and output["is_error"] is False, why
+    assert FACT in output["result"], why  # only the local search service held it
+    assert result["search_queries"] == ["pelican pouch facts"], why
+    side = [r["json"] for r in result["upstream_requests"]
+            if any(t["function"]["name"] == "web_search" for t in r["json"].get("tools", []))]
+    assert side, why  # the side request offered the model the web_search function, not the server tool
+    assert not any(t.get("type", "").startswith("web_search_") for r in side for t in r.get("tools", []))
