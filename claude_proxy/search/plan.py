@@ -9,7 +9,7 @@ from typing import Any
 
 from claude_proxy.config.websearch import WebSearchConfig
 from claude_proxy.errors import InvalidRequest
-from claude_proxy.search.backends import Backend, build_backend
+from claude_proxy.search.backends import Backend, SearchError, build_backend
 from claude_proxy.search.loop import SearchTurn
 from claude_proxy.translate.dialect import Dialect
 from claude_proxy.translate.request import Translation
@@ -20,6 +20,7 @@ from claude_proxy.translate.websearch import (
     find_server_tool,
     offer_function,
 )
+from claude_proxy.upstream.client import host_of
 
 log = logging.getLogger("claude_proxy.search")
 
@@ -47,6 +48,22 @@ class WebSearch:
     def secrets(self) -> tuple[str, ...]:
         """The backend key, for the redaction list the proxy keeps of provider keys."""
         return (self.config.api_key,) if self.config is not None and self.config.api_key else ()
+
+    def check(self, dialects: list[Dialect]) -> tuple[bool, str]:
+        """For `claude-proxy doctor`: is web search configured, and does the backend answer a search?"""
+        config = self.config
+        if self.backend is None:
+            native = sorted({d.name for d in dialects if d.native_web_search})
+            if native:
+                return True, f"web search: native search of {', '.join(native)}"
+            how = "drop the server tool" if config is not None and config.on_missing == "drop" else "answer 400"
+            return False, f"web search: not configured (add a [web_search] table); requests with it {how}"
+        assert config is not None  # a backend is only built from a config
+        try:
+            results = self.backend.search("claude-proxy", max_results=1)
+        except SearchError as exc:
+            return False, f"web search: {config.backend} at {host_of(config.url or '')} failed ({exc.code}): {exc.message}"
+        return True, f"web search: {config.backend} at {host_of(config.url or '')} answered ({len(results)} result(s))"
 
     def prepare(
         self, body: dict[str, Any], translation: Translation, dialect: Dialect, deadline: float | None = None

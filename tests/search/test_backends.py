@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from claude_proxy.config.websearch import WebSearchConfig
-from claude_proxy.search import Backend, Result, SearchError, build_backend
+from claude_proxy.search import Backend, Result, SearchError, WebSearch, build_backend
+from claude_proxy.translate.dialect import Dialect
 from tests.support.search_backends import BRAVE_KEY, TAVILY_KEY, Doc, SearchService
 
 DOCS = [
@@ -150,3 +151,16 @@ def test_a_default_endpoint_on_a_private_address_is_refused(service: SearchServi
         b.search("pelican")
     assert caught.value.code == "unavailable" and service.recorded == []
     assert backend(service, "brave").search("pelican")  # configured explicitly: used
+
+
+def test_doctor_check_says_whether_search_works(service: SearchService) -> None:
+    config = WebSearchConfig(backend="searxng", url=service.url, url_explicit=True)
+    ok, line = WebSearch(config).check([Dialect()])
+    assert ok and "searxng at 127.0.0.1" in line and "answered" in line
+    service.fail_next(503)
+    ok, line = WebSearch(config).check([Dialect()])
+    assert not ok and "unavailable" in line
+    ok, line = WebSearch(None).check([Dialect(name="openrouter", native_web_search="openrouter_plugin")])
+    assert ok and "native search of openrouter" in line
+    ok, line = WebSearch(None).check([Dialect(name="deepseek")])
+    assert not ok and "[web_search]" in line
