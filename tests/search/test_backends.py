@@ -134,8 +134,7 @@ def test_a_slow_service_times_out_as_unavailable(service: SearchService) -> None
 
 def test_an_unreachable_service_is_unavailable(service: SearchService) -> None:
     url = service.url
-    service.server.shutdown()
-    service.server.server_close()
+    service.__exit__(None, None, None)
     config = WebSearchConfig(backend="searxng", url=url, url_explicit=True, timeout=2.0)
     built = build_backend(config)
     assert built is not None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -69,8 +68,11 @@ class SearchService:
             def do_POST(self) -> None:
                 service._handle(self, "POST")
 
+        self._stop = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        # request threads are joined on close: none may outlive the test (a late one leaves garbage behind)
+        self.server.daemon_threads = False
+        self.server.block_on_close = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> SearchService:
@@ -78,8 +80,10 @@ class SearchService:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()  # a hanging answer ends now
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(5)
 
     @property
     def url(self) -> str:
@@ -119,7 +123,7 @@ class SearchService:
             self.recorded.append(Recorded(kind, query, payload, headers))
             failure = self._failures.pop(0) if self._failures else None
         if self._hang:
-            time.sleep(self._hang)
+            self._stop.wait(self._hang)
         if failure is not None:
             return self._send(h, failure, {"error": {"message": f"failing on purpose with {failure}"}})
         if kind == "searxng":
@@ -183,7 +187,9 @@ class SearchService:
             h.send_response(status)
             h.send_header("Content-Type", "application/json")
             h.send_header("Content-Length", str(len(body)))
+            h.send_header("Connection", "close")  # each request thread ends with its answer (joined on close)
             h.end_headers()
+            h.close_connection = True
             h.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True  # the client gave up waiting (the timeout tests)
