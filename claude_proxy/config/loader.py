@@ -16,6 +16,7 @@ from typing import Any
 from claude_proxy.config.presets import PRESETS, Preset, preset
 from claude_proxy.config.prices import Price, Prices, parse_price
 from claude_proxy.config.teams import TeamsSettings, teams_settings
+from claude_proxy.config.websearch import WebSearchConfig, WebSearchConfigError, build_web_search
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
 from claude_proxy.routing.targets import (
     DEFAULT_PROVIDER,
@@ -112,6 +113,8 @@ class Config:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     teams: TeamsSettings | None = None  # [teams]: stored keys, limits, usage (None = static auth_keys only)
     prices: Prices = field(default_factory=Prices)
+    # [web_search]: None when the table is absent (server tools then use native search or on_missing)
+    web_search: WebSearchConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -174,6 +177,7 @@ TOP_LEVEL = {
     "telemetry",
     "teams",
     "prices",
+    "web_search",
 }
 TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
 ROUTING_KEYS = {
@@ -470,6 +474,12 @@ def load_config(
         auth_keys += [k.strip() for k in env[auth_env].split(",") if k.strip()]
 
     total = upstream.number("timeout", root.number("timeout", Timeouts.total))
+    web_search = None
+    if "web_search" in data:
+        try:
+            web_search = build_web_search(root.table_of("web_search"), env)
+        except WebSearchConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     max_body = server.get("max_body_size", (int, str), 'a size in bytes or a string like "32MB"', None)
     return Config(
         provider=providers[default],
@@ -510,6 +520,7 @@ def load_config(
             service_name=telemetry.get("service_name", str, "a service name", None),
         ),
         teams=teams_settings(root.table_of("teams"), where, env) if "teams" in root.table else None,
+        web_search=web_search,
     )
 
 

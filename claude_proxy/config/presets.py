@@ -61,6 +61,7 @@ PRESETS: dict[str, Preset] = {
                 cache_breakpoints=4,
                 cache_ttl=True,
                 affinity_header="x-session-id",
+                native_web_search="openrouter_plugin",
             ),
             description="OpenRouter",
         ),

@@ -68,6 +68,11 @@ class Dialect:
     # server holding its cache ("x-grok-conv-id", "x-session-affinity", …); "": none.
     affinity_header: str = ""
     affinity_field: str = ""
+    # The provider's own web search, used for Anthropic's `web_search_*` server tool when no
+    # [web_search] backend is configured (or backend = "native"): "" none, "openrouter_plugin"
+    # (`plugins: [{"id": "web", ...}]`, results as `url_citation` annotations; openrouter.ai/docs,
+    # "Web Search").
+    native_web_search: str = ""
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 

@@ -18,6 +18,7 @@ from .caching import cache_key, cache_mark, limit_breakpoints, long_ttl
 from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
 from .tokens import estimate_input_tokens
+from .websearch import history_text
 
 try:
     import orjson
@@ -183,16 +184,8 @@ def _flatten_block(block: dict[str, Any]) -> str:
         return "\n".join(
             x for x in (str(block.get("title", "")), str(block.get("source", "")), _text_of(block.get("content"))) if x
         )
-    if kind == "server_tool_use":
-        return f"[server tool call {block.get('name', '')}: {json.dumps(block.get('input', {}), ensure_ascii=False)}]"
-    if kind == "web_search_tool_result":
-        content = block.get("content")
-        lines = []
-        if isinstance(content, list):
-            for item in content:
-                if isinstance(item, dict):
-                    lines.append(f"- {item.get('title', '')} <{item.get('url', '')}>")
-        return "[web search results]\n" + "\n".join(lines)
+    if kind in ("server_tool_use", "web_search_tool_result"):
+        return history_text(block)  # the results as text, snippets included when they are ours
     content = block.get("content")
     inner = _text_of(content) if isinstance(content, (list, str)) else ""
     return f"[{kind}]" + (f"\n{inner}" if inner else "")
@@ -322,7 +315,7 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
                 }
             )
         else:
-            texts.append(_flatten_block(block))
+            texts.append(_flatten_block(block) + "\n\n")  # a paragraph of its own, not run into the next
     text = "".join(texts)
     if not text and not calls:
         return None

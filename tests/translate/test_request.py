@@ -977,10 +977,10 @@ def test_server_tool_blocks_are_flattened_to_text() -> None:
     ]
     assert translate(req(messages))["messages"] == [
         {"role": "user", "content": "search"},
-        {"role": "assistant", "content": '[server tool call web_search: {"query": "héllo"}]'
-                                         "[web search results]\n- A <https://a>\n- B <https://b>"
-                                         "[code_execution_tool_result]"
-                                         "[mcp_tool_result]\nmcp out"
+        {"role": "assistant", "content": '[searched the web for "héllo"]\n\n'
+                                         "[web search results]\n[1] A <https://a>\n[2] B <https://b>\n\n"
+                                         "[code_execution_tool_result]\n\n"
+                                         "[mcp_tool_result]\nmcp out\n\n"
                                          "Here you go."},
         {"role": "user", "content": "[container_upload]\n\nthanks"},
     ]
