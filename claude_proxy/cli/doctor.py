@@ -232,6 +232,19 @@ def check_prices(config: Config, report: Report) -> None:
         report.add(PASS, "prices", "every configured model has a price")
 
 
+def check_web_search(config: Config, report: Report) -> None:
+    """Whether Claude Code's WebSearch can run: a [web_search] backend that answers, or native search."""
+    from claude_proxy.search import WebSearch
+
+    search = WebSearch(config.web_search, pool_size=1)
+    try:
+        ok, detail = search.check([p.dialect for p in config.providers.values()])
+    finally:
+        search.close()
+    fix = "" if ok else "set [web_search] backend and url (README: Web search); or on_missing = \"drop\""
+    report.add(PASS if ok else WARN, "web search", detail.removeprefix("web search: "), fix)
+
+
 def _probe_upstream(config: Config, key: str, report: Report, timeout: float) -> list[str]:
     """GET /models: the listed ids ([] when it failed, reported)."""
     provider = config.providers[key]
@@ -439,6 +452,7 @@ def run(argv: Sequence[str], out: IO[str], env: Mapping[str, str] | None = None)
             check_completion(config, report, args.model, args.timeout)
         else:
             report.add(WARN, "completion", "skipped: no usable API key", "fix the key first, then run the doctor again")
+        check_web_search(config, report)
     print(report.render(), file=out, flush=True)
     return 1 if report.failed else 0
 

@@ -59,7 +59,8 @@ class Proxy:
         self.router = Router(config.models, config.routes, config.providers, config.default_provider, config.routing)
         self.health_of = ProviderHealth(config.routing)
         provider_keys = [p.api_key for p in config.providers.values()]
-        self.secrets = tuple(k for k in (config.provider.api_key, *provider_keys, *config.auth_keys) if k)
+        search_key = config.web_search.api_key if config.web_search is not None else None
+        self.secrets = tuple(k for k in (config.provider.api_key, *provider_keys, *config.auth_keys, search_key) if k)
         self.journal = journal or Journal(config.log_file, secrets=self.secrets, log_bodies=config.log_bodies)
         self.recorder = Recorder(self.journal, self.secrets, config.provider.name, prices=config.prices)
         self.credentials = Credentials(config.auth_keys)
@@ -70,6 +71,7 @@ class Proxy:
         self.tracing = tracing_for(config, os.environ)
 
     def close(self) -> None:
+        self.openai.web_search.close()
         for upstream in {id(u): u for u in self.upstreams.values()}.values():
             upstream.close()
         self.journal.close()

@@ -29,12 +29,7 @@ from tests.support.search_model import DOCS, FACT, searching_model
 from tests.support.sse_client import parse_sse
 from tests.support.upstream import FakeUpstream
 
-# Strict: once the pipeline hook is wired (docs/integration/web-search-pipeline-hook.diff) these pass, and the
-# integrator removes the xfail mark (an XPASS fails the run, so it cannot be forgotten).
-PIPELINE_HOOK = pytest.mark.xfail(
-    strict=True, reason="needs the pipeline hook: OpenAIAttempts.send → WebSearch.prepare / SearchTurn (issue 16)"
-)
-pytestmark = [pytest.mark.e2e, PIPELINE_HOOK]
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CC_SCENARIO = ROOT / "tests" / "support" / "cc_websearch_scenario.py"
 # test_claude_code's fixtures: root, a loopback-only namespace and the CLI from npm, or a skip that says which
