@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -296,7 +297,8 @@ class TeamsEdge:
 
         def status() -> Response:
             return reply({**store.status(), "worker_live_requests": self.gate.live(),
-                          "worker_fail_open": self.gate.fail_open})
+                          "worker_fail_open": self.gate.fail_open,
+                          "worker_pid": os.getpid()})
 
         def me() -> Response:
             p: Principal = g.principal

@@ -80,7 +80,7 @@ def test_keys_are_stored_hashed_found_and_revoked_with_an_audit_trail(gate: Gate
 def test_teams_and_limit_changes_apply_on_the_next_request(gate: Gate) -> None:
     store = gate.store
     store.create_team("platform", Limits(rpm=Rate(2, 3600)), ACTOR)
-    record, key = store.create_key(owner="bob@example.com", team="platform", actor=ACTOR)
+    _, key = store.create_key(owner="bob@example.com", team="platform", actor=ACTOR)
     p = gate.authenticate([key], {})
     assert isinstance(p, Principal) and p.team_name == "platform"
     assert [type(gate.admit(p, 1)).__name__ for _ in range(3)] == ["Admitted", "Admitted", "Refused"]
