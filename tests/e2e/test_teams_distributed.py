@@ -38,8 +38,8 @@ from tests.e2e.test_teams import (  # noqa: F401 - collected again here, against
     test_usage_is_recorded_once_per_request_and_queryable,
 )
 from tests.support.proxy_server import ProxyServer
-from tests.support.stores import PostgresServer, RedisServer, migrate, postgres_server, redis_server  # noqa: F401
-from tests.support.upstream import FakeUpstream, RecordedRequest, Response, _message_text, default_handler
+from tests.support.stores import PostgresServer, RedisServer, migrate
+from tests.support.upstream import FakeUpstream, RecordedRequest, Response, _message_text
 
 pytestmark = pytest.mark.e2e
 LEASE_SECONDS = 3

@@ -17,7 +17,6 @@ from claude_proxy.teams.base import Store
 from claude_proxy.teams.gate import Gate
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage
-from tests.support.stores import postgres_server, redis_server  # noqa: F401 - fixtures
 
 ACTOR = Actor("test", remote_addr="127.0.0.1")
 _n = itertools.count()

@@ -14,7 +14,7 @@ import pytest
 from claude_proxy.teams.migrations import HEAD
 from tests.conftest import proxy_config
 from tests.support.proxy_server import ProxyServer, write_config
-from tests.support.stores import PostgresServer, RedisServer, postgres_server, redis_server  # noqa: F401
+from tests.support.stores import PostgresServer, RedisServer
 from tests.support.upstream import FakeUpstream
 
 
