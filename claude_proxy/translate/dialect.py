@@ -52,6 +52,17 @@ class Dialect:
     # Largest max_tokens the provider accepts (0: no limit). Claude Code asks for up to 128000,
     # which many providers reject outright rather than clamp.
     max_tokens_limit: int = 0
+    # Structured outputs (`output_config.format`): True sends OpenAI's
+    # `response_format: {type: json_schema, ...}`; False asks for a forced tool whose arguments
+    # come back to the client as the text block.
+    response_format_json_schema: bool = False
+    # Schema combinators the provider's validator rejects: "allOf" merged into its parent,
+    # "oneOf" sent as "anyOf" (same instances for the disjoint unions tools use).
+    merge_all_of: bool = False
+    one_of_as_any_of: bool = False
+    # Non-leading `role: system` messages: "keep" (OpenAI accepts them anywhere) or "user"
+    # (re-roled as a <system-reminder> user turn for chat templates that reject them).
+    mid_system: str = "keep"
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
