@@ -8,6 +8,24 @@ from claude_proxy.translate.dialect import DEFAULT_DIALECT, Dialect
 
 STRICT_SCHEMA_KEYS = frozenset({"$schema", "propertyNames"})
 
+# `response_format_json_schema` (structured outputs as OpenAI's json_schema response_format) is
+# True where the provider documents it for chat completions:
+#   openai      platform.openai.com/docs/guides/structured-outputs
+#   openrouter  openrouter.ai/docs/features/structured-outputs (models that support it)
+#   fireworks   docs.fireworks.ai/structured-responses/structured-response-formatting
+#   grok        docs.x.ai/docs/guides/structured-outputs
+#   together    docs.together.ai/docs/json-mode
+#   groq        console.groq.com/docs/structured-outputs
+#   mistral     docs.mistral.ai/capabilities/structured-output/custom_structured_output
+#   gemini      ai.google.dev/gemini-api/docs/openai ("Structured output")
+#   ollama      github.com/ollama/ollama docs/openai.md (response_format json_schema, 0.5+)
+#   vllm        docs.vllm.ai/en/latest/features/structured_outputs.html
+# and False where only json_object (no schema) exists, so the forced tool keeps the schema:
+#   deepseek    api-docs.deepseek.com/guides/json_mode;  moonshot  platform.moonshot.ai (JSON Mode)
+#   custom      unknown server: a tool call is what every OpenAI-compatible server understands.
+# Gemini's OpenAI endpoint converts tool schemas to its OpenAPI subset (no allOf/oneOf/uniqueItems:
+# ai.google.dev/api/caching#Schema), so those are rewritten or dropped there.
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -33,6 +51,7 @@ PRESETS: dict[str, Preset] = {
                 reasoning_models=("o1*", "o3*", "o4*", "gpt-5*"),
                 user_field=True,
                 pdf_file_parts=True,
+                response_format_json_schema=True,
             ),
             description="OpenAI",
         ),
@@ -47,6 +66,7 @@ PRESETS: dict[str, Preset] = {
                 user_field=True,
                 user_max_len=128,
                 pdf_file_parts=True,
+                response_format_json_schema=True,
             ),
             description="OpenRouter",
         ),
@@ -54,7 +74,9 @@ PRESETS: dict[str, Preset] = {
             "fireworks",
             "https://api.fireworks.ai/inference/v1",
             "FIREWORKS_API_KEY",
-            dialect=Dialect(name="fireworks", top_k=True, reasoning_history="tool_turns"),
+            dialect=Dialect(
+                name="fireworks", top_k=True, reasoning_history="tool_turns", response_format_json_schema=True
+            ),
             description="Fireworks AI",
         ),
         Preset(
@@ -66,6 +88,7 @@ PRESETS: dict[str, Preset] = {
                 reasoning_models=("grok-3-mini*",),
                 reasoning_efforts=("low", "high"),
                 reasoning_tokens_separate=True,
+                response_format_json_schema=True,
             ),
             description="xAI Grok",
         ),
@@ -73,14 +96,19 @@ PRESETS: dict[str, Preset] = {
             "together",
             "https://api.together.xyz/v1",
             "TOGETHER_API_KEY",
-            dialect=Dialect(name="together", top_k=True, think_tags=True),
+            dialect=Dialect(name="together", top_k=True, think_tags=True, response_format_json_schema=True),
             description="Together AI",
         ),
         Preset(
             "groq",
             "https://api.groq.com/openai/v1",
             "GROQ_API_KEY",
-            dialect=Dialect(name="groq", strip_schema_keys=STRICT_SCHEMA_KEYS, reasoning_param="none"),
+            dialect=Dialect(
+                name="groq",
+                strip_schema_keys=STRICT_SCHEMA_KEYS,
+                reasoning_param="none",
+                response_format_json_schema=True,
+            ),
             description="Groq",
         ),
         Preset(
@@ -100,6 +128,8 @@ PRESETS: dict[str, Preset] = {
                 tool_choice_any="any",
                 reasoning_param="none",
                 stream_usage=False,
+                response_format_json_schema=True,
+                mid_system="user",
             ),
             description="Mistral",
         ),
@@ -118,7 +148,10 @@ PRESETS: dict[str, Preset] = {
             "GEMINI_API_KEY",
             dialect=Dialect(
                 name="gemini",
-                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum"},
+                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum", "uniqueItems"},
+                merge_all_of=True,
+                one_of_as_any_of=True,
+                response_format_json_schema=True,
                 strip_formats=frozenset({"*"}),
                 reasoning_param_all_models=False,
                 reasoning_efforts=("low", "high"),
@@ -138,7 +171,9 @@ PRESETS: dict[str, Preset] = {
             "http://localhost:11434/v1",
             None,
             key_required=False,
-            dialect=Dialect(name="ollama", reasoning_param="none"),
+            dialect=Dialect(
+                name="ollama", reasoning_param="none", response_format_json_schema=True, mid_system="user"
+            ),
             description="Ollama (local)",
         ),
         Preset(
@@ -146,7 +181,14 @@ PRESETS: dict[str, Preset] = {
             "http://localhost:8000/v1",
             "VLLM_API_KEY",
             key_required=False,
-            dialect=Dialect(name="vllm", top_k=True, think_tags=True, reasoning_param="none"),
+            dialect=Dialect(
+                name="vllm",
+                top_k=True,
+                think_tags=True,
+                reasoning_param="none",
+                response_format_json_schema=True,
+                mid_system="user",
+            ),
             description="vLLM (local)",
         ),
         Preset(
