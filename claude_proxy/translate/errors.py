@@ -109,8 +109,13 @@ def upstream_error_type(payload: Any) -> str | None:
     return None
 
 
-def from_upstream_response(status: int, body: bytes, provider: str = "upstream") -> tuple[int, dict[str, Any]]:
-    """An upstream HTTP error → (status for the client, Anthropic envelope)."""
+def from_upstream_response(
+    status: int, body: bytes, provider: str = "upstream", estimate: int | None = None
+) -> tuple[int, dict[str, Any]]:
+    """An upstream HTTP error → (status for the client, Anthropic envelope). A context overflow
+    becomes Anthropic's 400 `prompt is too long: N tokens > M maximum`, whatever the provider's
+    wording and status (some send 413 or 422), so clients compact instead of failing."""
+    from .overflow import upstream_overflow  # overflow builds its envelopes with this module
     payload: Any = None
     try:
         payload = json.loads(body) if body else None
@@ -120,6 +125,10 @@ def from_upstream_response(status: int, body: bytes, provider: str = "upstream")
     if not message:
         text = body.decode("utf-8", "replace").strip() if body else ""
         message = text[:1000] if text and not text.lstrip().startswith("<") else f"HTTP {status}"
+    if 400 <= status < 500:
+        overflow = upstream_overflow(payload, message, estimate)
+        if overflow is not None:
+            return 400, overflow
     client_status = status if 400 <= status <= 599 else 502
     error_type = error_type_for_status(client_status)
     return client_status, envelope(error_type, f"{provider}: {message}")
