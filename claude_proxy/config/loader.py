@@ -6,6 +6,7 @@ expected, so the CLI can print one line and exit 2 instead of a traceback.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 from collections.abc import Mapping
@@ -110,6 +111,8 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     teams: TeamsSettings | None = None  # [teams]: stored keys, limits, usage (None = static auth_keys only)
+    # [context_windows]: upstream model name or glob → its window in tokens (see context_window)
+    context_windows: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -117,6 +120,15 @@ class Config:
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
+
+    def context_window(self, model: str) -> int | None:
+        """The configured context window of an upstream model: its exact name, else the most
+        specific matching glob; None when not configured (the provider's error decides then)."""
+        windows = self.context_windows
+        if model in windows:
+            return windows[model]
+        matches = [(len(k.replace("*", "").replace("?", "")), v) for k, v in windows.items() if fnmatch.fnmatchcase(model, k)]
+        return max(matches)[1] if matches else None
 
 
 def search_paths(explicit: str | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -164,6 +176,7 @@ TOP_LEVEL = {
     "provider",
     "providers",
     "models",
+    "context_windows",
     "routes",
     "routing",
     "params",
@@ -335,6 +348,17 @@ def _models(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
     return ModelMap(chains, providers, default)
 
 
+def _context_windows(table: Mapping[str, Any], where: str) -> dict[str, int]:
+    windows: dict[str, int] = {}
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 256 <= value <= 100_000_000:
+            raise ConfigError(
+                f"{where}: 'context_windows.\"{key}\"' must be a number of tokens (256 to 100000000), got {value!r}"
+            )
+        windows[key] = value
+    return windows
+
+
 def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> dict[str, Chain]:
     routes: dict[str, Chain] = {}
     for key, value in table.items():
@@ -443,6 +467,7 @@ def load_config(
         routes=_routes(root.table_of("routes"), where, providers, default),
         routing=routing_config,
         models=_models(root.table_of("models"), where, providers, default),
+        context_windows=_context_windows(root.table_of("context_windows"), where),
         host=root.get("host", str, "an address string", DEFAULT_HOST),
         port=root.integer("port", DEFAULT_PORT, 0, 65535),
         drop=frozenset(params.strings("drop", DEFAULT_DROP)),
