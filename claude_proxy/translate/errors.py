@@ -132,3 +132,33 @@ def from_upstream_response(
     client_status = status if 400 <= status <= 599 else 502
     error_type = error_type_for_status(client_status)
     return client_status, envelope(error_type, f"{provider}: {message}")
+
+
+THREAD_TYPES = ("create", "continue")
+
+
+def thread_refusal(body: Any) -> dict[str, Any] | None:
+    """The 400 for a request that asks for a server-side message thread, which the proxy cannot
+    hold (a `continue` carries only the new turn: forwarding it would lose the history), else None.
+
+    The official SDKs recover from exactly this: anthropic-sdk-python 2.16
+    (lib/threads/_thread_state.py, `ThreadState.recovers_from` / `_unsupported_features`) catches
+    any APIStatusError whose body has `error.details.error_code == "thread_unsupported_request"`
+    (`unsupported` may list anything, even values it does not know, or be absent) and, when the
+    thread's `unsupported_request_behavior` is "continue_unthreaded" — what tool runners use —
+    drops `thread` from that turn and every later one and re-sends the full history. A thread made
+    with the default behavior "error" raises it to the caller instead. So both `create` and
+    `continue` are refused: refusing the first turn stops threading before any turn is lost.
+    (The TypeScript SDK's thread code was not in the snapshot checked; the wire shape is shared.)
+    """
+    if not isinstance(body, dict):
+        return None
+    thread = body.get("thread")
+    if not isinstance(thread, dict) or thread.get("type") not in THREAD_TYPES:
+        return None
+    refusal = envelope(
+        "invalid_request_error",
+        "thread: this proxy cannot hold server-side message threads; send the full conversation without `thread`",
+    )
+    refusal["error"]["details"] = {"error_code": "thread_unsupported_request", "unsupported": ["thread"]}
+    return refusal

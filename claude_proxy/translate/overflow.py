@@ -36,6 +36,7 @@ from typing import Any
 
 from .errors import envelope
 
+
 def _n(name: str) -> str:
     return rf"(?P<{name}>\d[\d,]*)(?:\.0)?"
 

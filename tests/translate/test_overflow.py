@@ -92,6 +92,7 @@ def test_vllm_completion_too_large_is_fitted_once_and_not_remembered() -> None:
     assert fixed == ({**BODY, "max_tokens": 31768}, {"max_tokens_fit": 31768})  # no "max_tokens_limit" lesson
     # and it is not an overflow for the client either: the provider's own words pass through
     status, envelope = from_upstream_response(400, json.dumps({"error": {"message": message}}).encode(), "vllm")
+    assert status == 400
     assert envelope["error"]["message"].startswith("vllm: This model's maximum context length")
 
 
