@@ -6,6 +6,7 @@ expected, so the CLI can print one line and exit 2 instead of a traceback.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 from collections.abc import Mapping
@@ -115,6 +116,8 @@ class Config:
     prices: Prices = field(default_factory=Prices)
     # [web_search]: None when the table is absent (server tools then use native search or on_missing)
     web_search: WebSearchConfig | None = None
+    # [context_windows]: upstream model name or glob → its window in tokens (see context_window)
+    context_windows: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -122,6 +125,15 @@ class Config:
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
+
+    def context_window(self, model: str) -> int | None:
+        """The configured context window of an upstream model: its exact name, else the most
+        specific matching glob; None when not configured (the provider's error decides then)."""
+        windows = self.context_windows
+        if model in windows:
+            return windows[model]
+        matches = [(len(k.replace("*", "").replace("?", "")), v) for k, v in windows.items() if fnmatch.fnmatchcase(model, k)]
+        return max(matches)[1] if matches else None
 
 
 def search_paths(explicit: str | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -169,6 +181,7 @@ TOP_LEVEL = {
     "provider",
     "providers",
     "models",
+    "context_windows",
     "routes",
     "routing",
     "params",
@@ -350,6 +363,17 @@ def _models(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
     return ModelMap(chains, providers, default)
 
 
+def _context_windows(table: Mapping[str, Any], where: str) -> dict[str, int]:
+    windows: dict[str, int] = {}
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 256 <= value <= 100_000_000:
+            raise ConfigError(
+                f"{where}: 'context_windows.\"{key}\"' must be a number of tokens (256 to 100000000), got {value!r}"
+            )
+        windows[key] = value
+    return windows
+
+
 def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> dict[str, Chain]:
     routes: dict[str, Chain] = {}
     for key, value in table.items():
@@ -489,6 +513,7 @@ def load_config(
         routing=routing_config,
         models=_models(root.table_of("models"), where, providers, default),
         prices=_prices(root.table_of("prices"), where, providers, default),
+        context_windows=_context_windows(root.table_of("context_windows"), where),
         host=root.get("host", str, "an address string", DEFAULT_HOST),
         port=root.integer("port", DEFAULT_PORT, 0, 65535),
         drop=frozenset(params.strings("drop", DEFAULT_DROP)),

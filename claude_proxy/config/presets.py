@@ -8,6 +8,24 @@ from claude_proxy.translate.dialect import DEFAULT_DIALECT, Dialect
 
 STRICT_SCHEMA_KEYS = frozenset({"$schema", "propertyNames"})
 
+# `response_format_json_schema` (structured outputs as OpenAI's json_schema response_format) is
+# True where the provider documents it for chat completions:
+#   openai      platform.openai.com/docs/guides/structured-outputs
+#   openrouter  openrouter.ai/docs/features/structured-outputs (models that support it)
+#   fireworks   docs.fireworks.ai/structured-responses/structured-response-formatting
+#   grok        docs.x.ai/docs/guides/structured-outputs
+#   together    docs.together.ai/docs/json-mode
+#   groq        console.groq.com/docs/structured-outputs
+#   mistral     docs.mistral.ai/capabilities/structured-output/custom_structured_output
+#   gemini      ai.google.dev/gemini-api/docs/openai ("Structured output")
+#   ollama      github.com/ollama/ollama docs/openai.md (response_format json_schema, 0.5+)
+#   vllm        docs.vllm.ai/en/latest/features/structured_outputs.html
+# and False where only json_object (no schema) exists, so the forced tool keeps the schema:
+#   deepseek    api-docs.deepseek.com/guides/json_mode;  moonshot  platform.moonshot.ai (JSON Mode)
+#   custom      unknown server: a tool call is what every OpenAI-compatible server understands.
+# Gemini's OpenAI endpoint converts tool schemas to its OpenAPI subset (no allOf/oneOf/uniqueItems:
+# ai.google.dev/api/caching#Schema), so those are rewritten or dropped there.
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -40,6 +58,7 @@ PRESETS: dict[str, Preset] = {
                 cache_key_field="prompt_cache_key",
                 cache_retention="24h",
                 cache_retention_models=("gpt-5*", "gpt-4.1*"),
+                response_format_json_schema=True,
             ),
             description="OpenAI",
         ),
@@ -62,6 +81,7 @@ PRESETS: dict[str, Preset] = {
                 cache_ttl=True,
                 affinity_header="x-session-id",
                 native_web_search="openrouter_plugin",
+                response_format_json_schema=True,
             ),
             description="OpenRouter",
         ),
@@ -72,7 +92,11 @@ PRESETS: dict[str, Preset] = {
             # Automatic prefix caching per replica; `x-session-affinity` pins a session to one replica.
             # Source: docs.fireworks.ai/guides/prompt-caching ("user" field or x-session-affinity header).
             dialect=Dialect(
-                name="fireworks", top_k=True, reasoning_history="tool_turns", affinity_header="x-session-affinity"
+                name="fireworks",
+                top_k=True,
+                reasoning_history="tool_turns",
+                affinity_header="x-session-affinity",
+                response_format_json_schema=True,
             ),
             description="Fireworks AI",
         ),
@@ -90,6 +114,7 @@ PRESETS: dict[str, Preset] = {
                 # prompt_tokens_details.cached_tokens. Source: docs.x.ai/developers/advanced-api-usage/
                 # prompt-caching/maximizing-cache-hits and …/usage-and-pricing.
                 affinity_header="x-grok-conv-id",
+                response_format_json_schema=True,
             ),
             description="xAI Grok",
         ),
@@ -98,7 +123,7 @@ PRESETS: dict[str, Preset] = {
             "https://api.together.xyz/v1",
             "TOGETHER_API_KEY",
             # No documented cache controls for Chat Completions were found: nothing sent [UNVERIFIED].
-            dialect=Dialect(name="together", top_k=True, think_tags=True),
+            dialect=Dialect(name="together", top_k=True, think_tags=True, response_format_json_schema=True),
             description="Together AI",
         ),
         Preset(
@@ -107,7 +132,12 @@ PRESETS: dict[str, Preset] = {
             "GROQ_API_KEY",
             # Automatic prefix caching, nothing to send (and Groq rejects unknown fields); reads in
             # prompt_tokens_details.cached_tokens. Source: console.groq.com/docs/prompt-caching.
-            dialect=Dialect(name="groq", strip_schema_keys=STRICT_SCHEMA_KEYS, reasoning_param="none"),
+            dialect=Dialect(
+                name="groq",
+                strip_schema_keys=STRICT_SCHEMA_KEYS,
+                reasoning_param="none",
+                response_format_json_schema=True,
+            ),
             description="Groq",
         ),
         Preset(
@@ -132,6 +162,8 @@ PRESETS: dict[str, Preset] = {
                 # `prompt_cache_key` raises the chance of a prefix-cache hit. Source:
                 # docs.mistral.ai/studio-api/conversations/advanced/prompt-caching.
                 cache_key_field="prompt_cache_key",
+                response_format_json_schema=True,
+                mid_system="user",
             ),
             description="Mistral",
         ),
@@ -150,7 +182,10 @@ PRESETS: dict[str, Preset] = {
             "GEMINI_API_KEY",
             dialect=Dialect(
                 name="gemini",
-                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum"},
+                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum", "uniqueItems"},
+                merge_all_of=True,
+                one_of_as_any_of=True,
+                response_format_json_schema=True,
                 strip_formats=frozenset({"*"}),
                 reasoning_param_all_models=False,
                 reasoning_efforts=("low", "high"),
@@ -173,7 +208,9 @@ PRESETS: dict[str, Preset] = {
             "http://localhost:11434/v1",
             None,
             key_required=False,
-            dialect=Dialect(name="ollama", reasoning_param="none"),
+            dialect=Dialect(
+                name="ollama", reasoning_param="none", response_format_json_schema=True, mid_system="user"
+            ),
             description="Ollama (local)",
         ),
         Preset(
@@ -181,7 +218,14 @@ PRESETS: dict[str, Preset] = {
             "http://localhost:8000/v1",
             "VLLM_API_KEY",
             key_required=False,
-            dialect=Dialect(name="vllm", top_k=True, think_tags=True, reasoning_param="none"),
+            dialect=Dialect(
+                name="vllm",
+                top_k=True,
+                think_tags=True,
+                reasoning_param="none",
+                response_format_json_schema=True,
+                mid_system="user",
+            ),
             description="vLLM (local)",
         ),
         Preset(

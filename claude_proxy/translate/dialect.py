@@ -73,6 +73,17 @@ class Dialect:
     # (`plugins: [{"id": "web", ...}]`, results as `url_citation` annotations; openrouter.ai/docs,
     # "Web Search").
     native_web_search: str = ""
+    # Structured outputs (`output_config.format`): True sends OpenAI's
+    # `response_format: {type: json_schema, ...}`; False asks for a forced tool whose arguments
+    # come back to the client as the text block.
+    response_format_json_schema: bool = False
+    # Schema combinators the provider's validator rejects: "allOf" merged into its parent,
+    # "oneOf" sent as "anyOf" (same instances for the disjoint unions tools use).
+    merge_all_of: bool = False
+    one_of_as_any_of: bool = False
+    # Non-leading `role: system` messages: "keep" (OpenAI accepts them anywhere) or "user"
+    # (re-roled as a <system-reminder> user turn for chat templates that reject them).
+    mid_system: str = "keep"
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 

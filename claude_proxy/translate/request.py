@@ -37,7 +37,7 @@ KNOWN_FIELDS = frozenset(
         "temperature", "top_p", "top_k", "metadata", "thinking", "stream", "output_config",
         "context_management", "cache_control", "container", "service_tier", "speed",
         "inference_geo", "diagnostics", "user_profile_id", "workspace_id", "mcp_servers",
-        "betas", "anthropic_beta",
+        "betas", "anthropic_beta", "safeguards", "thread",
     }
 )
 
@@ -52,6 +52,17 @@ SERVER_BLOCK_TYPES = frozenset(
 )
 
 IMAGE_TOOL_RESULT_NOTE = "Image output of tool call {id}:"
+TOOL_LOADED_NOTE = "Tool loaded: {name}"
+SYSTEM_REMINDER = "<system-reminder>\n{text}\n</system-reminder>"
+
+# The forced tool that carries structured output to providers without json_schema response_format.
+STRUCTURED_TOOL = "structured_output"
+STRUCTURED_TOOL_DESCRIPTION = (
+    "Give your final answer by calling this tool exactly once; its arguments are the answer, "
+    "a JSON value that matches the schema."
+)
+# A non-object schema travels as this one property of an object (function parameters must be objects).
+STRUCTURED_WRAP_KEY = "value"
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,10 @@ class RequestContext:
     thinking: bool = False
     source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     session: str | None = None  # the Claude Code session id (never sent upstream as it is)
+    # Upstream name of the forced structured-output tool, whose arguments are the answer text.
+    structured_tool: str = ""
+    # The structured answer is the tool arguments' STRUCTURED_WRAP_KEY (a non-object schema).
+    structured_wrapped: bool = False
 
     def prompt_tokens(self) -> int:
         """The estimated input tokens, computed on first use: a non-streamed answer that reports
@@ -180,6 +195,8 @@ def _document_parts(block: dict[str, Any], dialect: Dialect) -> list[dict[str, A
 def _flatten_block(block: dict[str, Any]) -> str:
     """A readable text stand-in for a block that cannot travel upstream as itself."""
     kind = block.get("type")
+    if kind == "tool_reference":
+        return TOOL_LOADED_NOTE.format(name=block.get("tool_name", ""))
     if kind == "search_result":
         return "\n".join(
             x for x in (str(block.get("title", "")), str(block.get("source", "")), _text_of(block.get("content"))) if x
@@ -345,11 +362,32 @@ def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
                 out.append(translated)
         elif role == "system":
             text = _system_content(content, dialect)
-            if text:
-                out.append({"role": "system", "content": text})
+            if text:  # an empty one (after /compact) is dropped: providers reject empty content
+                _system_message(out, text, dialect)
     if dialect.cache_breakpoints:
         limit_breakpoints(out, dialect.cache_breakpoints)
     return out
+
+
+def _system_message(out: list[dict[str, Any]], content: str | list[dict[str, Any]], dialect: Dialect) -> None:
+    """A `role: system` message inside the conversation, in the form the provider accepts
+    (text parts keep their cache breakpoints where the provider takes them)."""
+    if dialect.mid_system == "keep" or all(m["role"] == "system" for m in out):
+        previous = out[-1]["content"] if out and out[-1]["role"] == "system" else None
+        if isinstance(previous, str) and isinstance(content, str):
+            out[-1] = {"role": "system", "content": f"{previous}\n\n{content}"}
+        else:
+            out.append({"role": "system", "content": content})
+        return
+    text = content if isinstance(content, str) else "\n\n".join(str(p.get("text", "")) for p in content)
+    reminder = SYSTEM_REMINDER.format(text=text)
+    last = out[-1]
+    if last["role"] == "user" and isinstance(last["content"], str):
+        out[-1] = {"role": "user", "content": f"{last['content']}\n\n{reminder}"}
+    elif last["role"] == "user":
+        out[-1] = {"role": "user", "content": [*last["content"], {"type": "text", "text": reminder}]}
+    else:
+        out.append({"role": "user", "content": reminder})
 
 
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
@@ -364,6 +402,8 @@ def clean_schema(schema: Any, dialect: Dialect) -> Any:
     """
     if not isinstance(schema, dict):
         return schema
+    if dialect.merge_all_of and isinstance(schema.get("allOf"), list):
+        schema = _merge_all_of(schema)
     strip_keys, strip_formats = dialect.strip_schema_keys, dialect.strip_formats
     out: dict[str, Any] | None = None
     items = list(schema.items())
@@ -372,6 +412,11 @@ def clean_schema(schema: Any, dialect: Dialect) -> Any:
             key == "format" and isinstance(value, str) and ("*" in strip_formats or value in strip_formats)
         )
         new = value
+        if key == "oneOf" and dialect.one_of_as_any_of and "anyOf" not in schema and isinstance(value, list):
+            if out is None:
+                out = dict(items[:position])
+            out["anyOf"] = _clean_list(value, dialect)
+            continue
         if not drop:
             if key in _SCHEMA_MAPS and isinstance(value, dict):
                 cleaned = {name: clean_schema(sub, dialect) for name, sub in value.items()}
@@ -388,9 +433,33 @@ def clean_schema(schema: Any, dialect: Dialect) -> Any:
     return schema if out is None else out
 
 
+def _merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """`allOf` folded into its parent, for validators that reject it. A keyword two parts both
+    set keeps the parent's (or the first) value: the schema gets looser, never stricter, and the
+    client still validates the arguments against its own schema."""
+    merged = {k: v for k, v in schema.items() if k != "allOf"}
+    for part in schema["allOf"]:
+        if not isinstance(part, dict):
+            continue
+        part = _merge_all_of(part) if isinstance(part.get("allOf"), list) else part
+        for key, value in part.items():
+            if key == "properties" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**value, **merged[key]}
+            elif key == "required" and isinstance(value, list) and isinstance(merged.get(key), list):
+                merged[key] = [*merged[key], *(r for r in value if r not in merged[key])]
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
 def _clean_list(values: list[Any], dialect: Dialect) -> list[Any]:
     cleaned = [clean_schema(v, dialect) for v in values]
     return cleaned if any(c is not v for c, v in zip(cleaned, values, strict=True)) else values
+
+
+def schema_key(dialect: Dialect) -> tuple[Any, ...]:
+    """The dialect fields that change a cleaned schema (part of every cache key for one)."""
+    return (dialect.strip_schema_keys, dialect.strip_formats, dialect.merge_all_of, dialect.one_of_as_any_of)
 
 
 _CLEANED: dict[tuple[Any, ...], Any] = {}
@@ -418,8 +487,7 @@ def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
     """`clean_schema`, remembered: Claude Code sends the same tool schemas on every turn, and
     serialising one (the cache key) costs a twentieth of cleaning it. The result is shared
     between requests, so it must never be mutated — nothing downstream does."""
-    extra = (dialect.strip_schema_keys, dialect.strip_formats)
-    return _remembered(_CLEANED, _CLEANED_MAX, schema, extra, lambda: clean_schema(schema, dialect))
+    return _remembered(_CLEANED, _CLEANED_MAX, schema, schema_key(dialect), lambda: clean_schema(schema, dialect))
 
 
 ToolParts = tuple[tuple[tuple[str, Any, Any], ...], dict[str, str]]
@@ -433,7 +501,7 @@ def _tool_parts(tools: Any, dialect: Dialect) -> ToolParts:
     turn, and one serialisation of the list (the key) costs half of translating it again."""
     if not isinstance(tools, list):
         return _translate_tools(tools, dialect)
-    extra = (dialect.tool_name_max, dialect.strip_schema_keys, dialect.strip_formats)
+    extra = (dialect.tool_name_max, *schema_key(dialect))
     return _remembered(_TOOL_LISTS, _TOOL_LISTS_MAX, tools, extra, lambda: _translate_tools(tools, dialect))
 
 
@@ -566,7 +634,7 @@ def translate_request(
     if body.get("stop_sequences") and not reasoning:  # o-series / gpt-5 reject `stop`
         out["stop"] = list(body["stop_sequences"])
 
-    tool_parts = _tool_parts(body.get("tools") or [], dialect)
+    tool_parts = _tool_parts(callable_tools(body), dialect)
     tools = _tools(tool_parts)
     if tools:
         out["tools"] = tools
@@ -575,6 +643,7 @@ def translate_request(
             out["tool_choice"] = _tool_choice(choice, dialect)
             if choice.get("disable_parallel_tool_use") and dialect.parallel_tool_calls:
                 out["parallel_tool_calls"] = False
+    structured_tool, wrapped = _apply_output_format(out, body, dialect, tool_parts)
 
     user = _user_field(body.get("metadata"), dialect)
     if user:
@@ -603,6 +672,8 @@ def translate_request(
         stream=stream,
         thinking=thinking,
         session=session,
+        structured_tool=structured_tool,
+        structured_wrapped=wrapped,
     )
     return Translation(out, context, headers)
 
@@ -630,6 +701,96 @@ def _apply_caching(
         if dialect.affinity_header:
             headers[dialect.affinity_header] = key
     return headers
+
+
+def loaded_tool_names(messages: Any) -> set[str]:
+    """Names of the deferred tools that `tool_reference` blocks in tool results have loaded."""
+    names: set[str] = set()
+    for message in messages or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or message.get("role") != "user":
+            continue
+        for block in content:
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            inner = block.get("content")
+            if isinstance(inner, list):
+                names.update(
+                    str(item.get("tool_name"))
+                    for item in inner
+                    if isinstance(item, dict) and item.get("type") == "tool_reference"
+                )
+    return names
+
+
+def callable_tools(body: dict[str, Any]) -> list[Any]:
+    """The tools the model may call now, as the API decides it: every tool not marked
+    `defer_loading`, plus each deferred one a `tool_reference` has loaded. So Claude Code's
+    `DeferredToolPlaceholder` never reaches the model, and unloaded MCP schemas cost no tokens."""
+    tools = body.get("tools") or []
+    if not isinstance(tools, list) or not any(isinstance(t, dict) and t.get("defer_loading") for t in tools):
+        return tools
+    loaded = loaded_tool_names(body.get("messages"))
+    return [t for t in tools if not (isinstance(t, dict) and t.get("defer_loading")) or t.get("name") in loaded]
+
+
+def output_format_schema(body: dict[str, Any]) -> Any:
+    """The JSON schema `output_config.format` asks the answer to match, or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]
+    return None
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether OpenAI's strict mode accepts `schema`: every object closed, every property required."""
+    if isinstance(schema, list):
+        return all(strict_compatible(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    props = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(props, dict):
+        if schema.get("additionalProperties") is not False:
+            return False
+        if isinstance(props, dict) and set(schema.get("required") or ()) != set(props):
+            return False
+    return all(
+        strict_compatible(v)
+        for k, v in schema.items()
+        if k in _SCHEMA_ONE or k in _SCHEMA_LISTS or k in ("properties", "$defs", "definitions")
+        for v in ([*v.values()] if k in ("properties", "$defs", "definitions") and isinstance(v, dict) else [v])
+    )
+
+
+def _apply_output_format(out: dict[str, Any], body: dict[str, Any], dialect: Dialect, tool_parts: ToolParts) -> tuple[str, bool]:
+    """`output_config.format` as `response_format` where the provider takes json_schema, else as a
+    tool the model must call (forced when it is the only tool). Returns (tool name, wrapped)."""
+    schema = output_format_schema(body)
+    if schema is None:
+        return "", False
+    cleaned = cleaned_schema(schema, dialect)
+    if dialect.response_format_json_schema:
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": cleaned, "strict": strict_compatible(cleaned)},
+        }
+        return "", False
+    taken = {name for name, _, _ in tool_parts[0]}
+    name = STRUCTURED_TOOL
+    while name in taken:
+        name = "_" + name
+    wrapped = cleaned.get("type") != "object"
+    parameters = (
+        {"type": "object", "properties": {STRUCTURED_WRAP_KEY: cleaned}, "required": [STRUCTURED_WRAP_KEY]}
+        if wrapped
+        else cleaned
+    )
+    tool = {"type": "function", "function": {"name": name, "description": STRUCTURED_TOOL_DESCRIPTION, "parameters": parameters}}
+    out["tools"] = [*out.get("tools", ()), tool]
+    if len(out["tools"]) == 1:
+        out["tool_choice"] = {"type": "function", "function": {"name": name}}
+    return name, wrapped
 
 
 def anthropic_to_openai(body: dict[str, Any], model: str | None = None, dialect: Dialect = DEFAULT_DIALECT) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .dialect import Dialect
 from .identifiers import to_anthropic_id
-from .request import RequestContext
+from .request import STRUCTURED_WRAP_KEY, RequestContext
 
 FINISH_REASONS: dict[str, str] = {
     "stop": "end_turn",
@@ -281,6 +281,16 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     return repaired
 
 
+def structured_text(arguments: Any, wrapped: bool) -> str:
+    """The structured-output tool's arguments as the answer's JSON text."""
+    if not wrapped and isinstance(arguments, str):
+        return arguments
+    value = parse_arguments(arguments)
+    if wrapped and STRUCTURED_WRAP_KEY in value:
+        return json.dumps(value[STRUCTURED_WRAP_KEY], ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)
+
+
 def openai_to_anthropic(response: dict[str, Any], context: RequestContext, message_id: str | None = None) -> dict[str, Any]:
     """A non-streaming completion → an Anthropic message."""
     dialect = context.dialect
@@ -310,6 +320,14 @@ def openai_to_anthropic(response: dict[str, Any], context: RequestContext, messa
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
     if not calls and isinstance(message.get("function_call"), dict):
         calls = [{"id": "", "function": message["function_call"]}]
+    answer = [c for c in calls if context.structured_tool and (c.get("function") or {}).get("name") == context.structured_tool]
+    if answer:  # the forced structured-output tool: its arguments are the answer text
+        calls = [c for c in calls if c not in answer]
+        text = structured_text((answer[0].get("function") or {}).get("arguments"), context.structured_wrapped)
+        if content and content[-1]["type"] == "text":
+            content[-1]["text"] += text
+        else:
+            content.append({"type": "text", "text": text})
     for n, call in enumerate(calls):
         function = call.get("function") or {}
         name = str(function.get("name") or "")
@@ -326,6 +344,8 @@ def openai_to_anthropic(response: dict[str, Any], context: RequestContext, messa
     reason = choice.get("finish_reason")
     stop_sequence = matched_stop(choice, context.stop_sequences)
     stop_reason = map_finish_reason(reason, saw_tool_calls=bool(calls))
+    if answer and not calls and stop_reason == "tool_use":
+        stop_reason = "end_turn"
     if stop_sequence and stop_reason == "end_turn":
         stop_reason = "stop_sequence"
     usage = convert_usage(find_usage(response), dialect) or {

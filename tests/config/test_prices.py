@@ -156,7 +156,10 @@ def test_the_example_prices_table_loads_when_uncommented() -> None:
 
     text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
     head = text.split("# -- Several providers at once", 1)[0]
-    lines = [line[2:] if line.startswith(('# "', "# [prices]")) else line for line in head.splitlines()]
+    lines, inside = [], False  # uncomment the [prices] block only (other tables have commented examples too)
+    for line in head.splitlines():
+        inside = line.startswith("# [prices]") or (inside and line.startswith('# "'))
+        lines.append(line[2:] if inside else line)
     loaded = load_config(data=tomllib.loads("\n".join(lines)), env={})
     assert len(loaded.prices.entries) == 3
     assert loaded.prices.find("default", "anthropic/claude-sonnet-4.5") == Price(3_000_000, 15_000_000, 300_000, 3_750_000)

@@ -401,7 +401,7 @@ def test_tool_result_variants() -> None:
         {"role": "tool", "tool_call_id": "t_err", "content": "Error: exit 1"},
         {"role": "tool", "tool_call_id": "t_err_empty", "content": "Error: the tool call failed."},
         {"role": "tool", "tool_call_id": "t_none", "content": ""},
-        {"role": "tool", "tool_call_id": "t_doc", "content": "doc\n\n[tool_reference]"},
+        {"role": "tool", "tool_call_id": "t_doc", "content": "doc\n\nTool loaded: Bash"},
     ]
 
 
