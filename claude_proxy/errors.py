@@ -23,8 +23,10 @@ class ProxyError(Exception):
         status: int | None = None,
         error_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = dict(details) if details else None  # `error.details` (e.g. an error_code SDKs act on)
         self.message = message
         if status is not None:
             self.status = status
@@ -34,7 +36,10 @@ class ProxyError(Exception):
         self.headers = dict(headers or {})
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
-        return envelope(self.error_type, self.message, request_id)
+        found = envelope(self.error_type, self.message, request_id)
+        if self.details:
+            found["error"]["details"] = self.details
+        return found
 
 
 class InvalidRequest(ProxyError):

@@ -11,7 +11,7 @@ import orjson
 
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config
-from claude_proxy.errors import UpstreamHTTPError, UpstreamUnavailable
+from claude_proxy.errors import InvalidRequest, UpstreamHTTPError, UpstreamUnavailable
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.credentials import Credentials
 from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
@@ -20,7 +20,14 @@ from claude_proxy.pipeline.route import Attempt
 from claude_proxy.pipeline.streaming import sse, translate_stream
 from claude_proxy.search import SearchTurn, UpstreamCaller, WebSearch
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
-from claude_proxy.translate.errors import TYPE_STATUS, envelope, upstream_error_message, upstream_error_type
+from claude_proxy.translate.errors import (
+    TYPE_STATUS,
+    envelope,
+    thread_refusal,
+    upstream_error_message,
+    upstream_error_type,
+)
+from claude_proxy.translate.overflow import overflow_error, upstream_overflow
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id
@@ -74,11 +81,18 @@ class OpenAIAttempts:
         session: str | None = None,
     ) -> Reply:
         provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
+        refusal = thread_refusal(body)  # a server-side thread cannot be held here: the SDKs' recoverable 400
+        if refusal is not None:
+            raise InvalidRequest(refusal["error"]["message"], details=refusal["error"]["details"])
         auth = self.credentials.openai_headers(headers, provider, upstream)
         forward = {}
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
         translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward, session=session)
+        window = self.config.context_window(model)
+        too_long = overflow_error(translation.context.prompt_tokens(), window) if window else None
+        if too_long is not None:  # answered as Anthropic would, so the client compacts; no upstream call spent
+            raise InvalidRequest(too_long["error"]["message"])
         out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
@@ -125,6 +139,9 @@ class OpenAIAttempts:
         if not isinstance(data, dict) or data.get("error") or _choice_error(data):
             payload_error = data if not isinstance(data, dict) or data.get("error") else _choice_error(data)
             message = upstream_error_message(payload_error) or "upstream returned an error"
+            overflow = upstream_overflow(payload_error, message, translation.context.prompt_tokens())
+            if overflow is not None:
+                raise UpstreamHTTPError(400, overflow)
             error_type = upstream_error_type(payload_error) or "api_error"
             status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
             outcome.upstream_error = True

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from claude_proxy.config.discovery import configured_models, page_models
 from claude_proxy.config.loader import Config
 from claude_proxy.errors import InvalidRequest, NotFound
 from claude_proxy.pipeline.reply import Reply, json_reply
@@ -26,7 +27,9 @@ class Catalog:
         upstream: Upstream,
         router: Router,
         auth: Callable[[Mapping[str, str]], dict[str, str]],
+        label: Callable[[str], str] = str,
     ) -> None:
+        self.label = label  # a provider as headers and logs name it
         self.config = config
         self.upstream = upstream
         self.router = router
@@ -60,27 +63,17 @@ class Catalog:
     def models(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
         # the names a client can send: [models] names, every configured target as "PROVIDER,MODEL" (when
         # there is more than one provider to choose from), then what the default provider lists
-        chains = [*self.config.models.entries.values(), *self.config.routes.values()]
-        targets = [str(t) for chain in chains for t in chain] if len(self.config.providers) > 1 else []
-        names = list(dict.fromkeys(self.config.models.exact_names + targets + self.upstream_model_ids(headers)))
-        data = [model_object(n) for n in names]
-        if query.get("after_id") in names:
-            data = data[names.index(query["after_id"]) + 1 :]
-        if query.get("before_id") in names:
-            data = data[: names.index(query["before_id"])]
+        # every configured name (with a display_name saying which provider and model serve it), every
+        # target as "PROVIDER,MODEL" when there is more than one provider to choose from, then what
+        # the default provider lists; paged as Anthropic pages (limit 20 by default)
+        several = len(self.config.providers) > 1
+        entries = [e for e in configured_models(self.config, self.label) if several or "," not in e["id"]]
+        known = {e["id"] for e in entries}
+        entries += [model_object(n) for n in dict.fromkeys(self.upstream_model_ids(headers)) if n not in known]
         try:
-            limit = max(1, min(int(query.get("limit", 1000)), 1000))
-        except ValueError:
-            raise InvalidRequest("limit: must be an integer from 1 to 1000") from None
-        page = data[:limit]
-        return json_reply(
-            {
-                "data": page,
-                "has_more": len(data) > limit,
-                "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None,
-            }
-        )
+            return json_reply(page_models(entries, dict(query)))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     def model(self, model_id: str, headers: Mapping[str, str]) -> Reply:
         known = (

@@ -203,11 +203,12 @@ def test_models_lists_mapped_names_then_the_upstreams(proxy: ProxyServer, upstre
     assert page["data"][0] == {
         "type": "model",
         "id": "claude-sonnet-5",
-        "display_name": "claude-sonnet-5",
+        "display_name": "claude-sonnet-5 → big-model on custom",  # which provider and model serve it
         "created_at": "1970-01-01T00:00:00Z",
     }
     assert (page["has_more"], page["first_id"], page["last_id"]) == (False, "claude-sonnet-5", "fake-model-2")
-    assert all(m["type"] == "model" and m["display_name"] == m["id"] for m in page["data"])
+    assert all(m["type"] == "model" for m in page["data"])
+    assert [m["display_name"] for m in page["data"][-2:]] == ["fake-model-1", "fake-model-2"]  # the upstream's own
     listing = [r for r in upstream.requests if r.path == "/v1/models"]
     assert listing and listing[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
 
