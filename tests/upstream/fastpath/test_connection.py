@@ -250,7 +250,7 @@ def test_a_request_that_fails_while_being_written_sends_nothing(server: FakeUpst
 
 def test_the_upstream_client_uses_these_connections(server: FakeUpstream) -> None:
     provider = ProviderConfig(name="custom", base_url=server.url, api_key="sk-test", format="openai", dialect=Dialect())
-    upstream = Upstream(provider)
+    upstream = Upstream(provider, fast_paths=True)  # the switch is tested in test_selfcheck.py
     try:
         server.enqueue(Json({"id": "x"}))
         response = upstream.post_json("/chat/completions", b'{"model":"m"}', {"X-Request-Id": "req_1"})
