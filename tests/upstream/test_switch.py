@@ -41,7 +41,7 @@ def test_an_unreadable_environment_value_leaves_the_config_in_charge() -> None:
 
 
 def test_a_wrong_type_in_the_config_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="server.fast_paths"):
+    with pytest.raises(ConfigError, match=r"server\.fast_paths"):
         config(fast_paths="no")
 
 
