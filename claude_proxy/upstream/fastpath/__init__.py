@@ -63,10 +63,6 @@ def _checks() -> list[tuple[str, Callable[[], bool]]]:
         code = getattr(http.client.HTTPResponse.begin, "__code__", None)
         return code is not None and "parse_headers" in code.co_names
 
-    def connection_state() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1")
-        return isinstance(getattr(conn, "_buffer", None), list) and hasattr(conn, "_HTTPConnection__state")
-
     def urllib3_request_signature() -> bool:
         return "chunked" in inspect.signature(Urllib3Connection.request).parameters
 
@@ -89,8 +85,6 @@ def _checks() -> list[tuple[str, Callable[[], bool]]]:
             and hasattr(HTTPAdapter, "get_connection_with_tls_context"),
         ),
         ("http.client.HTTPResponse.begin looks up a global parse_headers", begin_reads_parse_headers),
-        ("http.client.HTTPConnection keeps _buffer and a name-mangled __state", connection_state),
-        ("http.client._CS_REQ_STARTED", lambda: hasattr(http.client, "_CS_REQ_STARTED")),
         ("urllib3 HTTPConnection.request(..., chunked=)", urllib3_request_signature),
         ("urllib3 HTTPConnectionPool.ConnectionCls", lambda: hasattr(HTTPConnectionPool, "ConnectionCls")),
         ("urllib3 PoolManager.pool_classes_by_scheme", pool_classes),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import urllib3
+from urllib3.connectionpool import HTTPConnectionPool
 
 from claude_proxy.config.loader import ProviderConfig, RetryPolicy, Timeouts
 from claude_proxy.translate.dialect import Dialect
@@ -69,8 +70,8 @@ def test_an_old_urllib3_turns_the_fast_path_off_with_one_line_and_requests_are_s
 
 
 def test_a_missing_private_is_named(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.delattr(http.client, "_CS_REQ_STARTED")
-    assert fastpath.problems() == ["http.client._CS_REQ_STARTED"]
+    monkeypatch.delattr(HTTPConnectionPool, "ConnectionCls")
+    assert fastpath.problems() == ["urllib3 HTTPConnectionPool.ConnectionCls"]
     assert not fastpath.available()
     assert len(warnings(caplog)) == 1
 
