@@ -10,6 +10,7 @@ and a queue hand-off per read, which is why the fast path exists.
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import threading
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 READ_SIZE = 1 << 16
+JOIN_LIMIT = 2.0  # after a shutdown the helper's read returns at once; this only bounds a surprise
 
 
 class PublicBody:
@@ -27,16 +29,44 @@ class PublicBody:
         self.done = False
         self._queue: queue.SimpleQueue[bytes | BaseException] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # A second descriptor of the same socket: `response.close()` closes the first while the
+        # helper may sit in `recv`, which a close from another thread does not wake; a shutdown
+        # through this one does (`abandon`). Closed as soon as the helper is done.
+        self._wake: socket.socket | None = None
+        self._ended = False
+        self._finished = False
+        self._clean = False
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        sock = getattr(self.raw.connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            try:  # a plain socket on a duplicate descriptor: an SSLSocket has no dup(), and a shutdown needs no TLS
+                self._wake = socket.socket(fileno=os.dup(sock.fileno()))
+            except OSError:
+                self._wake = None
+        self._thread = threading.Thread(target=self._pump, name="claude-proxy-body", daemon=True)
+        self._thread.start()
 
     def _pump(self) -> None:
         try:
             while True:
                 data = self.raw.read1(READ_SIZE, decode_content=True)
+                if not data:
+                    self._end()  # before the reader can hand the connection to another request
                 self._queue.put(data)
                 if not data:
                     return
         except BaseException as exc:  # handed to the reading thread, which maps it
+            self._end()
             self._queue.put(exc)
+
+    def _end(self) -> None:
+        with self._lock:
+            self._ended = True
+            if self._wake is not None:
+                self._wake.close()
+                self._wake = None
 
     def _take(self, item: bytes | BaseException) -> bytes:
         if isinstance(item, BaseException):
@@ -51,8 +81,7 @@ class PublicBody:
         if self.done:
             return b""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._pump, name="claude-proxy-body", daemon=True)
-            self._thread.start()
+            self._start()
         try:
             first = self._take(self._queue.get(timeout=max(timeout, 0.0)))
         except queue.Empty:
@@ -76,25 +105,41 @@ class PublicBody:
 
     def finish(self, wait: float) -> bool:
         """Read to the end for up to `wait`: True if the body ended cleanly (urllib3 then put the
-        connection back in its pool itself); otherwise the reading thread is woken and let go."""
+        connection back in its pool itself); otherwise the helper is woken and let go, so the
+        caller may close the response. Called again, it gives the same answer."""
+        if self._finished:
+            return self._clean
+        self._finished = True
         until = time.monotonic() + wait
         try:
             while not self.done:
                 if self.read(max(0.0, until - time.monotonic())) is None:
                     break
+            self._clean = self.done
         except Exception:
-            return False
+            self._clean = False
         if not self.done:
             self.abandon()
-        return self.done
+        return self._clean
+
+    def let_go(self, grace: float = 0.05) -> None:
+        """The stream stopped reading before the end; `release()` or `response.close()` comes next.
+        Both must find the helper gone: http.client's reader is not for two threads (closing it
+        under a running read made urllib3 pool a half-read connection). So the rest of the body
+        gets `grace` to arrive (a complete answer's last chunk usually has), else the helper is
+        woken and waited for."""
+        if self._thread is not None:
+            self.finish(grace)
 
     def abandon(self) -> None:
-        """Wake a read blocked on the socket, so its thread ends now rather than at the read timeout."""
-        if self._thread is None or not self._thread.is_alive():
-            return
-        sock = getattr(self.raw.connection, "sock", None)
-        if isinstance(sock, socket.socket):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Wake a read blocked on the socket (a shutdown through our own descriptor) and wait for
+        the helper to end, so nothing reads the response once this returns."""
+        with self._lock:
+            if not self._ended and self._wake is not None:
+                try:
+                    self._wake.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(JOIN_LIMIT)

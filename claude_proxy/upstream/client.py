@@ -57,6 +57,8 @@ class Body(Protocol):
 
     def abandon(self) -> None: ...
 
+    def let_go(self, grace: float = ...) -> None: ...
+
 
 def host_of(url: str) -> str:
     """The host:port of a URL without any credentials it might embed."""
@@ -219,7 +221,12 @@ class Upstream:
         """The response's body reader, made on first use: the fast path's if it takes it, else the public one."""
         body = self._bodies.get(response)
         if body is None:
-            body = (self.fast.open_body(response) if self.fast else None) or PublicBody(response.raw)
+            body = self.fast.open_body(response) if self.fast else None
+            if body is None:
+                body = PublicBody(response.raw)
+                # `response.close()` alone cannot wake its helper thread: once the response is
+                # dropped (closed or released), the helper is let go.
+                weakref.finalize(response, body.abandon)
             self._bodies[response] = body
         return body
 
@@ -296,6 +303,13 @@ class Upstream:
     def _iter(self, body: Body, deadline: float) -> Iterator[Any]:
         """One wait per arrival, bounded by the next ping, the idle limit and the deadline; all
         that arrived at once goes out together."""
+        try:
+            yield from self._arrivals(body, deadline)
+        except GeneratorExit:  # the caller stopped early: it will release or close the response next
+            body.let_go()
+            raise
+
+    def _arrivals(self, body: Body, deadline: float) -> Iterator[Any]:
         idle_limit = self.timeouts.read
         ping_every = self.timeouts.ping_interval
         last_heard = last_data = time.monotonic()

@@ -107,6 +107,9 @@ class SocketBody:
     def abandon(self) -> None:
         """Nothing to wake: reads here never block past their own timeout."""
 
+    def let_go(self, grace: float = 0.0) -> None:
+        """Nothing to wake (see `abandon`)."""
+
     def finish(self, wait: float) -> bool:
         """Read the rest of a body whose answer is complete (usually only `[DONE]` and the last
         chunk) for up to `wait`; True if the connection went back to the pool."""
