@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from claude_proxy import __version__
-from claude_proxy.config.loader import Config
+from claude_proxy.config.loader import Config, fast_paths_enabled
 from claude_proxy.errors import InvalidRequest, ProxyError
 from claude_proxy.pipeline.attempt import OpenAIAttempts
 from claude_proxy.pipeline.catalog import Catalog
@@ -49,11 +49,14 @@ class Proxy:
     def __init__(self, config: Config, upstream: Upstream | None = None, journal: Journal | None = None) -> None:
         self.config = config
         self.provider = config.provider
-        self.upstream = upstream or Upstream(config.provider, config.timeouts, config.retry, pool_size=config.threads)
+        fast = fast_paths_enabled(config)  # [server] fast_paths, overridden by CLAUDE_PROXY_FAST_PATHS
+        self.upstream = upstream or Upstream(
+            config.provider, config.timeouts, config.retry, pool_size=config.threads, fast_paths=fast
+        )
         self.upstreams: dict[str, Upstream] = {
             name: self.upstream
             if name == config.default_provider
-            else Upstream(provider, config.timeouts, config.retry, pool_size=config.threads)
+            else Upstream(provider, config.timeouts, config.retry, pool_size=config.threads, fast_paths=fast)
             for name, provider in config.providers.items()
         }
         self.router = Router(config.models, config.routes, config.providers, config.default_provider, config.routing)

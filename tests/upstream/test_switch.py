@@ -52,3 +52,19 @@ def test_the_upstream_follows_the_environment_when_not_told(monkeypatch: pytest.
     monkeypatch.setenv("CLAUDE_PROXY_FAST_PATHS", "1")
     assert Upstream(provider).fast is not None
     assert Upstream(provider, fast_paths=False).fast is None  # an explicit choice wins
+
+
+def test_the_config_switch_reaches_every_upstream_of_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from claude_proxy.pipeline.proxy import Proxy
+
+    monkeypatch.delenv("CLAUDE_PROXY_FAST_PATHS", raising=False)
+    data = {
+        "provider": {"name": "custom", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-test-000000000000"},
+        "providers": {"second": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-test-000000000001"}},
+    }
+    for on in (True, False):
+        proxy = Proxy(load_config(data={**data, "server": {"fast_paths": on}}, env={}))
+        try:
+            assert {bool(u.fast) for u in proxy.upstreams.values()} == {on}
+        finally:
+            proxy.close()
