@@ -134,7 +134,7 @@ def test_tool_round_trip(client: anthropic.Anthropic, upstream: FakeUpstream) ->
         ),
         (
             400,
-            {"error": {"message": "context too long", "code": "context_length_exceeded"}},
+            {"error": {"message": "Unsupported parameter: 'top_k'", "code": "unsupported_parameter"}},
             anthropic.BadRequestError,
             "invalid_request_error",
         ),
