@@ -117,3 +117,16 @@ def network_settings(table: Mapping[str, Any], prefix: str) -> NetworkSettings:
     if "client_key" in values and "client_cert" not in values:
         raise NetworkError(f"'{prefix}client_key' needs '{prefix}client_cert' beside it")
     return NetworkSettings(**values, sources={k: source for k in values})
+
+
+def proxy_summary(settings: NetworkSettings, env: Mapping[str, str]) -> str:
+    """The banner's egress line: which proxy, named by the setting or variable it came from, masked.
+    (The exact per-host answer, NO_PROXY included, is `upstream/egress.py`'s; the master never loads requests.)"""
+    if settings.proxy is not None:
+        return f"{redact_url(settings.proxy)} ({settings.setting('proxy')})" if settings.proxy else "direct (proxy = \"\")"
+    for scheme in ("https", "all"):  # the lower-case variable wins, even empty (as urllib reads them)
+        name = f"{scheme}_proxy" if f"{scheme}_proxy" in env else f"{scheme.upper()}_PROXY"
+        value = env.get(name, "").strip()
+        if value:
+            return f"{redact_url(value)} (from {name}; NO_PROXY honoured)"
+    return "direct"

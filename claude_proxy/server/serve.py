@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config, ConfigError
+from claude_proxy.config.network import proxy_summary
 from claude_proxy.server import multiproc
 
 PROG = "claude-proxy"
@@ -57,6 +58,7 @@ def banner(config: Config) -> str:
         f"claude-proxy {__version__}",
         f"  provider    {p.name} ({p.format})",
         f"  base URL    {_without_credentials(p.base_url)}",
+        f"  egress      {proxy_summary(p.network, os.environ)}",
         f"  API key     {key}",
         f"  config      {config.source or '(none: preset defaults)'}",
         f"  models      {len(config.models)} mapped"
