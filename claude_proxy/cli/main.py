@@ -112,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    return serve(config)
+    return serve(config, reload=lambda: _checked(resolve(args)))
+
+
+def _checked(config: Config) -> Config:
+    check_exposure(config)
+    return config
 
 
 def app_from_environment() -> Any:

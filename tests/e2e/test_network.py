@@ -9,6 +9,8 @@ the host and the setting to change.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import ssl
 import time
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import trustme
 
 from tests.conftest import UPSTREAM_KEY, proxy_config
 from tests.support.forward_proxy import Tinyproxy, require_tinyproxy
-from tests.support.proxy_server import ProxyServer
+from tests.support.proxy_server import ProxyServer, write_config
 from tests.support.upstream import FakeUpstream, Json, Sleep, Stream, chunk, usage_chunk
 
 pytestmark = pytest.mark.e2e
@@ -267,3 +269,58 @@ def test_a_missing_ca_file_is_a_config_error(tls_upstream: FakeUpstream, tmp_pat
     proxy = Server(config, env={})
     with pytest.raises(RuntimeError, match=r"'upstream.ca_bundle' names .*nope.pem, which does not exist"):
         proxy.start(timeout=10)
+
+
+# -- reload without a restart ------------------------------------------------------------------------------------
+
+
+def wait_for(predicate: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sighup_reloads_the_config_while_streams_in_flight_finish(upstream: FakeUpstream) -> None:
+    def answer(request: Any) -> Any:
+        model = request.json["model"]
+        return paced_stream(3.0) if request.json.get("stream") else completion(f"answered by {model}")
+
+    upstream.handler = answer
+    try:
+        config = proxy_config(upstream, models={"*": "old-model"})
+        with Server(config, env={}) as proxy:
+            pid = proxy.process.pid if proxy.process else 0
+            assert ask(proxy).json()["content"][0]["text"] == "answered by old-model"
+
+            # a stream begins on the old config and is in its upstream pause when the reload happens
+            streamed = ask(proxy, stream=True)
+            lines = streamed.iter_lines()
+            first_text = next(line for line in lines if b"text_delta" in line)
+            assert b"Hel" in first_text
+            write_config(proxy.config_path, {**config, "port": proxy.port, "models": {"*": "new-model"}})
+            os.kill(pid, signal.SIGHUP)
+            assert wait_for(lambda: "config reloaded" in proxy.output()), proxy.output()
+
+            # new requests get the new mapping (once the new worker answers)
+            assert wait_for(lambda: ask(proxy).json()["content"][0]["text"] == "answered by new-model"), proxy.output()
+            rest = b"\n".join(lines)
+            assert b'"lo"' in rest and b"message_stop" in rest, rest  # the old stream finished, whole
+            models = [r.json["model"] for r in upstream.requests if r.json and r.json.get("stream")]
+            assert models[-1] == "old-model"  # on the config it started with
+
+            # a broken config is refused with one line; the new mapping keeps serving
+            proxy.config_path.write_text("[models\n")
+            os.kill(pid, signal.SIGHUP)
+            assert wait_for(lambda: "config reload refused" in proxy.output()), proxy.output()
+            time.sleep(0.5)
+            assert proxy.output().count("config reload refused") == 1, proxy.output()
+            for _ in range(3):
+                response = ask(proxy)
+                assert response.status_code == 200, response.text
+                assert response.json()["content"][0]["text"] == "answered by new-model"
+            assert proxy.process is not None and proxy.process.poll() is None
+    finally:
+        upstream.handler = None
