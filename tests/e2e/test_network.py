@@ -23,6 +23,7 @@ import trustme
 
 from tests.conftest import UPSTREAM_KEY, proxy_config
 from tests.support.forward_proxy import Tinyproxy, require_tinyproxy
+from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer, write_config
 from tests.support.upstream import FakeUpstream, Json, Sleep, Stream, chunk, usage_chunk
 
@@ -322,5 +323,29 @@ def test_sighup_reloads_the_config_while_streams_in_flight_finish(upstream: Fake
                 assert response.status_code == 200, response.text
                 assert response.json()["content"][0]["text"] == "answered by new-model"
             assert proxy.process is not None and proxy.process.poll() is None
+    finally:
+        upstream.handler = None
+
+
+def test_gunicorn_hup_with_a_broken_config_keeps_serving_the_last_good_one(upstream: FakeUpstream) -> None:
+    upstream.handler = lambda request: completion(f"answered by {request.json['model']}")
+    try:
+        config = proxy_config(upstream, models={"*": "first-model"})
+        with GunicornServer(config, env={}) as server:
+            pid = server.process.pid if server.process else 0
+            assert ask(server).json()["content"][0]["text"] == "answered by first-model"
+            text = server.config_path.read_text()
+
+            server.config_path.write_text("[models\n")  # broken: gunicorn's HUP must not stop the service
+            os.kill(pid, signal.SIGHUP)
+            assert wait_for(lambda: "config reload refused" in server.output()), server.output()
+            time.sleep(0.5)
+            assert server.output().count("config reload refused") == 1, server.output()  # one worker, one line
+            assert server.process is not None and server.process.poll() is None, server.output()
+            assert ask(server).json()["content"][0]["text"] == "answered by first-model"
+
+            server.config_path.write_text(text.replace('"first-model"', '"second-model"'))
+            os.kill(pid, signal.SIGHUP)
+            assert wait_for(lambda: ask(server).json()["content"][0]["text"] == "answered by second-model"), server.output()
     finally:
         upstream.handler = None
