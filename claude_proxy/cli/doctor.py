@@ -22,6 +22,7 @@ import orjson
 
 from claude_proxy.cli.main import PROG, build_parser, resolve
 from claude_proxy.config.loader import Config, ConfigError, ProviderConfig, RetryPolicy, Timeouts, fast_paths_enabled
+from claude_proxy.config.network import redact_url, url_secrets
 from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.pipeline.journal import Journal, redact
 from claude_proxy.pipeline.outcome import Outcome
@@ -255,13 +256,16 @@ def _probe_upstream(config: Config, key: str, report: Report, timeout: float) ->
     path = "/v1/models" if provider.format == "anthropic" else "/models"
     try:
         listed = _list_models(config, key, timeout)
+    except ConfigError as exc:  # the environment names a CA file that is not there (see the network line)
+        report.add(FAIL, name, str(exc), "fix the variable or set [upstream] ca_bundle")
+        return []
     except UpstreamUnavailable as exc:
         report.add(
             FAIL,
             name,
             exc.message,
-            f"check base_url ({provider.base_url}) and that {host_of(provider.base_url)} is running and "
-            "reachable from this machine (HTTP(S)_PROXY variables are not used)",
+            f"check base_url ({redact_url(provider.base_url)}) and that {host_of(provider.base_url)} is running and "
+            f"reachable from this machine ({_egress_line(provider)})",
         )
         return []
     except UpstreamTimeout as exc:
@@ -302,6 +306,31 @@ def _probe_upstream(config: Config, key: str, report: Report, timeout: float) ->
         PASS, name, f"{provider.base_url} answered GET {path}: {len(listed)} model{'s' if len(listed) != 1 else ''}"
     )
     return listed
+
+
+def _egress_line(provider: ProviderConfig) -> str:
+    """How this provider is reached (proxy, CAs, client certificate), credentials masked."""
+    from claude_proxy.upstream.egress import egress_for
+
+    try:
+        return "; ".join(f"{what}: {value}" for what, value in egress_for(provider).describe())
+    except ConfigError as exc:
+        return str(exc)
+
+
+def check_network(config: Config, key: str, report: Report) -> None:
+    """The egress proxy, CAs and client certificate this provider's calls will use, when any is not the default."""
+    from claude_proxy.upstream.egress import egress_for
+
+    provider = config.providers[key]
+    name = f"network ({key})" if len(config.providers) > 1 else "network"
+    try:
+        egress = egress_for(provider)
+    except ConfigError as exc:
+        report.add(FAIL, name, str(exc), "fix the variable or set the [upstream] key that replaces it")
+        return
+    if egress.proxy or egress.cert or provider.network.ca_bundle:  # the defaults need no line
+        report.add(PASS, name, "; ".join(f"{what}: {value}" for what, value in egress.describe()))
 
 
 def check_upstream(config: Config, key: str, report: Report, timeout: float) -> None:
@@ -443,11 +472,12 @@ def run(argv: Sequence[str], out: IO[str], env: Mapping[str, str] | None = None)
             k
             for k in (config.provider.api_key, *(p.api_key for p in config.providers.values()), *config.auth_keys)
             if k
-        )
+        ) + tuple(s for p in config.providers.values() for s in url_secrets(p.network.proxy))
         keys_ok = True
         for key in config.providers:
             keys_ok = check_key(config, key, report, env) and keys_ok
         for key in config.providers:
+            check_network(config, key, report)
             check_upstream(config, key, report, args.timeout)
         check_prices(config, report)
         if keys_ok:

@@ -112,21 +112,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    return serve(config)
+    return serve(config, reload=lambda: _checked(resolve(args)))
+
+
+def _checked(config: Config) -> Config:
+    check_exposure(config)
+    return config
+
+
+def _last_good_path() -> Path:
+    """Where the workers of this gunicorn (their parent, the arbiter) keep the last config that loaded."""
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"claude-proxy-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"last-good-{os.getppid()}.toml"
+
+
+def _remember(config: Config) -> None:
+    """Keep the file this worker loaded (mode 0600: it may hold keys) for a later worker whose reload fails."""
+    if config.source is None:
+        return
+    try:
+        data = Path(config.source).read_bytes()
+        path = _last_good_path()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError:
+        pass  # no snapshot: a later bad config then stops the service as before
+
+
+def _last_good(provider: str | None) -> Config | None:
+    import tomllib
+
+    try:
+        path = _last_good_path()
+        data = tomllib.loads(path.read_text())
+        return load_config(provider=provider, data=data)
+    except (OSError, ValueError, ConfigError):
+        return None
 
 
 def app_from_environment() -> Any:
-    """The WSGI app for `gunicorn wsgi:app`: config from the normal search (or $CLAUDE_PROXY_CONFIG)."""
+    """The WSGI app for `gunicorn wsgi:app`: config from the normal search (or $CLAUDE_PROXY_CONFIG).
+
+    gunicorn's HUP starts new workers, which read the config again: one that fails keeps serving the
+    last config a worker of this gunicorn loaded (one log line) instead of stopping the arbiter."""
     from claude_proxy.web.app import create_app
 
+    provider = os.environ.get("CLAUDE_PROXY_PROVIDER") or None
     try:
-        config = load_config(provider=os.environ.get("CLAUDE_PROXY_PROVIDER") or None)
+        config = load_config(provider=provider)
+        app = create_app(config)
     except ConfigError as exc:
+        previous = _last_good(provider)
+        if previous is not None:
+            print(f"{PROG}: config reload refused, still serving the previous config: {exc}", file=sys.stderr, flush=True)
+            return create_app(previous)
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         # 4 is gunicorn's "App failed to load": the arbiter stops instead of respawning the worker forever
         raise SystemExit(4) from None
-    try:
-        return create_app(config)
-    except ConfigError as exc:  # e.g. the teams schema is behind: one line, exit 4
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(4) from None
+    _remember(config)
+    return app

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from claude_proxy.config.network import NETWORK_KEYS, NetworkError, NetworkSettings, network_settings
 from claude_proxy.config.presets import PRESETS, Preset, preset
 from claude_proxy.config.prices import Price, Prices, parse_price
 from claude_proxy.config.teams import TeamsSettings, teams_settings
@@ -59,6 +60,8 @@ class ProviderConfig:
     key_required: bool = True
     api_key_from_client: bool = False
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # egress proxy, CAs, client certificate: the provider's own keys over [upstream]'s (config/network.py)
+    network: NetworkSettings = field(default_factory=NetworkSettings, repr=False)
 
     @property
     def key_missing(self) -> bool:
@@ -222,7 +225,9 @@ ROUTING_KEYS = {
     "sticky_sessions",
     "sticky_ttl",
 }
-PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
+PROVIDER_KEYS = {
+    "name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks", *NETWORK_KEYS,
+}  # fmt: skip
 SERVER_KEYS = {
     "auth_keys",
     "auth_keys_env",
@@ -237,7 +242,9 @@ SERVER_KEYS = {
     "ping_interval",
     "fast_paths",
 }
-UPSTREAM_KEYS = {"connect_timeout", "read_timeout", "timeout", "max_retries", "retry_base_delay", "retry_max_delay"}
+UPSTREAM_KEYS = {
+    "connect_timeout", "read_timeout", "timeout", "max_retries", "retry_base_delay", "retry_max_delay", *NETWORK_KEYS,
+}  # fmt: skip
 PARAMS_KEYS = {"drop", "forward_unknown", "extra"}
 DIALECT_FIELDS = {f.name: f for f in fields(Dialect)}
 
@@ -359,6 +366,7 @@ def build_provider(
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}: '{prefix}headers' values must be strings")
     dialect = _dialect(found.dialect, reader.table_of("quirks"), where, prefix)
+    network = _network(table, where, prefix)
     if dialect.name != found.name and found.name != "custom":
         dialect = dialect.with_overrides(name=found.name)
     return ProviderConfig(
@@ -371,7 +379,15 @@ def build_provider(
         key_required=found.key_required,
         api_key_from_client=bool(reader.get("api_key_from_client", bool, "true or false", False)),
         headers=dict(headers),
+        network=network,
     )
+
+
+def _network(table: Mapping[str, Any], where: str, prefix: str) -> NetworkSettings:
+    try:
+        return network_settings(table, prefix)
+    except NetworkError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _models(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> ModelMap:
@@ -455,7 +471,9 @@ def _providers(
         table_name = str(provider_table.get("name") or "")
         if cli_provider and table_name and table_name.casefold() != cli_provider.casefold():
             # --provider switches presets: keep only the table's keys that are not preset-specific
-            kept = {k: v for k, v in provider_table.items() if k in ("api_key_from_client", "headers", "quirks")}
+            kept = {
+                k: v for k, v in provider_table.items() if k in ("api_key_from_client", "headers", "quirks", *NETWORK_KEYS)
+            }
             prov = build_provider(kept, where, env, cli_provider)
         providers = {DEFAULT_PROVIDER: prov, **providers}
         default = default or DEFAULT_PROVIDER
@@ -512,6 +530,8 @@ def load_config(
     server = _Reader(where, root.table_of("server"), "server.", SERVER_KEYS)
     upstream = _Reader(where, root.table_of("upstream"), "upstream.", UPSTREAM_KEYS)
     telemetry = _Reader(where, root.table_of("telemetry"), "telemetry.", TELEMETRY_KEYS)
+    shared = _network(upstream.table, where, "upstream.")
+    providers = {name: replace(p, network=p.network.over(shared)) for name, p in providers.items()}
 
     auth_keys = list(server.strings("auth_keys"))
     auth_env = server.get("auth_keys_env", str, "an environment variable name", AUTH_KEYS_ENV)

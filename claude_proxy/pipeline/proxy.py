@@ -16,6 +16,7 @@ from typing import Any
 
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config, fast_paths_enabled
+from claude_proxy.config.network import url_secrets
 from claude_proxy.errors import InvalidRequest, ProxyError
 from claude_proxy.pipeline.attempt import OpenAIAttempts
 from claude_proxy.pipeline.catalog import Catalog
@@ -63,7 +64,10 @@ class Proxy:
         self.health_of = ProviderHealth(config.routing)
         provider_keys = [p.api_key for p in config.providers.values()]
         search_key = config.web_search.api_key if config.web_search is not None else None
-        self.secrets = tuple(k for k in (config.provider.api_key, *provider_keys, *config.auth_keys, search_key) if k)
+        proxy_credentials = [s for p in config.providers.values() for s in url_secrets(p.network.proxy)]
+        self.secrets = tuple(
+            k for k in (config.provider.api_key, *provider_keys, *config.auth_keys, search_key, *proxy_credentials) if k
+        )
         self.journal = journal or Journal(config.log_file, secrets=self.secrets, log_bodies=config.log_bodies)
         self.recorder = Recorder(self.journal, self.secrets, config.provider.name, prices=config.prices)
         self.credentials = Credentials(config.auth_keys)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config, ConfigError
+from claude_proxy.config.network import proxy_summary
 from claude_proxy.server import multiproc
 
 PROG = "claude-proxy"
@@ -57,6 +59,7 @@ def banner(config: Config) -> str:
         f"claude-proxy {__version__}",
         f"  provider    {p.name} ({p.format})",
         f"  base URL    {_without_credentials(p.base_url)}",
+        f"  egress      {proxy_summary(p.network, os.environ)}",
         f"  API key     {key}",
         f"  config      {config.source or '(none: preset defaults)'}",
         f"  models      {len(config.models)} mapped"
@@ -79,7 +82,8 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "threads": config.threads,
         "worker_class": "claude_proxy.server.worker.GracefulThreadWorker",  # gthread; refuses new connections on stop
         "timeout": 120,
-        "graceful_timeout": 30,
+        # A stopping worker (SIGTERM, or replaced on SIGHUP) lets its streams finish: as long as one may last.
+        "graceful_timeout": int(max(30.0, config.timeouts.total)),
         "keepalive": 75,
         "loglevel": "warning",
         "accesslog": None,
@@ -110,7 +114,14 @@ def reexecute_tuned() -> None:
         pass  # runs untuned
 
 
-def serve(config: Config) -> int:
+def _say(text: str) -> None:
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Serve `config`; on SIGHUP gunicorn reloads, and `reload()` (the same file and CLI overrides, read
+    again) gives the config its new workers serve. A config it refuses is one log line: the workers keep
+    the old one. Old workers drain (graceful_timeout): streams in flight finish on the config they began with."""
     from gunicorn.app.base import BaseApplication
 
     reexecute_tuned()  # the config is known good by now: its errors are reported once
@@ -121,13 +132,30 @@ def serve(config: Config) -> int:
 
     class Server(BaseApplication):  # type: ignore[misc]
         def __init__(self) -> None:
+            self.config = config
+            self.previous: Config | None = None  # the last config known to load, for a worker that cannot load the new one
             self.options = gunicorn_options(config)
+            self.loaded = False
             super().__init__()
 
         def load_config(self) -> None:
+            if self.loaded and reload is not None:  # SIGHUP: gunicorn reloads its settings, we re-read ours
+                self._reread()
+            self.loaded = True
             for key, value in self.options.items():
                 if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
                     self.cfg.set(key, value)
+
+        def _reread(self) -> None:
+            assert reload is not None
+            try:
+                fresh = reload()
+            except ConfigError as exc:
+                _say(f"config reload refused, still serving the previous config: {exc}")
+                return
+            self.previous, self.config = self.config, fresh
+            self.options = gunicorn_options(fresh)
+            _say(f"config reloaded from {fresh.source or '(no file)'}: {len(fresh.models)} models mapped")
 
         def load(self) -> Any:
             # Imported here, in each worker after fork: the master never loads Flask, requests or
@@ -135,9 +163,12 @@ def serve(config: Config) -> int:
             from claude_proxy.web.app import create_app
 
             try:
-                return create_app(config)
+                return create_app(self.config)
             except ConfigError as exc:  # e.g. a schema behind: one line, then 4 (gunicorn's "App failed to load")
-                print(f"claude-proxy: error: {exc}", file=sys.stderr, flush=True)
+                if self.previous is not None:  # a reloaded config only this far wrong: the old one keeps serving
+                    _say(f"config reload refused in worker, still serving the previous config: {exc}")
+                    return create_app(self.previous)
+                _say(f"error: {exc}")
                 raise SystemExit(4) from None
 
     if config.log_file:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import http.cookiejar
+import ssl
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -23,11 +24,13 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import ReadTimeoutError
 
 from claude_proxy.config.loader import ProviderConfig, RetryPolicy, Timeouts, fast_paths_enabled
+from claude_proxy.config.network import redact_url
 from claude_proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.translate.errors import from_upstream_response
 from claude_proxy.upstream import fastpath
 from claude_proxy.upstream.body import PublicBody
-from claude_proxy.upstream.failures import reason
+from claude_proxy.upstream.egress import Egress, egress_for
+from claude_proxy.upstream.failures import chain, reason
 from claude_proxy.upstream.fastpath.framing import FramingError
 from claude_proxy.upstream.retry import pause, retry_after_seconds, retry_statuses
 
@@ -88,11 +91,19 @@ class Upstream:
         self.retry = retry
         self.sleep = sleep
         self.session = requests.Session()
-        self.session.trust_env = False  # an upstream is named by config, not by HTTP_PROXY
+        # trust_env off: requests would read ~/.netrc too and let it replace the provider's auth header.
+        # The environment's proxies and CAs are honoured through `egress` instead, resolved once.
+        self.session.trust_env = False
+        self.egress: Egress = egress_for(provider)
+        self.proxies: dict[str, str] = dict(self.egress.proxies)
+        self.session.verify = self.egress.verify
+        self.session.cert = self.egress.cert
         # No cookie jar: an upstream's Set-Cookie must not ride along on other clients' requests.
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         enabled = fast_paths_enabled() if fast_paths is None else fast_paths
-        self.fast = fastpath.load(self.session, enabled)
+        # Through a proxy the fast path steps aside (docs/internals-ledger.md, "Proxied upstreams"):
+        # urllib3's proxy pools are its own, and an https:// proxy wraps TLS in TLS, not a socket.
+        self.fast = fastpath.load(self.session, enabled and not self.proxies)
         options: dict[str, Any] = {"pool_connections": 4, "pool_maxsize": pool_size, "max_retries": 0, "pool_block": False}
         adapter = self.fast.adapter(**options) if self.fast else HTTPAdapter(**options)
         self.session.mount("http://", adapter)
@@ -117,7 +128,9 @@ class Upstream:
         prepared = self.session.prepare_request(requests.Request(method, self.url(path)))
         prepared.headers.update(headers)
         prepared.prepare_body(body, None)
-        return self.session.send(prepared, stream=True, timeout=timeout, allow_redirects=False)
+        return self.session.send(
+            prepared, stream=True, timeout=timeout, allow_redirects=False, proxies=self.proxies
+        )
 
     def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
         key = self.provider.api_key or (client_key if self.provider.api_key_from_client else None)
@@ -171,7 +184,19 @@ class Upstream:
                 raise UpstreamTimeout(
                     f"{self.provider.name}: {self.host} sent no response within {min(read_timeout, remaining):g}s"
                 ) from None
+            except requests.exceptions.SSLError as exc:  # not transient: a retry meets the same certificate
+                raise UpstreamUnavailable(self._tls_failure(exc)) from None
+            except requests.exceptions.ProxyError as exc:
+                error = UpstreamUnavailable(
+                    f"{self.provider.name}: cannot reach {self.host} through the proxy "
+                    f"{redact_url(self.egress.proxy or '')} (from {self.egress.proxy_from}): {reason(exc)}"
+                )
+                if last or not pause(self.retry, attempt, None, deadline, self.sleep):
+                    raise error from None
+                continue
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                if any(isinstance(e, ssl.SSLError) for e in chain(exc)):
+                    raise UpstreamUnavailable(self._tls_failure(exc)) from None
                 error = UpstreamUnavailable(f"{self.provider.name}: cannot reach {self.host}: {reason(exc)}")
                 if last or not pause(self.retry, attempt, None, deadline, self.sleep):
                     raise error from None
@@ -192,6 +217,11 @@ class Upstream:
                     continue
             raise failure
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _tls_failure(self, exc: BaseException) -> str:
+        """A TLS failure that names the host and the setting to change (from the error's type, never its text)."""
+        untrusted = any(isinstance(e, ssl.SSLCertVerificationError) for e in chain(exc))
+        return f"{self.provider.name}: TLS with {self.host} failed ({reason(exc)}): {self.egress.tls_hint(untrusted)}"
 
     def _http_error(self, response: requests.Response) -> UpstreamHTTPError:
         try:
