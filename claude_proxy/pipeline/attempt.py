@@ -16,9 +16,9 @@ from claude_proxy.pipeline.credentials import Credentials
 from claude_proxy.pipeline.outcome import Outcome, Recorder
 from claude_proxy.pipeline.reply import SSE, STREAM_HEADERS, Reply, json_reply
 from claude_proxy.pipeline.route import Attempt
-from claude_proxy.pipeline.streaming import translate_stream
+from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, translate_stream
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
-from claude_proxy.translate.errors import TYPE_STATUS, envelope, upstream_error_message, upstream_error_type
+from claude_proxy.translate.errors import inband_error
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id
@@ -83,6 +83,7 @@ class OpenAIAttempts:
         key = (attempt.target.provider, model)
         out_body = self.lessons.apply(translation.body, key)
         second_chance = True
+        opened: Opened | None = None
         while True:
             try:
                 response = upstream.post_json(
@@ -93,6 +94,8 @@ class OpenAIAttempts:
                     deadline=deadline,
                     retry=attempt.last,
                 )
+                if stream:  # an error as the first event is an HTTP error: read it before committing the 200
+                    opened = open_stream(response, deadline, upstream)
                 break
             except UpstreamHTTPError as error:
                 # A 400 that names a limit we can honour (max_tokens, stream_options) gets one more try.
@@ -103,32 +106,22 @@ class OpenAIAttempts:
                 out_body, note = fix
                 self.lessons.learn(key, note)
                 outcome.adjusted = note
-        if stream:
+        if opened is not None:
             translation.context.prompt_tokens()  # now, so the stream does not hold the request body
             translator = StreamTranslator(translation.context, message_id=new_message_id())
-            pump = translate_stream(response, translator, outcome, deadline, upstream, self.recorder)
+            pump = translate_stream(opened, response, translator, outcome, deadline, upstream, self.recorder)
             return Reply(200, pump, SSE, dict(STREAM_HEADERS))
         content = upstream.read(response, deadline)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamUnavailable(f"{provider.name}: upstream answered with a body that is not JSON") from None
-        if not isinstance(data, dict) or data.get("error") or _choice_error(data):
-            payload_error = data if not isinstance(data, dict) or data.get("error") else _choice_error(data)
-            message = upstream_error_message(payload_error) or "upstream returned an error"
-            error_type = upstream_error_type(payload_error) or "api_error"
-            status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
+        payload = inband_error(data) if isinstance(data, dict) else (data or {"error": "upstream returned an error"})
+        if payload is not None:
             outcome.upstream_error = True
             # an error inside a 200 (OpenRouter) is the upstream's error like any other: same fallback rules
-            raise UpstreamHTTPError(status, envelope(error_type, f"{provider.name}: {message}"))
+            raise inband_failure(payload, provider.name)
         message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
         outcome.answer(message["usage"], message["stop_reason"])
         self.recorder.finish(outcome, 200)
         return json_reply(message)
-
-
-def _choice_error(data: dict[str, Any]) -> Any:
-    for choice in data.get("choices") or []:
-        if isinstance(choice, dict) and choice.get("error"):
-            return {"error": choice["error"]}
-    return None

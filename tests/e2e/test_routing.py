@@ -675,6 +675,34 @@ def test_fallback_on_an_error_inside_a_200(proxy: ProxyServer, main: FakeUpstrea
     assert "provider down" in rec["failed_attempts"][0]["error"]
 
 
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"id": "gen-1", "object": "chat.completion.chunk",  # OpenRouter
+         "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error",
+                      "error": {"code": 502, "message": "provider down"}}]},
+        {"error": {"message": "provider down: engine restarting", "type": "ServiceUnavailableError", "code": 503}},
+    ],
+)
+def test_fallback_on_an_error_as_the_first_stream_event(
+    proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream, first: dict[str, Any]
+) -> None:
+    # a 200 stream whose first event is an error is that error: the chain moves on, the client sees one clean stream
+    main.enqueue(Stream([first], done=False))
+    sent = Sent(main, backup)
+    response = post(proxy, ask("main-then-backup", stream=True))
+    assert response.status_code == 200, response.text
+    assert served_by(response) == ("models", "backup", "backup-model")
+    events = sse_events(response)
+    assert streamed_text(events) == "echo: hello there"
+    assert [e["type"] for e in events if e["type"] == "error"] == []
+    assert len(sent.of(main)) == 1 and len(sent.of(backup)) == 1
+    rec = record(proxy, response.headers["request-id"])
+    assert rec["failed_attempts"][0]["status"] in (502, 503)
+    assert "provider down" in rec["failed_attempts"][0]["error"]
+
+
 # -- a chain's missing key and its one deadline -------------------------------------------------------------------
 
 
