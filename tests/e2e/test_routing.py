@@ -143,6 +143,9 @@ def routing_config(main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream,
             "image": "anth,vision-model",
             "background": "backup,fast-model",
             "think": ["think-model", "backup,think-backup-model"],
+            "subagent": "backup,subagent-model",
+            "auxiliary": ["dead,dead-model", "backup,aux-model"],
+            "compaction": "main-compaction-model",
         },
         "routing": {"long_context_threshold": 50_000, "cooldown_failures": 1000, **routing},
         "upstream": {"max_retries": 2, "retry_base_delay": 0.05, "read_timeout": READ_TIMEOUT},
@@ -175,8 +178,10 @@ class Sent:
         return up.requests[self.before[self.ups.index(up)] :]
 
 
-def post(proxy: ProxyServer, body: dict[str, Any], **kw: Any) -> requests.Response:
-    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01"}
+def post(
+    proxy: ProxyServer, body: dict[str, Any], headers: dict[str, str] | None = None, **kw: Any
+) -> requests.Response:
+    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01", **(headers or {})}
     return requests.post(proxy.url + "/v1/messages", json=body, headers=headers, timeout=20, **kw)
 
 
@@ -660,11 +665,18 @@ def test_sdk_sees_a_fallback_as_an_ordinary_answer(proxy: ProxyServer, main: Fak
     assert final.stop_reason == "end_turn"
 
 
-def test_fallback_on_an_error_inside_a_200(proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream,
-                                           anth: FakeUpstream) -> None:
+def test_fallback_on_an_error_inside_a_200(
+    proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream
+) -> None:
     # OpenRouter can answer 200 with choices[0].error: that is the provider failing, like a 5xx
-    main.enqueue(Json({"id": "gen-1", "choices": [{"index": 0, "error": {"code": 502, "message": "provider down"},
-                                                   "finish_reason": "error"}]}))
+    main.enqueue(
+        Json(
+            {
+                "id": "gen-1",
+                "choices": [{"index": 0, "error": {"code": 502, "message": "provider down"}, "finish_reason": "error"}],
+            }
+        )
+    )
     sent = Sent(main, backup, anth)
     response = post(proxy, ask("main-then-backup"))
     assert response.status_code == 200, response.text
@@ -675,13 +687,21 @@ def test_fallback_on_an_error_inside_a_200(proxy: ProxyServer, main: FakeUpstrea
     assert "provider down" in rec["failed_attempts"][0]["error"]
 
 
-
 @pytest.mark.parametrize(
     "first",
     [
-        {"id": "gen-1", "object": "chat.completion.chunk",  # OpenRouter
-         "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error",
-                      "error": {"code": 502, "message": "provider down"}}]},
+        {
+            "id": "gen-1",
+            "object": "chat.completion.chunk",  # OpenRouter
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": ""},
+                    "finish_reason": "error",
+                    "error": {"code": 502, "message": "provider down"},
+                }
+            ],
+        },
         {"error": {"message": "provider down: engine restarting", "type": "ServiceUnavailableError", "code": 503}},
     ],
 )
@@ -703,12 +723,65 @@ def test_fallback_on_an_error_as_the_first_stream_event(
     assert "provider down" in rec["failed_attempts"][0]["error"]
 
 
+# -- routes by what Claude Code says a request is --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "route", "provider", "model"),
+    [
+        ({"x-claude-code-agent-id": "acf67b0dee30cb2b7"}, "subagent", "backup", "subagent-model"),
+        (
+            {"X-Claude-Code-Request-Class": "subagent", "x-claude-code-agent-id": "a2"},
+            "subagent",
+            "backup",
+            "subagent-model",
+        ),
+        ({"x-claude-code-request-class": "auxiliary"}, "auxiliary", "backup", "aux-model"),  # dead first: falls back
+        (
+            {"x-claude-code-request-class": "compaction", "x-claude-code-compaction": "manual"},
+            "compaction",
+            "custom",
+            "main-compaction-model",
+        ),
+        ({"x-claude-code-request-class": "main"}, "think", "custom", "think-model"),
+    ],
+)
+def test_routes_by_claude_codes_request_class(
+    proxy: ProxyServer,
+    main: FakeUpstream,
+    backup: FakeUpstream,
+    headers: dict[str, str],
+    route: str,
+    provider: str,
+    model: str,
+) -> None:
+    # Claude Code 2.1.332 sends side requests on the main model name: only its headers tell them apart
+    body = ask("claude-opus-5-5", stream=True, thinking={"type": "adaptive"})
+    sent = Sent(main, backup)
+    response = post(
+        proxy, body, headers={**headers, "x-claude-code-session-id": "s-1", "x-claude-code-prompt-id": "p-1"}
+    )
+    assert response.status_code == 200, response.text
+    assert served_by(response) == (route, provider, model)
+    assert streamed_text(sse_events(response)) == "echo: hello there"
+    upstream_for = {"backup": backup, "custom": main}[provider]
+    assert [r.json["model"] for r in sent.of(upstream_for)] == [model]
+    rec = record(proxy, response.headers["request-id"])
+    assert (rec["route"], rec["session_id"], rec["prompt_id"]) == (route, "s-1", "p-1")
+
+
 # -- a chain's missing key and its one deadline -------------------------------------------------------------------
 
 
-def test_a_provider_without_a_key_is_skipped_in_a_chain(main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream) -> None:
+def test_a_provider_without_a_key_is_skipped_in_a_chain(
+    main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream
+) -> None:
     config = routing_config(main, backup, anth)
-    config["providers"]["keyless"] = {"name": "groq", "base_url": main.url, "api_key_env": "CLAUDE_PROXY_TEST_UNSET_KEY_VAR"}
+    config["providers"]["keyless"] = {
+        "name": "groq",
+        "base_url": main.url,
+        "api_key_env": "CLAUDE_PROXY_TEST_UNSET_KEY_VAR",
+    }
     config["models"]["keyless-then-backup"] = ["keyless,keyless-model", "backup,backup-model"]
     config["models"]["keyless-only"] = "keyless,keyless-model"
     with ProxyServer(config) as server:
