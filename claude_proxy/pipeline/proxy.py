@@ -65,7 +65,7 @@ class Proxy:
         self.chains = Chains(config, self.upstreams, self.health_of, self.recorder, self.label)
         self.openai = OpenAIAttempts(config, self.credentials, self.recorder)
         self.passthrough = Passthrough(self.credentials, self.recorder)
-        self.catalog = Catalog(config, self.upstream, self.router, self._default_auth)
+        self.catalog = Catalog(config, self.upstream, self.router, self._default_auth, self.label)
         self.tracing = tracing_for(config, os.environ)
 
     def close(self) -> None:

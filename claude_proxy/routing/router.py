@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from claude_proxy.routing.targets import Chain, ModelMap, Target, client_target, provider_aliases
+from claude_proxy.routing.targets import Chain, ModelMap, Target, client_target, provider_aliases, unprefixed
 
 # What Claude Code 2.1.332 says a request is (spec/claude-code-2.1.332-wire.md §15, §17): the values of
 # `x-claude-code-request-class` that have a route of their own. `main` (and `workflow`, `side_reply`,
@@ -100,7 +100,7 @@ class Router:
         kind = request_class(headers) if headers else None
         if kind is not None and kind in routes:
             return kind
-        model = str(body.get("model", ""))
+        model = unprefixed(str(body.get("model", "")))
         if "background" in routes and any(fnmatch.fnmatchcase(model, p) for p in self.config.background_models):
             return "background"
         thinking = body.get("thinking")
@@ -110,7 +110,7 @@ class Router:
 
     def plan(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Plan:
         """The route and chain for a request; `headers` are the client's (case-insensitive lookups)."""
-        model = str(body.get("model", ""))
+        model = unprefixed(str(body.get("model", "")))
         direct = client_target(model, self.providers, self.aliases)
         if direct is not None:
             return Plan("client", (direct,))

@@ -188,6 +188,15 @@ def test_count_tokens_validates(proxy: ProxyServer) -> None:
     assert assert_error(response, 400, "invalid_request_error") == "messages: Shorter than minimum length 1."
 
 
+def test_head_api_hello_is_answered_at_once(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    seen = len(upstream.requests)
+    started = time.monotonic()
+    response = requests.head(proxy.url + "/api/hello", headers={"User-Agent": "Bun/1.4.6", "Accept": "*/*"}, timeout=5)
+    assert response.status_code == 200 and response.content == b""
+    assert time.monotonic() - started < 1.0
+    assert len(upstream.requests) == seen  # nothing asked upstream
+
+
 # -- models ----------------------------------------------------------------------------------------------------
 
 
@@ -203,11 +212,12 @@ def test_models_lists_mapped_names_then_the_upstreams(proxy: ProxyServer, upstre
     assert page["data"][0] == {
         "type": "model",
         "id": "claude-sonnet-5",
-        "display_name": "claude-sonnet-5",
+        "display_name": "claude-sonnet-5 → custom big-model",  # which provider and model serve it
         "created_at": "1970-01-01T00:00:00Z",
     }
     assert (page["has_more"], page["first_id"], page["last_id"]) == (False, "claude-sonnet-5", "fake-model-2")
-    assert all(m["type"] == "model" and m["display_name"] == m["id"] for m in page["data"])
+    assert all(m["type"] == "model" for m in page["data"])
+    assert [m["display_name"] for m in page["data"][-2:]] == ["fake-model-1", "fake-model-2"]  # the upstream's own
     listing = [r for r in upstream.requests if r.path == "/v1/models"]
     assert listing and listing[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
 

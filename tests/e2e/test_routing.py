@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -565,9 +566,11 @@ def test_health_lists_each_provider_without_secrets(proxy: ProxyServer, main: Fa
 
 
 def test_models_lists_the_client_visible_names(proxy: ProxyServer) -> None:
-    response = requests.get(proxy.url + "/v1/models", headers={"x-api-key": "client-key"}, timeout=5)
+    # limit=1000: what Claude Code's model discovery asks for (Anthropic's default page is 20)
+    response = requests.get(proxy.url + "/v1/models?limit=1000", headers={"x-api-key": "client-key"}, timeout=5)
     assert response.status_code == 200
     ids = [m["id"] for m in response.json()["data"]]
+    assert response.json()["has_more"] is False
     mapped = ["main-then-backup", "main-then-anth", "anth-then-backup", "dead-then-backup", "main-only", "anth-only"]
     assert ids[: len(mapped)] == mapped  # [models] names first, patterns are not names
     assert "claude-sonnet-*" not in ids and "*haiku*" not in ids
@@ -585,6 +588,69 @@ def test_models_lists_the_client_visible_names(proxy: ProxyServer) -> None:
     one = requests.get(proxy.url + "/v1/models/backup,anything", headers={"x-api-key": "k"}, timeout=5)
     assert one.status_code == 200
     assert one.json()["id"] == "backup,anything"
+
+
+def test_model_discovery_for_claude_codes_picker(proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream) -> None:
+    """Claude Code 2.1.332 (CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1) asks GET /v1/models?limit=1000 and keeps
+    ids matching /(claude|anthropic)/i: every configured name and target is there, saying what serves it."""
+    listing = requests.get(proxy.url + "/v1/models?limit=1000", headers={"x-api-key": "client-key"}, timeout=5)
+    entries = {m["id"]: m["display_name"] for m in listing.json()["data"]}
+    picker = {i: d for i, d in entries.items() if re.search("claude|anthropic", i, re.IGNORECASE)}
+    # a [models] name, its chain spelled out
+    assert picker["claude-proxy/main-then-backup"] == "main-then-backup → custom main-model (then backup backup-model)"
+    # a route target and a [models] target, under the prefix because their own names would be filtered out
+    assert picker["claude-proxy/backup,subagent-model"] == "backup subagent-model"
+    assert picker["claude-proxy/default,think-model"] == "custom think-model"
+    # a target that already looks like Claude is listed as itself only
+    assert picker["anth,claude-real-model"] == "anth claude-real-model"
+    assert "claude-proxy/anth,claude-real-model" not in entries
+    for name in ("main-then-backup", "main-only", "backup,backup-model", "backup,long-model", "dead,dead-model"):
+        assert "claude-proxy/" + name in picker, name
+    # picking one in /model sends its id as the model: the prefix is dropped and the target serves it
+    sent = Sent(main, backup)
+    response = post(proxy, ask("claude-proxy/backup,subagent-model"))
+    assert response.status_code == 200, response.text
+    assert served_by(response) == ("client", "backup", "subagent-model")
+    assert response.json()["model"] == "claude-proxy/backup,subagent-model"
+    response = post(proxy, ask("claude-proxy/main-then-backup"))
+    assert served_by(response) == ("models", "custom", "main-model")
+    assert [r.json["model"] for r in sent.of(backup)] == ["subagent-model"]
+    assert [r.json["model"] for r in sent.of(main)] == ["main-model"]
+    one = requests.get(proxy.url + "/v1/models/claude-proxy/main-only", headers={"x-api-key": "k"}, timeout=5)
+    assert one.json() == {**one.json(), "id": "claude-proxy/main-only", "display_name": "main-only → custom main-model"}
+
+
+def test_models_page_like_anthropic(proxy: ProxyServer) -> None:
+    def get(query: str) -> requests.Response:
+        return requests.get(proxy.url + "/v1/models" + query, headers={"x-api-key": "client-key"}, timeout=5)
+
+    ids = [m["id"] for m in get("?limit=1000").json()["data"]]
+    assert len(ids) > 25
+    first = get("").json()  # Anthropic's default page: 20
+    assert [m["id"] for m in first["data"]] == ids[:20]
+    assert (first["has_more"], first["first_id"], first["last_id"]) == (True, ids[0], ids[19])
+    nxt = get(f"?after_id={first['last_id']}&limit=5").json()
+    assert [m["id"] for m in nxt["data"]] == ids[20:25]
+    last = get(f"?after_id={ids[-3]}").json()
+    assert ([m["id"] for m in last["data"]], last["has_more"]) == (ids[-2:], False)
+    # before_id: the page just before the cursor, has_more when more lie before it
+    back = get(f"?before_id={ids[10]}&limit=4").json()
+    assert ([m["id"] for m in back["data"]], back["has_more"]) == (ids[6:10], True)
+    back = get(f"?before_id={ids[3]}&limit=4").json()
+    assert ([m["id"] for m in back["data"]], back["has_more"], back["first_id"]) == (ids[:3], False, ids[0])
+    # the official SDK pages through all of it with the default page size
+    client = anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=10)
+    assert [m.id for m in client.models.list()] == ids
+    for query, needle in (
+        ("?limit=0", "limit: must be an integer from 1 to 1000"),
+        ("?limit=1001", "limit: must be an integer from 1 to 1000"),
+        ("?limit=x", "limit: must be an integer from 1 to 1000"),
+        ("?after_id=nope", "after_id: no model with id 'nope'"),
+        (f"?after_id={ids[0]}&before_id={ids[5]}", "cannot be used together"),
+    ):
+        response = get(query)
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        assert needle in response.json()["error"]["message"]
 
 
 def test_metrics_carry_the_route_and_provider(proxy: ProxyServer, main: FakeUpstream) -> None:
