@@ -18,7 +18,7 @@ from claude_proxy.pipeline.reply import SSE, STREAM_HEADERS, Reply, json_reply
 from claude_proxy.pipeline.route import Attempt
 from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, translate_stream
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
-from claude_proxy.translate.errors import inband_error
+from claude_proxy.translate.inband import inband_error
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id

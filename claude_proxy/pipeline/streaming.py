@@ -17,13 +17,8 @@ from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, 
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
 from claude_proxy.translate import SSEParser, StreamTranslator, format_events
-from claude_proxy.translate.errors import (
-    envelope,
-    from_upstream_response,
-    inband_error,
-    inband_error_status,
-    upstream_error_message,
-)
+from claude_proxy.translate.errors import envelope, from_upstream_response, upstream_error_message
+from claude_proxy.translate.inband import inband_error, inband_error_status
 from claude_proxy.translate.sse import SSEError, SSEEvent
 from claude_proxy.upstream.client import PING, Upstream
 
