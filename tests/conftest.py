@@ -8,6 +8,9 @@ import pytest
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
 
+# The private PostgreSQL / Redis server fixtures (redis_server, postgres_server), session-scoped.
+pytest_plugins = ["tests.support.stores"]
+
 UPSTREAM_KEY = "sk-test-upstream-key-1234567890"
 
 

@@ -1,6 +1,6 @@
 """The package's folders are its architecture: imports only run downwards (README, "Layout").
 
-Layers, top to bottom: cli → server → web → pipeline → teams → upstream → config → routing → translate.
+Layers, top to bottom: cli → server → web → pipeline → search → teams → upstream → config → routing → translate.
 `errors` and `_poll` are shared leaves (they may use `translate` only); `upstream/fastpath` is
 reached only from inside `upstream/`; `translate` imports nothing of the package and no
 third-party library but orjson. The root shims (`worker`, `metrics`) and `__init__`/`__main__`
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "claude_proxy"
-LAYERS = ["cli", "server", "web", "pipeline", "teams", "upstream", "config", "routing", "translate"]
+LAYERS = ["cli", "server", "web", "pipeline", "search", "teams", "upstream", "config", "routing", "translate"]
 LEAVES = {"errors", "_poll"}
 ROOT_PUBLIC = {"__init__", "__main__", "worker", "metrics"}
 TRANSLATE_THIRD_PARTY = {"orjson"}

@@ -210,6 +210,41 @@ def _mapped_models(config: Config) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+def check_prices(config: Config, report: Report) -> None:
+    """With a [prices] table, every configured upstream model should have a price: requests on
+    one without are logged as unpriced (their cost unknown, not zero)."""
+    if not config.prices:
+        return
+    missing = [
+        f"{provider},{model}"
+        for provider, models in _mapped_models(config).items()
+        for model in models
+        if config.prices.find(provider, model) is None
+    ]
+    if missing:
+        report.add(
+            WARN,
+            "prices",
+            f"{len(missing)} configured model{'s' if len(missing) != 1 else ''} without a price: {', '.join(missing)}",
+            'add them to [prices], e.g. "PROVIDER,MODEL" = { input = 3.0, output = 15.0 } (USD per million tokens)',
+        )
+    else:
+        report.add(PASS, "prices", "every configured model has a price")
+
+
+def check_web_search(config: Config, report: Report) -> None:
+    """Whether Claude Code's WebSearch can run: a [web_search] backend that answers, or native search."""
+    from claude_proxy.search import WebSearch
+
+    search = WebSearch(config.web_search, pool_size=1)
+    try:
+        ok, detail = search.check([p.dialect for p in config.providers.values()])
+    finally:
+        search.close()
+    fix = "" if ok else "set [web_search] backend and url (README: Web search); or on_missing = \"drop\""
+    report.add(PASS if ok else WARN, "web search", detail.removeprefix("web search: "), fix)
+
+
 def _probe_upstream(config: Config, key: str, report: Report, timeout: float) -> list[str]:
     """GET /models: the listed ids ([] when it failed, reported)."""
     provider = config.providers[key]
@@ -412,10 +447,12 @@ def run(argv: Sequence[str], out: IO[str], env: Mapping[str, str] | None = None)
             keys_ok = check_key(config, key, report, env) and keys_ok
         for key in config.providers:
             check_upstream(config, key, report, args.timeout)
+        check_prices(config, report)
         if keys_ok:
             check_completion(config, report, args.model, args.timeout)
         else:
             report.add(WARN, "completion", "skipped: no usable API key", "fix the key first, then run the doctor again")
+        check_web_search(config, report)
     print(report.render(), file=out, flush=True)
     return 1 if report.failed else 0
 

@@ -20,9 +20,9 @@ from claude_proxy.cli.teams_common import (
     when,
 )
 from claude_proxy.config.teams import Limits
+from claude_proxy.teams.base import Store
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import KeyRecord
-from claude_proxy.teams.store import SqliteStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _detail(store: SqliteStore, record: KeyRecord) -> dict[str, object]:
+def _detail(store: Store, record: KeyRecord) -> dict[str, object]:
     out = record.public()
     scope = f"k:{record.id}"
     out["month"] = month_of(store.clock())

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
 from claude_proxy.cli.main import PROG, default_log_file
+from claude_proxy.config.prices import format_usd, micro_usd
 from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome
 
 NAME = f"{PROG} logs"
@@ -165,6 +166,8 @@ class ModelRow:
     output: int = 0
     cache_read: int = 0
     errors: int = 0
+    cost: int = 0  # micro-USD, summed as integers (the journal's cost_usd has six decimals)
+    unpriced: int = 0
 
 
 def summarize(records: Records, since: datetime | None = None) -> str:
@@ -195,6 +198,7 @@ def summarize(records: Records, since: datetime | None = None) -> str:
     if ttfbs:
         lines.append(f"first token  {pair(ttfbs)} (streams)")
     rows: dict[str, ModelRow] = {}
+    costed = any("cost_usd" in r.extra or "cost_unpriced" in r.extra for r in items)
     for r in items:
         upstream = str(r.upstream_model or "-")
         if r.upstream_model and r.provider:
@@ -207,6 +211,11 @@ def summarize(records: Records, since: datetime | None = None) -> str:
             row.input += int(_number(r.input_tokens) or 0)
             row.output += int(_number(r.output_tokens) or 0)
             row.cache_read += int(_number(r.cache_read_tokens) or 0)
+            cost = micro_usd(r.extra.get("cost_usd"))
+            if cost is not None:
+                row.cost += cost
+            elif r.extra.get("cost_unpriced") is True:
+                row.unpriced += 1
     if rows:
         totals = ModelRow(
             sum(x.requests for x in rows.values()),
@@ -214,15 +223,28 @@ def summarize(records: Records, since: datetime | None = None) -> str:
             sum(x.output for x in rows.values()),
             sum(x.cache_read for x in rows.values()),
             sum(x.errors for x in rows.values()),
+            sum(x.cost for x in rows.values()),
+            sum(x.unpriced for x in rows.values()),
         )
         ordered = sorted(rows.items(), key=lambda kv: (-kv[1].requests, kv[0]))
         width = max(len("client → provider/upstream model"), *(len(k) for k in rows))
-        header = ("requests", "input", "output", "cache_read", "errors")
+        header: tuple[str, ...] = ("requests", "input", "output", "cache_read", "errors")
+        if costed:  # a column only once requests are priced ([prices] in the config)
+            header += ("cost_usd", "unpriced")
         lines.append("")
-        lines.append("client → provider/upstream model".ljust(width) + "".join(f"  {h:>10}" for h in header))
+        cells = "".join(f"  {h:>12}" if h == "cost_usd" else f"  {h:>10}" for h in header)
+        lines.append("client → provider/upstream model".ljust(width) + cells)
         for name, row in [*ordered, ("total", totals)]:
-            values = (row.requests, row.input, row.output, row.cache_read, row.errors)
-            lines.append(name.ljust(width) + "".join(f"  {v:>10}" for v in values))
+            values: tuple[Any, ...] = (row.requests, row.input, row.output, row.cache_read, row.errors)
+            line = name.ljust(width) + "".join(f"  {v:>10}" for v in values)
+            if costed:
+                line += f"  {format_usd(row.cost):>12}  {row.unpriced:>10}"
+            lines.append(line)
+        if costed and totals.unpriced:
+            lines.append(
+                f"({totals.unpriced} request{'s' if totals.unpriced != 1 else ''} on models without a price "
+                "are not in cost_usd: add them to [prices])"
+            )
     if records.skipped:
         lines.append("")
         lines.append(f"skipped {records.skipped} unreadable line{'s' if records.skipped != 1 else ''}")

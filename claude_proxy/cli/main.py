@@ -89,6 +89,7 @@ SUBCOMMANDS = {
     "teams": "claude_proxy.cli.teams",  # teams and their limits
     "usage": "claude_proxy.cli.usage",  # usage and cost by team/key/owner/model/provider/day
     "audit": "claude_proxy.cli.audit",  # the admin trail
+    "store": "claude_proxy.cli.store",  # store migrate [--sql] | status
 }
 
 
@@ -124,4 +125,8 @@ def app_from_environment() -> Any:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         # 4 is gunicorn's "App failed to load": the arbiter stops instead of respawning the worker forever
         raise SystemExit(4) from None
-    return create_app(config)
+    try:
+        return create_app(config)
+    except ConfigError as exc:  # e.g. the teams schema is behind: one line, exit 4
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(4) from None

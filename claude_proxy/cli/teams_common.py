@@ -14,8 +14,9 @@ from typing import Any
 
 from claude_proxy.config.loader import ConfigError, load_config
 from claude_proxy.config.teams import RateError, parse_rate, usd_to_micros
+from claude_proxy.teams.base import STORE_ERRORS, SchemaBehind, Store
 from claude_proxy.teams.records import Actor
-from claude_proxy.teams.store import SqliteStore, StoreError
+from claude_proxy.teams.store import StoreError
 
 PROG = "claude-proxy"
 _SPAN = re.compile(r"(\d+)\s*([smhdw])")
@@ -60,14 +61,15 @@ def limit_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def open_store(args: argparse.Namespace) -> SqliteStore:
+def open_store(args: argparse.Namespace) -> Store:
+    """The configured store, ready: SQLite is created or upgraded; PostgreSQL must be at the schema head."""
+    from claude_proxy.teams.gate import open_store as build
+
     config = load_config(args.config)
     if config.teams is None:
         where = config.source or "the config"
         raise ConfigError(f"{where}: no [teams] table: add one (store = \"sqlite\") to use stored keys")
-    store = SqliteStore(
-        config.teams.path, busy_timeout_ms=config.teams.busy_timeout_ms, lease_seconds=config.teams.lease_seconds
-    )
+    store = build(config.teams)
     store.migrate()
     return store
 
@@ -143,10 +145,9 @@ def run(handler: Any, args: argparse.Namespace) -> int:
     except (ConfigError, StoreError, UsageError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # sqlite errors: the file is unreadable, locked too long, on a full disk
-        import sqlite3
-
-        if isinstance(exc, sqlite3.Error):
-            print(f"{PROG}: error: the teams store failed: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except SchemaBehind as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 4
+    except STORE_ERRORS as exc:  # unreachable, locked too long, a full disk
+        print(f"{PROG}: error: the teams store failed: {exc}", file=sys.stderr)
+        return 1

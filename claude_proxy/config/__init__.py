@@ -13,6 +13,7 @@ from claude_proxy.config.loader import (
     load_config,
     search_paths,
 )
+from claude_proxy.config.websearch import WebSearchConfig
 
 __all__ = [
     "CONFIG_ENV",
@@ -21,6 +22,7 @@ __all__ = [
     "ProviderConfig",
     "RetryPolicy",
     "Timeouts",
+    "WebSearchConfig",
     "load_config",
     "search_paths",
 ]

@@ -6,6 +6,7 @@ expected, so the CLI can print one line and exit 2 instead of a traceback.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from claude_proxy.config.presets import PRESETS, Preset, preset
+from claude_proxy.config.prices import Price, Prices, parse_price
 from claude_proxy.config.teams import TeamsSettings, teams_settings
+from claude_proxy.config.websearch import WebSearchConfig, WebSearchConfigError, build_web_search
 from claude_proxy.routing.router import SCENARIOS, RoutingConfig
 from claude_proxy.routing.targets import (
     DEFAULT_PROVIDER,
@@ -110,6 +113,11 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     teams: TeamsSettings | None = None  # [teams]: stored keys, limits, usage (None = static auth_keys only)
+    prices: Prices = field(default_factory=Prices)
+    # [web_search]: None when the table is absent (server tools then use native search or on_missing)
+    web_search: WebSearchConfig | None = None
+    # [context_windows]: upstream model name or glob → its window in tokens (see context_window)
+    context_windows: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -117,6 +125,15 @@ class Config:
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
+
+    def context_window(self, model: str) -> int | None:
+        """The configured context window of an upstream model: its exact name, else the most
+        specific matching glob; None when not configured (the provider's error decides then)."""
+        windows = self.context_windows
+        if model in windows:
+            return windows[model]
+        matches = [(len(k.replace("*", "").replace("?", "")), v) for k, v in windows.items() if fnmatch.fnmatchcase(model, k)]
+        return max(matches)[1] if matches else None
 
 
 def search_paths(explicit: str | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -164,6 +181,7 @@ TOP_LEVEL = {
     "provider",
     "providers",
     "models",
+    "context_windows",
     "routes",
     "routing",
     "params",
@@ -171,9 +189,19 @@ TOP_LEVEL = {
     "upstream",
     "telemetry",
     "teams",
+    "prices",
+    "web_search",
 }
 TELEMETRY_KEYS = {"enabled", "endpoint", "service_name"}
-ROUTING_KEYS = {"long_context_threshold", "background_models", "cooldown_failures", "cooldown_seconds", "default_provider"}
+ROUTING_KEYS = {
+    "long_context_threshold",
+    "background_models",
+    "cooldown_failures",
+    "cooldown_seconds",
+    "default_provider",
+    "sticky_sessions",
+    "sticky_ttl",
+}
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "api_key", "format", "api_key_from_client", "headers", "quirks"}
 SERVER_KEYS = {
     "auth_keys",
@@ -335,6 +363,17 @@ def _models(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
     return ModelMap(chains, providers, default)
 
 
+def _context_windows(table: Mapping[str, Any], where: str) -> dict[str, int]:
+    windows: dict[str, int] = {}
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 256 <= value <= 100_000_000:
+            raise ConfigError(
+                f"{where}: 'context_windows.\"{key}\"' must be a number of tokens (256 to 100000000), got {value!r}"
+            )
+        windows[key] = value
+    return windows
+
+
 def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> dict[str, Chain]:
     routes: dict[str, Chain] = {}
     for key, value in table.items():
@@ -345,6 +384,28 @@ def _routes(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], 
         except ValueError as exc:
             raise ConfigError(f"{where}: 'routes.{key}': {exc}") from None
     return routes
+
+
+def _prices(table: Mapping[str, Any], where: str, providers: Mapping[str, Any], default: str) -> Prices:
+    """[prices]: "PROVIDER,MODEL", a bare model or a glob → {input, output, cache_read?, cache_write?}."""
+    entries: dict[tuple[str | None, str], Price] = {}
+    aliases = provider_aliases(providers, default)
+    for key, value in table.items():
+        owner: str | None = None
+        model = key.strip()
+        if "," in key:
+            name, model = (part.strip() for part in key.split(",", 1))
+            owner = resolve_provider(name, providers, aliases)
+            if owner not in providers:
+                known = ", ".join(sorted(providers))
+                raise ConfigError(f"{where}: 'prices.\"{key}\"' names unknown provider {name!r} (configured: {known})")
+        if not model:
+            raise ConfigError(f"{where}: 'prices.\"{key}\"' has no model")
+        try:
+            entries[(owner, model)] = parse_price(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'prices.\"{key}\"': {exc}") from None
+    return Prices(entries)
 
 
 def _providers(
@@ -424,6 +485,8 @@ def load_config(
         background_models=routing.strings("background_models", RoutingConfig.background_models),
         cooldown_failures=routing.integer("cooldown_failures", RoutingConfig.cooldown_failures, 1, 1000),
         cooldown_seconds=routing.number("cooldown_seconds", RoutingConfig.cooldown_seconds),
+        sticky_sessions=routing.integer("sticky_sessions", RoutingConfig.sticky_sessions, 0, 10**7),
+        sticky_ttl=routing.number("sticky_ttl", RoutingConfig.sticky_ttl),
     )
     server = _Reader(where, root.table_of("server"), "server.", SERVER_KEYS)
     upstream = _Reader(where, root.table_of("upstream"), "upstream.", UPSTREAM_KEYS)
@@ -435,6 +498,12 @@ def load_config(
         auth_keys += [k.strip() for k in env[auth_env].split(",") if k.strip()]
 
     total = upstream.number("timeout", root.number("timeout", Timeouts.total))
+    web_search = None
+    if "web_search" in data:
+        try:
+            web_search = build_web_search(root.table_of("web_search"), env)
+        except WebSearchConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     max_body = server.get("max_body_size", (int, str), 'a size in bytes or a string like "32MB"', None)
     return Config(
         provider=providers[default],
@@ -443,6 +512,8 @@ def load_config(
         routes=_routes(root.table_of("routes"), where, providers, default),
         routing=routing_config,
         models=_models(root.table_of("models"), where, providers, default),
+        prices=_prices(root.table_of("prices"), where, providers, default),
+        context_windows=_context_windows(root.table_of("context_windows"), where),
         host=root.get("host", str, "an address string", DEFAULT_HOST),
         port=root.integer("port", DEFAULT_PORT, 0, 65535),
         drop=frozenset(params.strings("drop", DEFAULT_DROP)),
@@ -474,6 +545,7 @@ def load_config(
             service_name=telemetry.get("service_name", str, "a service name", None),
         ),
         teams=teams_settings(root.table_of("teams"), where, env) if "teams" in root.table else None,
+        web_search=web_search,
     )
 
 

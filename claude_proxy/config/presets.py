@@ -8,6 +8,24 @@ from claude_proxy.translate.dialect import DEFAULT_DIALECT, Dialect
 
 STRICT_SCHEMA_KEYS = frozenset({"$schema", "propertyNames"})
 
+# `response_format_json_schema` (structured outputs as OpenAI's json_schema response_format) is
+# True where the provider documents it for chat completions:
+#   openai      platform.openai.com/docs/guides/structured-outputs
+#   openrouter  openrouter.ai/docs/features/structured-outputs (models that support it)
+#   fireworks   docs.fireworks.ai/structured-responses/structured-response-formatting
+#   grok        docs.x.ai/docs/guides/structured-outputs
+#   together    docs.together.ai/docs/json-mode
+#   groq        console.groq.com/docs/structured-outputs
+#   mistral     docs.mistral.ai/capabilities/structured-output/custom_structured_output
+#   gemini      ai.google.dev/gemini-api/docs/openai ("Structured output")
+#   ollama      github.com/ollama/ollama docs/openai.md (response_format json_schema, 0.5+)
+#   vllm        docs.vllm.ai/en/latest/features/structured_outputs.html
+# and False where only json_object (no schema) exists, so the forced tool keeps the schema:
+#   deepseek    api-docs.deepseek.com/guides/json_mode;  moonshot  platform.moonshot.ai (JSON Mode)
+#   custom      unknown server: a tool call is what every OpenAI-compatible server understands.
+# Gemini's OpenAI endpoint converts tool schemas to its OpenAPI subset (no allOf/oneOf/uniqueItems:
+# ai.google.dev/api/caching#Schema), so those are rewritten or dropped there.
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -33,6 +51,14 @@ PRESETS: dict[str, Preset] = {
                 reasoning_models=("o1*", "o3*", "o4*", "gpt-5*"),
                 user_field=True,
                 pdf_file_parts=True,
+                # Automatic prefix caching routed by `prompt_cache_key`; `prompt_cache_retention: "24h"`
+                # (extended retention, gpt-5.x and gpt-4.1 families) when the client asks for 1h breakpoints.
+                # Source: developers.openai.com/docs/guides/prompt-caching (#prompt-cache-retention);
+                # openai-python f9d2d13 (enum "in_memory" | "24h").
+                cache_key_field="prompt_cache_key",
+                cache_retention="24h",
+                cache_retention_models=("gpt-5*", "gpt-4.1*"),
+                response_format_json_schema=True,
             ),
             description="OpenAI",
         ),
@@ -47,6 +73,15 @@ PRESETS: dict[str, Preset] = {
                 user_field=True,
                 user_max_len=128,
                 pdf_file_parts=True,
+                # `cache_control` on content parts for Anthropic and Gemini models, at most four
+                # breakpoints, `ttl` "5m" | "1h"; sticky provider routing keyed by `x-session-id`
+                # (≤ 256 chars). Source: openrouter.ai/docs/guides/best-practices/prompt-caching,
+                # openrouter.ai/docs/client-sdks/typescript/models/anthropiccachecontroldirective.
+                cache_breakpoints=4,
+                cache_ttl=True,
+                affinity_header="x-session-id",
+                native_web_search="openrouter_plugin",
+                response_format_json_schema=True,
             ),
             description="OpenRouter",
         ),
@@ -54,7 +89,15 @@ PRESETS: dict[str, Preset] = {
             "fireworks",
             "https://api.fireworks.ai/inference/v1",
             "FIREWORKS_API_KEY",
-            dialect=Dialect(name="fireworks", top_k=True, reasoning_history="tool_turns"),
+            # Automatic prefix caching per replica; `x-session-affinity` pins a session to one replica.
+            # Source: docs.fireworks.ai/guides/prompt-caching ("user" field or x-session-affinity header).
+            dialect=Dialect(
+                name="fireworks",
+                top_k=True,
+                reasoning_history="tool_turns",
+                affinity_header="x-session-affinity",
+                response_format_json_schema=True,
+            ),
             description="Fireworks AI",
         ),
         Preset(
@@ -66,6 +109,12 @@ PRESETS: dict[str, Preset] = {
                 reasoning_models=("grok-3-mini*",),
                 reasoning_efforts=("low", "high"),
                 reasoning_tokens_separate=True,
+                # Automatic caching, stored per server: `x-grok-conv-id` routes a conversation to one
+                # (Chat Completions; prompt_cache_key is the Responses API's). Cached tokens come back in
+                # prompt_tokens_details.cached_tokens. Source: docs.x.ai/developers/advanced-api-usage/
+                # prompt-caching/maximizing-cache-hits and …/usage-and-pricing.
+                affinity_header="x-grok-conv-id",
+                response_format_json_schema=True,
             ),
             description="xAI Grok",
         ),
@@ -73,20 +122,30 @@ PRESETS: dict[str, Preset] = {
             "together",
             "https://api.together.xyz/v1",
             "TOGETHER_API_KEY",
-            dialect=Dialect(name="together", top_k=True, think_tags=True),
+            # No documented cache controls for Chat Completions were found: nothing sent [UNVERIFIED].
+            dialect=Dialect(name="together", top_k=True, think_tags=True, response_format_json_schema=True),
             description="Together AI",
         ),
         Preset(
             "groq",
             "https://api.groq.com/openai/v1",
             "GROQ_API_KEY",
-            dialect=Dialect(name="groq", strip_schema_keys=STRICT_SCHEMA_KEYS, reasoning_param="none"),
+            # Automatic prefix caching, nothing to send (and Groq rejects unknown fields); reads in
+            # prompt_tokens_details.cached_tokens. Source: console.groq.com/docs/prompt-caching.
+            dialect=Dialect(
+                name="groq",
+                strip_schema_keys=STRICT_SCHEMA_KEYS,
+                reasoning_param="none",
+                response_format_json_schema=True,
+            ),
             description="Groq",
         ),
         Preset(
             "deepseek",
             "https://api.deepseek.com/v1",
             "DEEPSEEK_API_KEY",
+            # Context caching on disk, on by default, no request field; usage reports
+            # prompt_cache_hit_tokens / prompt_cache_miss_tokens. Source: api-docs.deepseek.com/guides/kv_cache.
             dialect=Dialect(name="deepseek", reasoning_param="none", reasoning_history="tool_turns"),
             description="DeepSeek",
         ),
@@ -100,6 +159,11 @@ PRESETS: dict[str, Preset] = {
                 tool_choice_any="any",
                 reasoning_param="none",
                 stream_usage=False,
+                # `prompt_cache_key` raises the chance of a prefix-cache hit. Source:
+                # docs.mistral.ai/studio-api/conversations/advanced/prompt-caching.
+                cache_key_field="prompt_cache_key",
+                response_format_json_schema=True,
+                mid_system="user",
             ),
             description="Mistral",
         ),
@@ -118,11 +182,16 @@ PRESETS: dict[str, Preset] = {
             "GEMINI_API_KEY",
             dialect=Dialect(
                 name="gemini",
-                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum"},
+                strip_schema_keys=STRICT_SCHEMA_KEYS | {"exclusiveMinimum", "exclusiveMaximum", "uniqueItems"},
+                merge_all_of=True,
+                one_of_as_any_of=True,
+                response_format_json_schema=True,
                 strip_formats=frozenset({"*"}),
                 reasoning_param_all_models=False,
                 reasoning_efforts=("low", "high"),
                 parallel_tool_calls=False,
+                # Implicit caching (Gemini 2.5 and newer) needs nothing; the OpenAI-compatible endpoint
+                # takes no cache_control. Source: ai.google.dev/gemini-api/docs/caching.
             ),
             description="Google Gemini (OpenAI-compatible endpoint)",
         ),
@@ -131,6 +200,7 @@ PRESETS: dict[str, Preset] = {
             "https://api.anthropic.com",
             "ANTHROPIC_API_KEY",
             format="anthropic",
+            # Passthrough: cache_control (and ttl) reach Anthropic unchanged, usage comes back as is.
             description="Anthropic (passthrough, no translation)",
         ),
         Preset(
@@ -138,7 +208,9 @@ PRESETS: dict[str, Preset] = {
             "http://localhost:11434/v1",
             None,
             key_required=False,
-            dialect=Dialect(name="ollama", reasoning_param="none"),
+            dialect=Dialect(
+                name="ollama", reasoning_param="none", response_format_json_schema=True, mid_system="user"
+            ),
             description="Ollama (local)",
         ),
         Preset(
@@ -146,7 +218,14 @@ PRESETS: dict[str, Preset] = {
             "http://localhost:8000/v1",
             "VLLM_API_KEY",
             key_required=False,
-            dialect=Dialect(name="vllm", top_k=True, think_tags=True, reasoning_param="none"),
+            dialect=Dialect(
+                name="vllm",
+                top_k=True,
+                think_tags=True,
+                reasoning_param="none",
+                response_format_json_schema=True,
+                mid_system="user",
+            ),
             description="vLLM (local)",
         ),
         Preset(

@@ -26,7 +26,19 @@ TEAMS_KEYS = {
     "ui",
     "ui_cookie_secure",
     "defaults",
+    "postgres_url_env",
+    "redis_url_env",
+    "postgres_pgbouncer",
+    "auto_migrate",
+    "auth_stale_seconds",
+    "spool_dir",
+    "spool_max_mb",
+    "flush_interval",
+    "instance",
 }
+# The distributed store's drivers ([postgres] extra): module → the pip command that brings it.
+POSTGRES_MODULES = ("psycopg", "psycopg_pool", "redis")
+POSTGRES_EXTRA = "pip install 'claude-proxy[postgres]'"
 DEFAULTS_KEYS = {"rpm", "tpm", "max_concurrent", "monthly_budget_usd"}
 
 
@@ -102,6 +114,17 @@ class TeamsSettings:
     ui: bool = True
     ui_cookie_secure: str = "auto"
     defaults: Limits = Limits()
+    # store = "postgres": PostgreSQL (ledger) + Redis (limiter). DSNs are read from these environment
+    # variables when a worker connects, never from the file, and never kept in the settings.
+    postgres_url_env: str = "CLAUDE_PROXY_POSTGRES_URL"
+    redis_url_env: str = "CLAUDE_PROXY_REDIS_URL"
+    postgres_pgbouncer: bool = False
+    auto_migrate: bool = True
+    auth_stale_seconds: float = 300.0
+    spool_dir: str = ""
+    spool_max_mb: int = 256
+    flush_interval: float = 1.0
+    instance: str = ""
 
 
 def default_store_path(env: Mapping[str, str] | None = None) -> str:
@@ -127,11 +150,12 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
         if key not in TEAMS_KEYS:
             raise ConfigError(f"{where}: unknown key 'teams.{key}' (expected one of: {', '.join(sorted(TEAMS_KEYS))})")
     store = table.get("store", "sqlite")
-    if store != "sqlite":
-        raise fail("store", '"sqlite" (PostgreSQL + Redis come with the next issue)', store)
+    if store not in ("sqlite", "postgres"):
+        raise fail("store", '"sqlite" (one machine) or "postgres" (PostgreSQL + Redis, many machines)', store)
     path = table.get("sqlite_path", table.get("path", default_store_path(env)))
     if not isinstance(path, str) or not path:
         raise fail("sqlite_path", "a file path", path)
+    distributed = _distributed(table, store, where, env, fail)
     on_error = table.get("on_store_error", "open")
     if on_error not in ("open", "closed"):
         raise fail("on_store_error", '"open" or "closed"', on_error)
@@ -166,7 +190,56 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
         ui=flags["ui"],
         ui_cookie_secure=str(secure).lower() if isinstance(secure, bool) else secure,
         defaults=defaults,
+        **distributed,
     )
+
+
+def _distributed(table: Mapping[str, Any], store: str, where: str, env: Mapping[str, str], fail: Any) -> dict[str, Any]:
+    """The PostgreSQL + Redis settings; for store = "postgres" the DSN variables must be set and the
+    drivers installed (each a one-line error naming the variable or the pip command)."""
+    from claude_proxy.config.loader import ConfigError
+
+    out: dict[str, Any] = {}
+    for key in ("postgres_url_env", "redis_url_env", "instance"):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, str) or (key != "instance" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value)):
+                raise fail(key, "the name of an environment variable" if key != "instance" else "a name", value)
+            out[key] = value
+    for key in ("postgres_pgbouncer", "auto_migrate"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise fail(key, "true or false", table[key])
+            out[key] = table[key]
+    if "auto_migrate" not in out:
+        out["auto_migrate"] = store == "sqlite"  # PostgreSQL migrates only when asked (a separate step)
+    for key, positive in (("auth_stale_seconds", False), ("flush_interval", True), ("spool_max_mb", True)):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+                raise fail(key, "a number above 0" if positive else "a number ≥ 0", value)
+            out[key] = int(value) if key == "spool_max_mb" else float(value)
+    spool = table.get("spool_dir")
+    if spool is not None:
+        if not isinstance(spool, str) or not spool:
+            raise fail("spool_dir", "a directory path", spool)
+        out["spool_dir"] = str(Path(spool).expanduser())
+    else:
+        state = Path(default_store_path(env)).parent
+        out["spool_dir"] = str(state / "usage-spool")
+    if store == "postgres":
+        import importlib.util
+
+        for var_key, default in (("postgres_url_env", "CLAUDE_PROXY_POSTGRES_URL"),
+                                 ("redis_url_env", "CLAUDE_PROXY_REDIS_URL")):
+            var = out.get(var_key, default)
+            if not env.get(var):
+                raise ConfigError(f"{where}: [teams] store = \"postgres\" reads its DSN from ${var} (teams.{var_key}),"
+                                  " which is not set")
+        missing = [m for m in POSTGRES_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"{where}: [teams] store = \"postgres\" needs {', '.join(missing)}: {POSTGRES_EXTRA}")
+    return out
 
 
 def limits_from(table: Mapping[str, Any], prefix: str, where: str) -> Limits:

@@ -4,7 +4,7 @@ from a 400 that names a limit we can honour, and turn the answer (streamed or wh
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -12,11 +12,13 @@ import orjson
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config
 from claude_proxy.errors import UpstreamHTTPError, UpstreamUnavailable
+from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.credentials import Credentials
-from claude_proxy.pipeline.outcome import Outcome, Recorder
+from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
 from claude_proxy.pipeline.reply import SSE, STREAM_HEADERS, Reply, json_reply
 from claude_proxy.pipeline.route import Attempt
-from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, translate_stream
+from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, sse, translate_stream
+from claude_proxy.search import SearchTurn, UpstreamCaller, WebSearch
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
 from claude_proxy.translate.inband import inband_error
 from claude_proxy.translate.recovery import recover, token_field
@@ -59,6 +61,7 @@ class OpenAIAttempts:
         self.credentials = credentials
         self.recorder = recorder
         self.lessons = Lessons()
+        self.web_search = WebSearch(config.web_search, pool_size=config.threads)
 
     def send(
         self,
@@ -68,20 +71,26 @@ class OpenAIAttempts:
         outcome: Outcome,
         stream: bool,
         deadline: float,
+        session: str | None = None,
     ) -> Reply:
         provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
         auth = self.credentials.openai_headers(headers, provider, upstream)
         forward = {}
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
-        translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward)
+        translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward, session=session)
         out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
+        out_headers.update(translation.headers)  # cache affinity (x-session-id, x-grok-conv-id, …)
         if outcome.trace is not None:
             out_headers.update(outcome.trace.upstream_headers)
         key = (attempt.target.provider, model)
-        out_body = self.lessons.apply(translation.body, key)
+        prepared = self.web_search.prepare(body, translation, provider.dialect, deadline)
+        out_body = self.lessons.apply(prepared.body, key)
+        if prepared.turn is not None:  # a web_search server tool the proxy serves (search/loop.py)
+            caller = UpstreamCaller(upstream, out_headers, deadline, stream=stream, retry=attempt.last)
+            return self._search_reply(prepared.turn, caller, out_body, outcome, stream)
         second_chance = True
         opened: Opened | None = None
         while True:
@@ -125,3 +134,34 @@ class OpenAIAttempts:
         outcome.answer(message["usage"], message["stop_reason"])
         self.recorder.finish(outcome, 200)
         return json_reply(message)
+
+    def _search_reply(
+        self, turn: SearchTurn, caller: UpstreamCaller, body: dict[str, Any], outcome: Outcome, stream: bool
+    ) -> Reply:
+        """A request whose web search server tool the proxy serves: several upstream calls, one answer."""
+        if not stream:
+            message = turn.message(caller, body)
+            outcome.answer(message["usage"], message["stop_reason"])
+            self.recorder.finish(outcome, 200)
+            return json_reply(message)
+        batches = turn.stream(caller, body)  # the first upstream call happens here: its failure falls back
+        return Reply(200, self._search_pump(turn, batches, outcome), SSE, dict(STREAM_HEADERS))
+
+    def _search_pump(self, turn: SearchTurn, batches: Iterator[list[dict[str, Any]]], outcome: Outcome) -> Iterator[bytes]:
+        disconnected = False
+        metrics.stream_started()
+        try:
+            for batch in batches:
+                yield sse(batch, self.recorder)
+        except GeneratorExit:
+            disconnected = True
+            raise
+        finally:
+            metrics.stream_ended()
+            outcome.answer(turn.usage or {}, turn.stop_reason)
+            if turn.error:
+                outcome.error_type, outcome.error = turn.error[0], self.recorder.redact(turn.error[1])
+            if disconnected and turn.stop_reason is None:
+                outcome.error_type, outcome.error = CLIENT_DISCONNECTED, "client closed the connection mid-stream"
+            self.recorder.finish(outcome, 200)
+

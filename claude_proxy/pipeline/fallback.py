@@ -41,8 +41,8 @@ class Chains:
         self._warned: set[str] = set()  # providers whose missing key was logged (once per process)
         self._warned_lock = threading.Lock()
 
-    def attempts(self, plan: Plan) -> list[Attempt]:
-        targets = self.health.order(plan.chain)
+    def attempts(self, plan: Plan, session: str | None = None) -> list[Attempt]:
+        targets = self.health.order(plan.chain, session=session)
         return [
             Attempt(
                 target,
@@ -54,14 +54,15 @@ class Chains:
             for n, target in enumerate(targets)
         ]
 
-    def serve(self, plan: Plan, outcome: Outcome, serve: Serve) -> Reply:
+    def serve(self, plan: Plan, outcome: Outcome, serve: Serve, session: str | None = None) -> Reply:
         """The first target's answer that is not the provider's fault (or the last target's failure).
 
-        The whole chain shares one deadline (`[upstream] timeout`): a slow first target leaves the
+        With a session (Claude Code's), the target that served its previous request is tried first
+        while healthy, so the provider's prompt cache stays warm. The whole chain shares one deadline (`[upstream] timeout`): a slow first target leaves the
         rest of the chain less time, never more.
         """
         deadline = time.monotonic() + self.config.timeouts.total
-        for attempt in self.attempts(plan):
+        for attempt in self.attempts(plan, session):
             outcome.provider, outcome.upstream_model = attempt.label, attempt.target.model
             served = {
                 "x-claude-proxy-route": plan.route,
@@ -95,6 +96,7 @@ class Chains:
                 self.health.failure(attempt.target.provider)
             else:
                 self.health.success(attempt.target.provider)
+                self.health.served(plan.chain, session, attempt.target)  # its cache is warm there now
             reply.headers.update(served)
             return reply
         raise AssertionError("unreachable: a chain has at least one target")  # pragma: no cover

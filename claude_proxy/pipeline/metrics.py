@@ -34,7 +34,12 @@ MAX_LABEL_LENGTH = 100
 MAX_REMEMBERED_CHILDREN = 4096
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
-TOKEN_KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"))
+TOKEN_KINDS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_read", "cache_read_tokens"),
+    ("cache_write", "cache_write_tokens"),
+)
 log = logging.getLogger("claude_proxy")
 
 
@@ -89,8 +94,22 @@ class Metrics:
         )
         self.tokens = Counter(
             "tokens",
-            "Tokens reported by the upstream (kind: input, output, cache_read)",
+            "Tokens reported by the upstream (kind: input, output, cache_read, cache_write)",
             ("kind", "client_model", "upstream_model", "provider"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "cost_usd",
+            "What answers cost in USD, from the [prices] table (requests on unpriced models are not in it)",
+            ("provider", "upstream_model"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.unpriced = Counter(
+            "unpriced_requests",
+            "Answers on a model the [prices] table has no price for (their cost is unknown, not zero)",
+            ("provider", "upstream_model"),
             namespace=NAMESPACE,
             registry=self.registry,
         )
@@ -155,6 +174,11 @@ class Metrics:
                 value = getattr(outcome, attribute)
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                     self._child(self.tokens, kind, client_model, upstream_model, provider).inc(value)
+            cost = outcome.extra.get("cost_usd") if outcome.extra else None
+            if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+                self._child(self.cost, provider, upstream_model).inc(cost)
+            elif outcome.extra and outcome.extra.get("cost_unpriced") is True:
+                self._child(self.unpriced, provider, upstream_model).inc()
         # Targets of a fallback chain that failed before the one that answered (or failed last).
         failed = outcome.failed_attempts or []
         for attempt in failed:

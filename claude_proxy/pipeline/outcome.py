@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from claude_proxy.config.prices import Prices, cost_fields
 from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.journal import Journal, redact
@@ -87,7 +88,24 @@ class Outcome:
         self.input_tokens = usage.get("input_tokens")
         self.output_tokens = usage.get("output_tokens")
         self.cache_read_tokens = usage.get("cache_read_input_tokens")
+        self.cache_write_tokens = usage.get("cache_creation_input_tokens")
         self.stop_reason = stop_reason
+
+    def usage(self) -> dict[str, Any]:
+        """The answer's usage under Anthropic's keys (what prices are applied to)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
+            "cache_creation_input_tokens": self.cache_write_tokens,
+        }
+
+    def price(self, prices: Prices) -> None:
+        """`cost_usd` / `cost_unpriced` on the journal line of an answered request, when a
+        [prices] table is configured; a failed request (nothing answered) gets neither."""
+        if not prices or self.endpoint != "messages" or (self.input_tokens is None and self.output_tokens is None):
+            return
+        self.extra.update(cost_fields(prices.cost(self.provider, self.upstream_model, self.usage())))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Outcome:
@@ -111,9 +129,12 @@ _JOURNALLED = {f.name for f in fields(Outcome)} - _NOT_JOURNALLED
 class Recorder:
     """Ends a request: its outcome to the journal and the metrics, once, with secrets blanked."""
 
-    def __init__(self, journal: Journal, secrets: tuple[str, ...], default_provider: str) -> None:
+    def __init__(
+        self, journal: Journal, secrets: tuple[str, ...], default_provider: str, prices: Prices | None = None
+    ) -> None:
         self.journal = journal
         self.secrets = secrets
+        self.prices = prices or Prices()
         self.secret_bytes = tuple(s.encode() for s in secrets if len(s) >= 4)
         self.default_provider = default_provider
 
@@ -122,6 +143,7 @@ class Recorder:
         if outcome.provider is None:
             outcome.provider = self.default_provider
         outcome.latency_ms = round((time.monotonic() - outcome.started) * 1000, 1)
+        outcome.price(self.prices)
         self.journal.write(outcome.record())
         metrics.observe(outcome)
         if outcome.trace is not None:

@@ -30,6 +30,7 @@ from claude_proxy.pipeline.tracing import tracing_for
 from claude_proxy.pipeline.validate import validate_messages_request
 from claude_proxy.routing.router import ProviderHealth, Router
 from claude_proxy.routing.targets import DEFAULT_PROVIDER
+from claude_proxy.translate.caching import session_id
 from claude_proxy.translate.tokens import estimate_input_tokens
 from claude_proxy.upstream.client import Upstream, host_of
 
@@ -58,9 +59,10 @@ class Proxy:
         self.router = Router(config.models, config.routes, config.providers, config.default_provider, config.routing)
         self.health_of = ProviderHealth(config.routing)
         provider_keys = [p.api_key for p in config.providers.values()]
-        self.secrets = tuple(k for k in (config.provider.api_key, *provider_keys, *config.auth_keys) if k)
+        search_key = config.web_search.api_key if config.web_search is not None else None
+        self.secrets = tuple(k for k in (config.provider.api_key, *provider_keys, *config.auth_keys, search_key) if k)
         self.journal = journal or Journal(config.log_file, secrets=self.secrets, log_bodies=config.log_bodies)
-        self.recorder = Recorder(self.journal, self.secrets, config.provider.name)
+        self.recorder = Recorder(self.journal, self.secrets, config.provider.name, prices=config.prices)
         self.credentials = Credentials(config.auth_keys)
         self.chains = Chains(config, self.upstreams, self.health_of, self.recorder, self.label)
         self.openai = OpenAIAttempts(config, self.credentials, self.recorder)
@@ -69,6 +71,7 @@ class Proxy:
         self.tracing = tracing_for(config, os.environ)
 
     def close(self) -> None:
+        self.openai.web_search.close()
         for upstream in {id(u): u for u in self.upstreams.values()}.values():
             upstream.close()
         self.journal.close()
@@ -119,12 +122,14 @@ class Proxy:
         outcome.session_id = _header_id(headers, "x-claude-code-session-id")
         outcome.prompt_id = _header_id(headers, "x-claude-code-prompt-id")
 
+        session = session_id(body, headers)  # Claude Code's session: cache key, affinity, sticky target
+
         def serve(attempt: Attempt, deadline: float) -> Reply:
             if attempt.provider.format == "anthropic":
                 return self.passthrough.send(attempt, "/v1/messages", raw, body, headers, outcome, stream, deadline)
-            return self.openai.send(attempt, body, headers, outcome, stream, deadline)
+            return self.openai.send(attempt, body, headers, outcome, stream, deadline, session)
 
-        return self.chains.serve(plan, outcome, serve)
+        return self.chains.serve(plan, outcome, serve, session)
 
     # -- other endpoints --------------------------------------------------------------
 

@@ -243,9 +243,16 @@ class Thinking(_Open):
             raise ValidationError({"budget_tokens": ["Required when type is 'enabled'."]})
 
 
+class OutputFormat(_Open):
+    """Structured outputs: a JSON schema the answer must match (the only kind Anthropic has)."""
+
+    type = fields.String(required=True, validate=validate.OneOf(("json_schema",)))
+    schema = fields.Dict(required=True)
+
+
 class OutputConfig(_Open):
     effort = fields.String(allow_none=True, validate=validate.OneOf(("low", "medium", "high", "xhigh", "max")))
-    format = fields.Dict(allow_none=True)
+    format = fields.Nested(OutputFormat, allow_none=True)
 
 
 class Metadata(_Open):
@@ -339,6 +346,54 @@ def _text_block(block: dict[str, Any]) -> bool:
     return block.get("type") == "text" and _str(block.get("text"))
 
 
+def _absent_or(block: dict[str, Any], key: str, check: Any) -> bool:
+    """Absent, or passing `check` (for fields the schema does not let be null)."""
+    return key not in block or check(block[key])
+
+
+def _image_source(source: Any) -> bool:
+    if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
+        return False
+    needed = ("media_type", "data") if source["type"] == "base64" else ("url",)
+    return (
+        all(key in source for key in needed)
+        and _absent_or(source, "media_type", IMAGE_MEDIA_TYPES.__contains__)
+        and all(_absent_or(source, key, _str) for key in ("data", "url", "file_id"))
+    )
+
+
+def _document_source(source: Any) -> bool:
+    if not isinstance(source, dict) or source.get("type") not in ("base64", "text"):
+        return False
+    needed = ("media_type", "data") if source["type"] == "base64" else ("data",)
+    return (
+        all(key in source for key in needed)
+        and all(_absent_or(source, key, _str) for key in ("media_type", "data", "url", "file_id"))
+        and _absent_or(source, "content", lambda v: v is not None)
+    )
+
+
+def _media_block(block: dict[str, Any]) -> bool:
+    """An image or a document (base64, url or text sources: the ones clients send)."""
+    kind = block.get("type")
+    if kind == "image":
+        return _image_source(block.get("source"))
+    if kind == "document":
+        return _document_source(block.get("source")) and _opt(block, "title", _str)
+    return False
+
+
+def _tool_result_item(item: Any) -> bool:
+    if not isinstance(item, dict):
+        return False
+    kind = item.get("type")
+    if kind == "text":
+        return _str(item.get("text"))
+    if kind == "tool_reference":
+        return True  # any fields: the schema checks only the type
+    return _media_block(item)
+
+
 def _plain_block(block: Any) -> bool:
     if not isinstance(block, dict):
         return False
@@ -356,7 +411,7 @@ def _plain_block(block: Any) -> bool:
         plain_content = (
             content is None
             or _str(content)
-            or (isinstance(content, list) and all(isinstance(b, dict) and _text_block(b) for b in content))
+            or (isinstance(content, list) and all(_tool_result_item(b) for b in content))
         )
         return (
             _str(block.get("tool_use_id"), empty=False)
@@ -365,7 +420,9 @@ def _plain_block(block: Any) -> bool:
         )
     if kind == "thinking":
         return _str(block.get("thinking")) and _opt(block, "signature", _str)
-    return False  # images, documents, server blocks…: the full schema
+    if kind in ("image", "document"):
+        return _media_block(block)
+    return False  # server blocks, search results, other sources…: the full schema
 
 
 def _plain_content(content: Any) -> bool:
@@ -373,14 +430,35 @@ def _plain_content(content: Any) -> bool:
 
 
 def _plain_tool(tool: Any) -> bool:
+    if not isinstance(tool, dict):
+        return False
+    kind = tool.get("type")
+    if "input_schema" in tool:
+        schema_ok = isinstance(tool["input_schema"], dict)
+    else:  # a server tool ({"type": "web_search_20250305", …}) has none
+        schema_ok = isinstance(kind, str) and kind != "custom"
     return (
-        isinstance(tool, dict)
+        schema_ok
         and _str(tool.get("name"))
         and 1 <= len(tool["name"]) <= 256
-        and isinstance(tool.get("input_schema"), dict)
         and _opt(tool, "description", _str)
         and _opt(tool, "type", _str)
     )
+
+
+def _plain_tool_choice(choice: Any) -> bool:
+    if not isinstance(choice, dict):
+        return False
+    kind = choice.get("type")
+    return (
+        (kind in ("auto", "any", "none") or (kind == "tool" and _str(choice.get("name"), empty=False)))
+        and _absent_or(choice, "name", _str)
+        and _absent_or(choice, "disable_parallel_tool_use", lambda v: v is True or v is False)
+    )
+
+
+def _output_format(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("type") == "json_schema" and isinstance(value.get("schema"), dict)
 
 
 def _plainly_valid(body: dict[str, Any], count_tokens: bool) -> bool:
@@ -402,7 +480,7 @@ def _plainly_valid(body: dict[str, Any], count_tokens: bool) -> bool:
     tools = body.get("tools")
     if not (tools is None or (isinstance(tools, list) and all(_plain_tool(t) for t in tools))):
         return False
-    if body.get("tool_choice") is not None:
+    if not _opt(body, "tool_choice", _plain_tool_choice):
         return False
     thinking = body.get("thinking")
     if thinking is not None and not (
@@ -419,7 +497,7 @@ def _plainly_valid(body: dict[str, Any], count_tokens: bool) -> bool:
     if config is not None and not (
         isinstance(config, dict)
         and _opt(config, "effort", _EFFORTS.__contains__)
-        and _opt(config, "format", lambda v: isinstance(v, dict))
+        and _opt(config, "format", _output_format)
     ):
         return False
     if count_tokens:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from claude_proxy.routing.sticky import DEFAULT_MAX_SESSIONS, DEFAULT_TTL_SECONDS, StickyMap, sticky_first
 from claude_proxy.routing.targets import Chain, ModelMap, Target, client_target, provider_aliases, unprefixed
 
 # What Claude Code 2.1.332 says a request is (spec/claude-code-2.1.332-wire.md §15, §17): the values of
@@ -42,6 +43,8 @@ class RoutingConfig:
     background_models: tuple[str, ...] = ("*haiku*",)
     cooldown_failures: int = 3
     cooldown_seconds: float = 30.0
+    sticky_sessions: int = DEFAULT_MAX_SESSIONS  # sessions remembered per worker (0: no stickiness)
+    sticky_ttl: float = DEFAULT_TTL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,14 @@ class Router:
 class ProviderHealth:
     """Consecutive failures per provider; after N in a row it cools down for a while.
 
-    Per process (each gunicorn worker learns on its own) and thread-safe.
+    Per process (each gunicorn worker learns on its own) and thread-safe. It also remembers which
+    target served each session last (`routing.sticky`), so a session's prompt cache stays warm.
     """
 
     def __init__(self, config: RoutingConfig = RoutingConfig(), clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        self.sticky = StickyMap(config.sticky_sessions, config.sticky_ttl, clock)
         self._failures: dict[str, int] = {}
         self._until: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -152,11 +157,20 @@ class ProviderHealth:
             if count >= self.config.cooldown_failures:
                 self._until[provider] = self.clock() + self.config.cooldown_seconds
 
-    def order(self, chain: Chain) -> list[Target]:
+    def order(self, chain: Chain, session: str | None = None) -> list[Target]:
         """The chain without cooling providers — unless all are cooling: then try them all
-        anyway rather than fail without asking anyone."""
+        anyway rather than fail without asking anyone. With a session, the target that served
+        its previous request comes first while its provider is not cooling down."""
         ready = [t for t in chain if not self.cooling(t.provider)]
-        return ready or list(chain)
+        ordered = ready or list(chain)
+        if session and len(chain) > 1:
+            return sticky_first(ordered, self.sticky.get(session, chain) if ready else None)
+        return ordered
+
+    def served(self, chain: Chain, session: str | None, target: Target) -> None:
+        """`target` answered this session's request: its next one in `chain` goes there first."""
+        if session and len(chain) > 1:
+            self.sticky.record(session, chain, target)
 
     def state(self, provider: str) -> dict[str, Any]:
         with self._lock:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from claude_proxy import __version__
-from claude_proxy.config.loader import Config
+from claude_proxy.config.loader import Config, ConfigError
 from claude_proxy.server import multiproc
 
 PROG = "claude-proxy"
@@ -134,7 +134,11 @@ def serve(config: Config) -> int:
             # marshmallow (~20 MB less RSS), and no sockets are shared.
             from claude_proxy.web.app import create_app
 
-            return create_app(config)
+            try:
+                return create_app(config)
+            except ConfigError as exc:  # e.g. a schema behind: one line, then 4 (gunicorn's "App failed to load")
+                print(f"claude-proxy: error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(4) from None
 
     if config.log_file:
         Path(config.log_file).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new dirs: owner only

@@ -14,15 +14,16 @@ import hmac
 import logging
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from claude_proxy.config.teams import Limits, TeamsSettings
 from claude_proxy.errors import ProxyError
 from claude_proxy.teams import keys as keyfmt
+from claude_proxy.teams.base import STORE_ERRORS, Store
 from claude_proxy.teams.records import Admitted, KeyRecord, Principal, Refused, Scope, Usage
 from claude_proxy.teams.store import SqliteStore
 
@@ -57,6 +58,16 @@ class StoreUnavailable(ProxyError):
 Events = Callable[[str, Mapping[str, str]], None]
 
 
+def open_store(settings: TeamsSettings, *, clock: Callable[[], float] = time.time, events: Any = None) -> Store:
+    """The configured backend: one SQLite file, or PostgreSQL + Redis (imported only when configured)."""
+    if settings.store == "postgres":
+        from claude_proxy.teams.distributed import DistributedStore
+
+        return DistributedStore(settings, clock=clock, events=events)
+    return SqliteStore(settings.path, busy_timeout_ms=settings.busy_timeout_ms, lease_seconds=settings.lease_seconds,
+                       clock=clock, tpm_counts_cache_reads=settings.tpm_counts_cache_reads)
+
+
 class Gate:
     def __init__(
         self,
@@ -70,14 +81,10 @@ class Gate:
         self.static = tuple((k.encode(), keyfmt.static_id(k)) for k in static_keys)
         self.clock = clock
         self.events = events or (lambda name, labels: None)
-        self.store = SqliteStore(
-            settings.path,
-            busy_timeout_ms=settings.busy_timeout_ms,
-            lease_seconds=settings.lease_seconds,
-            clock=clock,
-            tpm_counts_cache_reads=settings.tpm_counts_cache_reads,
-        )
+        self.store: Store = open_store(settings, clock=clock, events=self.events)
         self._cache: dict[bytes, tuple[KeyRecord | None, float]] = {}
+        self._stale: dict[bytes, tuple[KeyRecord | None, float]] = {}  # the snapshots before the last epoch change
+        self.fail_open = 0
         self._epoch = -1
         self._live: dict[str, Admitted] = {}
         self._lock = threading.Lock()
@@ -85,9 +92,19 @@ class Gate:
         self._keeper_pid = 0
 
     def prepare(self) -> None:
-        """Create or upgrade the schema, then let go of the connection (workers open their own after the fork)."""
-        self.store.migrate()
+        """Create or upgrade (SQLite) or check (PostgreSQL) the schema, then let go of the connection
+        (workers open their own after the fork). A PostgreSQL that cannot be reached does not stop the
+        start: known keys are served from the cache, unknown keys get 503 until it answers."""
+        try:
+            self.store.migrate()
+        except STORE_ERRORS as exc:
+            if self.store.name == "sqlite":
+                raise
+            log.warning("teams: the ledger is unreachable at start (%s); serving what the cache allows", exc)
         self.store.close()
+        start = getattr(self.store, "start", None)
+        if start is not None:
+            start()
 
     # -- who ------------------------------------------------------------------------------------------------------
 
@@ -108,7 +125,7 @@ class Gate:
             return AuthFailure("unknown" if candidates else "missing")
         try:
             record = self._lookup(keyfmt.hash_key(stored[0]))
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             log.warning("teams: key lookup failed: %s", exc)
             self.events("auth", {"result": "unavailable"})
             return AuthFailure("unavailable")
@@ -123,16 +140,28 @@ class Gate:
         return self.principal(record, headers)
 
     def _lookup(self, secret_hash: bytes) -> KeyRecord | None:
-        epoch = self.store.epoch()
         now = time.monotonic()
+        try:
+            epoch: int | None = self.store.epoch()
+        except STORE_ERRORS:
+            epoch = None  # no store answers: snapshots serve, within auth_stale_seconds
         with self._lock:
-            if epoch != self._epoch:  # some admin change, anywhere: every snapshot is dropped
+            if epoch is not None and epoch != self._epoch:  # some admin change, anywhere: every snapshot is dropped
+                self._stale = {**self._stale, **self._cache} if len(self._stale) < CACHE_MAX else dict(self._cache)
                 self._cache.clear()
                 self._epoch = epoch
             hit = self._cache.get(secret_hash)
-        if hit is not None and (hit[0] is not None or now - hit[1] < NEGATIVE_TTL):
+        fresh = epoch is not None or (hit is not None and now - hit[1] <= self.settings.auth_stale_seconds)
+        if hit is not None and fresh and (hit[0] is not None or now - hit[1] < NEGATIVE_TTL):
             return hit[0]
-        record = self.store.find_key(secret_hash)
+        try:
+            record = self.store.find_key(secret_hash)
+        except STORE_ERRORS:
+            old = hit if hit is not None and hit[0] is not None else self._stale.get(secret_hash)
+            if old is not None and old[0] is not None and now - old[1] <= self.settings.auth_stale_seconds:
+                self.events("auth", {"result": "stale_cache"})
+                return old[0]  # a key seen lately, while the ledger is down: served for a bounded time
+            raise
         with self._lock:
             if self._epoch == epoch:
                 if len(self._cache) >= CACHE_MAX:
@@ -179,15 +208,18 @@ class Gate:
         rid = "u_" + secrets.token_hex(16)
         try:
             decision = self.store.admit(principal, rid, reserve_tokens, reserve_micros)
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
+            store = getattr(exc, "store", self.store.name)
             log.warning("teams: admission failed: %s", exc)
-            self.events("store", {"op": "admit", "result": "error"})
+            self.events("store", {"op": "admit", "result": "error", "store": store})
             if self.settings.on_store_error == "closed":
                 raise StoreUnavailable("the limits store is unavailable; try again shortly") from None
-            self.events("fail_open", {})
+            with self._lock:
+                self.fail_open += 1
+            self.events("fail_open", {"store": store})
             decision = Admitted(rid, principal, reserve_tokens, self.clock(), -1)
         else:
-            self.events("store", {"op": "admit", "result": "ok"})
+            self.events("store", {"op": "admit", "result": "ok", "store": self._limiter_name()})
         if isinstance(decision, Admitted):
             self._start_keeper()
             with self._lock:
@@ -206,10 +238,10 @@ class Gate:
             self._live.pop(admitted.rid, None)
         try:
             self.store.settle(admitted, usage)
-            self.events("store", {"op": "settle", "result": "ok"})
-        except sqlite3.Error as exc:  # the lease frees itself at expiry; the usage row is lost, and said so
-            log.error("teams: could not record usage %s for key %s: %s", admitted.rid, admitted.principal.key_id, exc)
-            self.events("store", {"op": "settle", "result": "error"})
+            self.events("store", {"op": "settle", "result": "ok", "store": self._limiter_name()})
+        except STORE_ERRORS as exc:  # the lease frees itself at expiry; SQLite: the usage row is lost, and said so
+            log.error("teams: could not settle %s for key %s: %s", admitted.rid, admitted.principal.key_id, exc)
+            self.events("store", {"op": "settle", "result": "error", "store": getattr(exc, "store", self.store.name)})
 
     # -- keeper ----------------------------------------------------------------------------------------------------
 
@@ -230,13 +262,20 @@ class Gate:
         while True:
             time.sleep(interval)
             with self._lock:
-                rids = list(self._live)
+                live = list(self._live.values())
+            renew_live = getattr(self.store, "renew_live", None)
             try:
-                self.store.renew(rids)
-                self.events("store", {"op": "renew", "result": "ok"})
-            except sqlite3.Error as exc:
+                if renew_live is not None:
+                    renew_live(live)
+                else:
+                    self.store.renew([a.rid for a in live])
+                self.events("store", {"op": "renew", "result": "ok", "store": self._limiter_name()})
+            except STORE_ERRORS as exc:
                 log.warning("teams: lease renewal failed: %s", exc)
-                self.events("store", {"op": "renew", "result": "error"})
+                self.events("store", {"op": "renew", "result": "error", "store": self._limiter_name()})
+
+    def _limiter_name(self) -> str:
+        return "redis" if self.store.name == "postgres" else self.store.name
 
     def live(self) -> int:
         with self._lock:

@@ -52,11 +52,47 @@ class Dialect:
     # Largest max_tokens the provider accepts (0: no limit). Claude Code asks for up to 128000,
     # which many providers reject outright rather than clamp.
     max_tokens_limit: int = 0
+    # Prompt caching (README "Prompt caching"; each preset row cites its source).
+    # Anthropic-style `cache_control` breakpoints forwarded on the same content parts, at most
+    # this many per request (0: stripped, as for providers that cache automatically).
+    cache_breakpoints: int = 0
+    # Keep a breakpoint's `ttl` ("5m"/"1h"); without it only {"type": "ephemeral"} goes up.
+    cache_ttl: bool = False
+    # Body field that carries a stable per-session cache key (e.g. "prompt_cache_key"); "": none.
+    cache_key_field: str = ""
+    # Retention asked for when the client marks a breakpoint `ttl: "1h"` (OpenAI "24h"), sent as
+    # `prompt_cache_retention` to the models matching `cache_retention_models` only.
+    cache_retention: str = ""
+    cache_retention_models: tuple[str, ...] = ()
+    # Header / body field with the hashed session id, for providers that route a session to the
+    # server holding its cache ("x-grok-conv-id", "x-session-affinity", …); "": none.
+    affinity_header: str = ""
+    affinity_field: str = ""
+    # The provider's own web search, used for Anthropic's `web_search_*` server tool when no
+    # [web_search] backend is configured (or backend = "native"): "" none, "openrouter_plugin"
+    # (`plugins: [{"id": "web", ...}]`, results as `url_citation` annotations; openrouter.ai/docs,
+    # "Web Search").
+    native_web_search: str = ""
+    # Structured outputs (`output_config.format`): True sends OpenAI's
+    # `response_format: {type: json_schema, ...}`; False asks for a forced tool whose arguments
+    # come back to the client as the text block.
+    response_format_json_schema: bool = False
+    # Schema combinators the provider's validator rejects: "allOf" merged into its parent,
+    # "oneOf" sent as "anyOf" (same instances for the disjoint unions tools use).
+    merge_all_of: bool = False
+    one_of_as_any_of: bool = False
+    # Non-leading `role: system` messages: "keep" (OpenAI accepts them anywhere) or "user"
+    # (re-roled as a <system-reminder> user turn for chat templates that reject them).
+    mid_system: str = "keep"
     # Extra fields merged into every upstream request (provider routing, etc.).
     extra_body: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def is_reasoning_model(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pat) for pat in self.reasoning_models)
+
+    def wants_session(self) -> bool:
+        """Whether a session id changes the upstream request (cache key or affinity)."""
+        return bool(self.cache_key_field or self.affinity_header or self.affinity_field)
 
     def with_overrides(self, **changes: Any) -> Dialect:
         return replace(self, **changes)

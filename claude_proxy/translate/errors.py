@@ -109,8 +109,13 @@ def upstream_error_type(payload: Any) -> str | None:
     return None
 
 
-def from_upstream_response(status: int, body: bytes, provider: str = "upstream") -> tuple[int, dict[str, Any]]:
-    """An upstream HTTP error → (status for the client, Anthropic envelope)."""
+def from_upstream_response(
+    status: int, body: bytes, provider: str = "upstream", estimate: int | None = None
+) -> tuple[int, dict[str, Any]]:
+    """An upstream HTTP error → (status for the client, Anthropic envelope). A context overflow
+    becomes Anthropic's 400 `prompt is too long: N tokens > M maximum`, whatever the provider's
+    wording and status (some send 413 or 422), so clients compact instead of failing."""
+    from .overflow import upstream_overflow  # overflow builds its envelopes with this module
     payload: Any = None
     try:
         payload = json.loads(body) if body else None
@@ -120,7 +125,40 @@ def from_upstream_response(status: int, body: bytes, provider: str = "upstream")
     if not message:
         text = body.decode("utf-8", "replace").strip() if body else ""
         message = text[:1000] if text and not text.lstrip().startswith("<") else f"HTTP {status}"
+    if 400 <= status < 500:
+        overflow = upstream_overflow(payload, message, estimate)
+        if overflow is not None:
+            return 400, overflow
     client_status = status if 400 <= status <= 599 else 502
     error_type = error_type_for_status(client_status)
     return client_status, envelope(error_type, f"{provider}: {message}")
 
+
+THREAD_TYPES = ("create", "continue")
+
+
+def thread_refusal(body: Any) -> dict[str, Any] | None:
+    """The 400 for a request that asks for a server-side message thread, which the proxy cannot
+    hold (a `continue` carries only the new turn: forwarding it would lose the history), else None.
+
+    The official SDKs recover from exactly this: anthropic-sdk-python 2.16
+    (lib/threads/_thread_state.py, `ThreadState.recovers_from` / `_unsupported_features`) catches
+    any APIStatusError whose body has `error.details.error_code == "thread_unsupported_request"`
+    (`unsupported` may list anything, even values it does not know, or be absent) and, when the
+    thread's `unsupported_request_behavior` is "continue_unthreaded" — what tool runners use —
+    drops `thread` from that turn and every later one and re-sends the full history. A thread made
+    with the default behavior "error" raises it to the caller instead. So both `create` and
+    `continue` are refused: refusing the first turn stops threading before any turn is lost.
+    (The TypeScript SDK's thread code was not in the snapshot checked; the wire shape is shared.)
+    """
+    if not isinstance(body, dict):
+        return None
+    thread = body.get("thread")
+    if not isinstance(thread, dict) or thread.get("type") not in THREAD_TYPES:
+        return None
+    refusal = envelope(
+        "invalid_request_error",
+        "thread: this proxy cannot hold server-side message threads; send the full conversation without `thread`",
+    )
+    refusal["error"]["details"] = {"error_code": "thread_unsupported_request", "unsupported": ["thread"]}
+    return refusal

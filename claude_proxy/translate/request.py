@@ -7,15 +7,18 @@ without keeping any state between requests.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .caching import cache_key, cache_mark, limit_breakpoints, long_ttl
 from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
 from .tokens import estimate_input_tokens
+from .websearch import history_text
 
 try:
     import orjson
@@ -34,7 +37,7 @@ KNOWN_FIELDS = frozenset(
         "temperature", "top_p", "top_k", "metadata", "thinking", "stream", "output_config",
         "context_management", "cache_control", "container", "service_tier", "speed",
         "inference_geo", "diagnostics", "user_profile_id", "workspace_id", "mcp_servers",
-        "betas", "anthropic_beta",
+        "betas", "anthropic_beta", "safeguards", "thread",
     }
 )
 
@@ -49,6 +52,17 @@ SERVER_BLOCK_TYPES = frozenset(
 )
 
 IMAGE_TOOL_RESULT_NOTE = "Image output of tool call {id}:"
+TOOL_LOADED_NOTE = "Tool loaded: {name}"
+SYSTEM_REMINDER = "<system-reminder>\n{text}\n</system-reminder>"
+
+# The forced tool that carries structured output to providers without json_schema response_format.
+STRUCTURED_TOOL = "structured_output"
+STRUCTURED_TOOL_DESCRIPTION = (
+    "Give your final answer by calling this tool exactly once; its arguments are the answer, "
+    "a JSON value that matches the schema."
+)
+# A non-object schema travels as this one property of an object (function parameters must be objects).
+STRUCTURED_WRAP_KEY = "value"
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,11 @@ class RequestContext:
     stream: bool = False
     thinking: bool = False
     source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    session: str | None = None  # the Claude Code session id (never sent upstream as it is)
+    # Upstream name of the forced structured-output tool, whose arguments are the answer text.
+    structured_tool: str = ""
+    # The structured answer is the tool arguments' STRUCTURED_WRAP_KEY (a non-object schema).
+    structured_wrapped: bool = False
 
     def prompt_tokens(self) -> int:
         """The estimated input tokens, computed on first use: a non-streamed answer that reports
@@ -79,6 +98,8 @@ class RequestContext:
 class Translation:
     body: dict[str, Any]
     context: RequestContext
+    # Headers the upstream request must carry on top of auth (session affinity for caching).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _text_of(blocks: Any) -> str:
@@ -105,6 +126,32 @@ def _system_text(system: Any) -> str:
             continue
         texts.append(text)
     return "\n\n".join(texts)
+
+
+def _system_content(system: Any, dialect: Dialect) -> str | list[dict[str, Any]]:
+    """The system text; as text parts keeping their breakpoints for providers that take them."""
+    if not dialect.cache_breakpoints or not isinstance(system, list):
+        return _system_text(system)
+    parts: list[dict[str, Any]] = []
+    for block in system:
+        if not isinstance(block, dict):
+            continue
+        text = str(block.get("text", ""))
+        if text.startswith(BILLING_HEADER_PREFIX) or not text:
+            continue
+        parts.append(_marked({"type": "text", "text": text}, block, dialect))
+    if not any("cache_control" in p for p in parts):
+        return "\n\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _marked(part: dict[str, Any], block: Any, dialect: Dialect) -> dict[str, Any]:
+    """`part` with the block's cache breakpoint, where the provider takes breakpoints."""
+    if dialect.cache_breakpoints and isinstance(block, dict):
+        mark = cache_mark(block.get("cache_control"), dialect.cache_ttl)
+        if mark is not None:
+            part["cache_control"] = mark
+    return part
 
 
 def _image_part(source: dict[str, Any]) -> dict[str, Any] | None:
@@ -148,20 +195,14 @@ def _document_parts(block: dict[str, Any], dialect: Dialect) -> list[dict[str, A
 def _flatten_block(block: dict[str, Any]) -> str:
     """A readable text stand-in for a block that cannot travel upstream as itself."""
     kind = block.get("type")
+    if kind == "tool_reference":
+        return TOOL_LOADED_NOTE.format(name=block.get("tool_name", ""))
     if kind == "search_result":
         return "\n".join(
             x for x in (str(block.get("title", "")), str(block.get("source", "")), _text_of(block.get("content"))) if x
         )
-    if kind == "server_tool_use":
-        return f"[server tool call {block.get('name', '')}: {json.dumps(block.get('input', {}), ensure_ascii=False)}]"
-    if kind == "web_search_tool_result":
-        content = block.get("content")
-        lines = []
-        if isinstance(content, list):
-            for item in content:
-                if isinstance(item, dict):
-                    lines.append(f"- {item.get('title', '')} <{item.get('url', '')}>")
-        return "[web search results]\n" + "\n".join(lines)
+    if kind in ("server_tool_use", "web_search_tool_result"):
+        return history_text(block)  # the results as text, snippets included when they are ours
     content = block.get("content")
     inner = _text_of(content) if isinstance(content, (list, str)) else ""
     return f"[{kind}]" + (f"\n{inner}" if inner else "")
@@ -185,12 +226,15 @@ def _user_parts(blocks: list[Any], dialect: Dialect) -> list[dict[str, Any]]:
             continue
         else:
             parts.append({"type": "text", "text": _flatten_block(block)})
+        if dialect.cache_breakpoints and parts:
+            _marked(parts[-1], block, dialect)
     return parts
 
 
 def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    """All-text content as one string (the form every provider accepts)."""
-    if all(p.get("type") == "text" for p in parts):
+    """All-text content as one string (the form every provider accepts), unless a part carries
+    a cache breakpoint that must stay on it."""
+    if all(p.get("type") == "text" and "cache_control" not in p for p in parts):
         return "\n\n".join(p["text"] for p in parts if p["text"])
     return parts
 
@@ -230,6 +274,9 @@ def _tool_result_messages(block: dict[str, Any], dialect: Dialect) -> tuple[dict
         text = f"Error: {text}" if text else "Error: the tool call failed."
     if images:
         images = [{"type": "text", "text": IMAGE_TOOL_RESULT_NOTE.format(id=tool_id)}, *images]
+    if dialect.cache_breakpoints and block.get("cache_control"):
+        part = _marked({"type": "text", "text": text}, block, dialect)
+        return {"role": "tool", "tool_call_id": tool_id, "content": [part]}, images
     return {"role": "tool", "tool_call_id": tool_id, "content": text}, images
 
 
@@ -259,12 +306,15 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
+    marks: dict[int, dict[str, Any]] = {}  # text index → breakpoint, for providers that take them
     for block in content or []:
         if isinstance(block, str):
             texts.append(block)
             continue
         kind = block.get("type")
         if kind == "text":
+            if dialect.cache_breakpoints and block.get("cache_control"):
+                marks[len(texts)] = _marked({}, block, dialect)
             texts.append(str(block.get("text", "")))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking", "")))
@@ -282,11 +332,13 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
                 }
             )
         else:
-            texts.append(_flatten_block(block))
+            texts.append(_flatten_block(block) + "\n\n")  # a paragraph of its own, not run into the next
     text = "".join(texts)
     if not text and not calls:
         return None
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if marks and text:
+        message["content"] = [{"type": "text", "text": t, **marks.get(n, {})} for n, t in enumerate(texts) if t]
     if calls:
         message["tool_calls"] = calls
         if dialect.reasoning_history == "tool_turns" and thinking:
@@ -296,7 +348,7 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
 
 def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    system = _system_text(body.get("system"))
+    system = _system_content(body.get("system"), dialect)
     if system:
         out.append({"role": "system", "content": system})
     for message in body.get("messages") or []:
@@ -309,10 +361,33 @@ def _messages(body: dict[str, Any], dialect: Dialect) -> list[dict[str, Any]]:
             if translated:
                 out.append(translated)
         elif role == "system":
-            text = _system_text(content)
-            if text:
-                out.append({"role": "system", "content": text})
+            text = _system_content(content, dialect)
+            if text:  # an empty one (after /compact) is dropped: providers reject empty content
+                _system_message(out, text, dialect)
+    if dialect.cache_breakpoints:
+        limit_breakpoints(out, dialect.cache_breakpoints)
     return out
+
+
+def _system_message(out: list[dict[str, Any]], content: str | list[dict[str, Any]], dialect: Dialect) -> None:
+    """A `role: system` message inside the conversation, in the form the provider accepts
+    (text parts keep their cache breakpoints where the provider takes them)."""
+    if dialect.mid_system == "keep" or all(m["role"] == "system" for m in out):
+        previous = out[-1]["content"] if out and out[-1]["role"] == "system" else None
+        if isinstance(previous, str) and isinstance(content, str):
+            out[-1] = {"role": "system", "content": f"{previous}\n\n{content}"}
+        else:
+            out.append({"role": "system", "content": content})
+        return
+    text = content if isinstance(content, str) else "\n\n".join(str(p.get("text", "")) for p in content)
+    reminder = SYSTEM_REMINDER.format(text=text)
+    last = out[-1]
+    if last["role"] == "user" and isinstance(last["content"], str):
+        out[-1] = {"role": "user", "content": f"{last['content']}\n\n{reminder}"}
+    elif last["role"] == "user":
+        out[-1] = {"role": "user", "content": [*last["content"], {"type": "text", "text": reminder}]}
+    else:
+        out.append({"role": "user", "content": reminder})
 
 
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
@@ -327,6 +402,8 @@ def clean_schema(schema: Any, dialect: Dialect) -> Any:
     """
     if not isinstance(schema, dict):
         return schema
+    if dialect.merge_all_of and isinstance(schema.get("allOf"), list):
+        schema = _merge_all_of(schema)
     strip_keys, strip_formats = dialect.strip_schema_keys, dialect.strip_formats
     out: dict[str, Any] | None = None
     items = list(schema.items())
@@ -335,6 +412,11 @@ def clean_schema(schema: Any, dialect: Dialect) -> Any:
             key == "format" and isinstance(value, str) and ("*" in strip_formats or value in strip_formats)
         )
         new = value
+        if key == "oneOf" and dialect.one_of_as_any_of and "anyOf" not in schema and isinstance(value, list):
+            if out is None:
+                out = dict(items[:position])
+            out["anyOf"] = _clean_list(value, dialect)
+            continue
         if not drop:
             if key in _SCHEMA_MAPS and isinstance(value, dict):
                 cleaned = {name: clean_schema(sub, dialect) for name, sub in value.items()}
@@ -351,9 +433,33 @@ def clean_schema(schema: Any, dialect: Dialect) -> Any:
     return schema if out is None else out
 
 
+def _merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """`allOf` folded into its parent, for validators that reject it. A keyword two parts both
+    set keeps the parent's (or the first) value: the schema gets looser, never stricter, and the
+    client still validates the arguments against its own schema."""
+    merged = {k: v for k, v in schema.items() if k != "allOf"}
+    for part in schema["allOf"]:
+        if not isinstance(part, dict):
+            continue
+        part = _merge_all_of(part) if isinstance(part.get("allOf"), list) else part
+        for key, value in part.items():
+            if key == "properties" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**value, **merged[key]}
+            elif key == "required" and isinstance(value, list) and isinstance(merged.get(key), list):
+                merged[key] = [*merged[key], *(r for r in value if r not in merged[key])]
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
 def _clean_list(values: list[Any], dialect: Dialect) -> list[Any]:
     cleaned = [clean_schema(v, dialect) for v in values]
     return cleaned if any(c is not v for c, v in zip(cleaned, values, strict=True)) else values
+
+
+def schema_key(dialect: Dialect) -> tuple[Any, ...]:
+    """The dialect fields that change a cleaned schema (part of every cache key for one)."""
+    return (dialect.strip_schema_keys, dialect.strip_formats, dialect.merge_all_of, dialect.one_of_as_any_of)
 
 
 _CLEANED: dict[tuple[Any, ...], Any] = {}
@@ -381,8 +487,7 @@ def cleaned_schema(schema: Any, dialect: Dialect) -> Any:
     """`clean_schema`, remembered: Claude Code sends the same tool schemas on every turn, and
     serialising one (the cache key) costs a twentieth of cleaning it. The result is shared
     between requests, so it must never be mutated — nothing downstream does."""
-    extra = (dialect.strip_schema_keys, dialect.strip_formats)
-    return _remembered(_CLEANED, _CLEANED_MAX, schema, extra, lambda: clean_schema(schema, dialect))
+    return _remembered(_CLEANED, _CLEANED_MAX, schema, schema_key(dialect), lambda: clean_schema(schema, dialect))
 
 
 ToolParts = tuple[tuple[tuple[str, Any, Any], ...], dict[str, str]]
@@ -396,7 +501,7 @@ def _tool_parts(tools: Any, dialect: Dialect) -> ToolParts:
     turn, and one serialisation of the list (the key) costs half of translating it again."""
     if not isinstance(tools, list):
         return _translate_tools(tools, dialect)
-    extra = (dialect.tool_name_max, dialect.strip_schema_keys, dialect.strip_formats)
+    extra = (dialect.tool_name_max, *schema_key(dialect))
     return _remembered(_TOOL_LISTS, _TOOL_LISTS_MAX, tools, extra, lambda: _translate_tools(tools, dialect))
 
 
@@ -501,11 +606,13 @@ def translate_request(
     model: str | None = None,
     dialect: Dialect = DEFAULT_DIALECT,
     forward: dict[str, Any] | None = None,
+    session: str | None = None,
 ) -> Translation:
     """Translate a validated Anthropic request body.
 
     `model` is the upstream model (defaults to the requested one); `forward` holds unknown
-    top-level fields the caller decided to pass through.
+    top-level fields the caller decided to pass through; `session` is the Claude Code session id
+    (`caching.session_id`), hashed into the provider's cache key and affinity header.
     """
     client_model = str(body.get("model", ""))
     upstream_model = model or client_model
@@ -527,7 +634,7 @@ def translate_request(
     if body.get("stop_sequences") and not reasoning:  # o-series / gpt-5 reject `stop`
         out["stop"] = list(body["stop_sequences"])
 
-    tool_parts = _tool_parts(body.get("tools") or [], dialect)
+    tool_parts = _tool_parts(callable_tools(body), dialect)
     tools = _tools(tool_parts)
     if tools:
         out["tools"] = tools
@@ -536,11 +643,13 @@ def translate_request(
             out["tool_choice"] = _tool_choice(choice, dialect)
             if choice.get("disable_parallel_tool_use") and dialect.parallel_tool_calls:
                 out["parallel_tool_calls"] = False
+    structured_tool, wrapped = _apply_output_format(out, body, dialect, tool_parts)
 
     user = _user_field(body.get("metadata"), dialect)
     if user:
         out["user"] = user
     _apply_reasoning(out, body, dialect, upstream_model)
+    headers = _apply_caching(out, body, dialect, upstream_model, session)
 
     stream = bool(body.get("stream"))
     if stream:
@@ -562,8 +671,126 @@ def translate_request(
         source=body,
         stream=stream,
         thinking=thinking,
+        session=session,
+        structured_tool=structured_tool,
+        structured_wrapped=wrapped,
     )
-    return Translation(out, context)
+    return Translation(out, context, headers)
+
+
+def _apply_caching(
+    out: dict[str, Any], body: dict[str, Any], dialect: Dialect, model: str, session: str | None
+) -> dict[str, str]:
+    """Cache key, retention, affinity and a top-level breakpoint, as the dialect says; returns the
+    headers the upstream request needs."""
+    headers: dict[str, str] = {}
+    if dialect.cache_breakpoints and body.get("cache_control"):
+        mark = cache_mark(body["cache_control"], dialect.cache_ttl)
+        if mark is not None:
+            out["cache_control"] = mark
+    if dialect.cache_retention and (
+        not dialect.cache_retention_models or any(fnmatch.fnmatchcase(model, p) for p in dialect.cache_retention_models)
+    ) and long_ttl(body):
+        out["prompt_cache_retention"] = dialect.cache_retention
+    if session and dialect.wants_session():
+        key = cache_key(session)
+        if dialect.cache_key_field:
+            out[dialect.cache_key_field] = key
+        if dialect.affinity_field:
+            out[dialect.affinity_field] = key
+        if dialect.affinity_header:
+            headers[dialect.affinity_header] = key
+    return headers
+
+
+def loaded_tool_names(messages: Any) -> set[str]:
+    """Names of the deferred tools that `tool_reference` blocks in tool results have loaded."""
+    names: set[str] = set()
+    for message in messages or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or message.get("role") != "user":
+            continue
+        for block in content:
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            inner = block.get("content")
+            if isinstance(inner, list):
+                names.update(
+                    str(item.get("tool_name"))
+                    for item in inner
+                    if isinstance(item, dict) and item.get("type") == "tool_reference"
+                )
+    return names
+
+
+def callable_tools(body: dict[str, Any]) -> list[Any]:
+    """The tools the model may call now, as the API decides it: every tool not marked
+    `defer_loading`, plus each deferred one a `tool_reference` has loaded. So Claude Code's
+    `DeferredToolPlaceholder` never reaches the model, and unloaded MCP schemas cost no tokens."""
+    tools = body.get("tools") or []
+    if not isinstance(tools, list) or not any(isinstance(t, dict) and t.get("defer_loading") for t in tools):
+        return tools
+    loaded = loaded_tool_names(body.get("messages"))
+    return [t for t in tools if not (isinstance(t, dict) and t.get("defer_loading")) or t.get("name") in loaded]
+
+
+def output_format_schema(body: dict[str, Any]) -> Any:
+    """The JSON schema `output_config.format` asks the answer to match, or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]
+    return None
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether OpenAI's strict mode accepts `schema`: every object closed, every property required."""
+    if isinstance(schema, list):
+        return all(strict_compatible(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    props = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(props, dict):
+        if schema.get("additionalProperties") is not False:
+            return False
+        if isinstance(props, dict) and set(schema.get("required") or ()) != set(props):
+            return False
+    return all(
+        strict_compatible(v)
+        for k, v in schema.items()
+        if k in _SCHEMA_ONE or k in _SCHEMA_LISTS or k in ("properties", "$defs", "definitions")
+        for v in ([*v.values()] if k in ("properties", "$defs", "definitions") and isinstance(v, dict) else [v])
+    )
+
+
+def _apply_output_format(out: dict[str, Any], body: dict[str, Any], dialect: Dialect, tool_parts: ToolParts) -> tuple[str, bool]:
+    """`output_config.format` as `response_format` where the provider takes json_schema, else as a
+    tool the model must call (forced when it is the only tool). Returns (tool name, wrapped)."""
+    schema = output_format_schema(body)
+    if schema is None:
+        return "", False
+    cleaned = cleaned_schema(schema, dialect)
+    if dialect.response_format_json_schema:
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": cleaned, "strict": strict_compatible(cleaned)},
+        }
+        return "", False
+    taken = {name for name, _, _ in tool_parts[0]}
+    name = STRUCTURED_TOOL
+    while name in taken:
+        name = "_" + name
+    wrapped = cleaned.get("type") != "object"
+    parameters = (
+        {"type": "object", "properties": {STRUCTURED_WRAP_KEY: cleaned}, "required": [STRUCTURED_WRAP_KEY]}
+        if wrapped
+        else cleaned
+    )
+    tool = {"type": "function", "function": {"name": name, "description": STRUCTURED_TOOL_DESCRIPTION, "parameters": parameters}}
+    out["tools"] = [*out.get("tools", ()), tool]
+    if len(out["tools"]) == 1:
+        out["tool_choice"] = {"type": "function", "function": {"name": name}}
+    return name, wrapped
 
 
 def anthropic_to_openai(body: dict[str, Any], model: str | None = None, dialect: Dialect = DEFAULT_DIALECT) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .dialect import Dialect
 from .identifiers import to_anthropic_id
-from .request import RequestContext
+from .request import STRUCTURED_WRAP_KEY, RequestContext
 
 FINISH_REASONS: dict[str, str] = {
     "stop": "end_turn",
@@ -92,23 +92,58 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
+# Where each provider reports prompt-cache reads and writes (first non-zero wins):
+#   prompt_tokens_details.cached_tokens     OpenAI, xAI, Groq, Mistral, Fireworks, OpenRouter, Gemini compat
+#   input_tokens_details.cached_tokens      OpenAI Responses-shaped usage
+#   prompt_cache_hit_tokens (+ _miss_)      DeepSeek (hit + miss = prompt_tokens)
+#   cached_tokens (top level)               Moonshot/Kimi
+#   cached_prompt_text_tokens               xAI SDK-shaped usage
+#   cached_content_token_count              Gemini usage metadata passed through by gateways
+#   cache_read_input_tokens                 Anthropic passthrough, LiteLLM-style gateways
+#   …details.cache_write_tokens             OpenRouter (Anthropic models), OpenAI Responses
+#   cache_creation_input_tokens             Anthropic passthrough, LiteLLM-style gateways
+_READS = ("prompt_cache_hit_tokens", "cached_tokens", "cached_prompt_text_tokens", "cached_content_token_count",
+          "cachedContentTokenCount", "cache_read_input_tokens")
+_WRITES = ("cache_write_tokens", "cache_creation_input_tokens")
+_DETAILS = ("prompt_tokens_details", "input_tokens_details")
+
+
+def _first(usage: dict[str, Any], keys: tuple[str, ...], nested: str) -> int:
+    for name in _DETAILS:
+        details = usage.get(name)
+        if isinstance(details, dict) and (value := _int(details.get(nested))):
+            return value
+    for key in keys:
+        if value := _int(usage.get(key)):
+            return value
+    return 0
+
+
 def convert_usage(usage: dict[str, Any] | None, dialect: Dialect) -> dict[str, int] | None:
+    """Anthropic usage from any provider's: cache reads and writes in their own fields and
+    `input_tokens` without either (OpenAI-style prompt counts include both)."""
     if not usage:
         return None
-    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    read = _first(usage, _READS, "cached_tokens")
+    write = _first(usage, _WRITES, "cache_write_tokens")
+    if "prompt_tokens" in usage:
+        prompt = _int(usage.get("prompt_tokens"))
+    elif "prompt_cache_miss_tokens" in usage:  # DeepSeek without a prompt count: the misses are the rest
+        prompt = _int(usage.get("prompt_cache_miss_tokens")) + read + write
+    elif "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        prompt = _int(usage.get("input_tokens")) + read + write  # Anthropic-shaped: already exclusive
+    else:
+        prompt = _int(usage.get("input_tokens"))
     completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-    details = usage.get("prompt_tokens_details") or {}
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = cached or _int(usage.get("prompt_cache_hit_tokens")) or _int(usage.get("cached_tokens"))
     if dialect.reasoning_tokens_separate:
         out_details = usage.get("completion_tokens_details") or {}
         if isinstance(out_details, dict):
             completion += _int(out_details.get("reasoning_tokens"))
     return {
-        "input_tokens": max(prompt - cached, 0),
+        "input_tokens": max(prompt - read - write, 0),
         "output_tokens": completion,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
     }
 
 
@@ -246,6 +281,16 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     return repaired
 
 
+def structured_text(arguments: Any, wrapped: bool) -> str:
+    """The structured-output tool's arguments as the answer's JSON text."""
+    if not wrapped and isinstance(arguments, str):
+        return arguments
+    value = parse_arguments(arguments)
+    if wrapped and STRUCTURED_WRAP_KEY in value:
+        return json.dumps(value[STRUCTURED_WRAP_KEY], ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)
+
+
 def openai_to_anthropic(response: dict[str, Any], context: RequestContext, message_id: str | None = None) -> dict[str, Any]:
     """A non-streaming completion → an Anthropic message."""
     dialect = context.dialect
@@ -275,6 +320,14 @@ def openai_to_anthropic(response: dict[str, Any], context: RequestContext, messa
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
     if not calls and isinstance(message.get("function_call"), dict):
         calls = [{"id": "", "function": message["function_call"]}]
+    answer = [c for c in calls if context.structured_tool and (c.get("function") or {}).get("name") == context.structured_tool]
+    if answer:  # the forced structured-output tool: its arguments are the answer text
+        calls = [c for c in calls if c not in answer]
+        text = structured_text((answer[0].get("function") or {}).get("arguments"), context.structured_wrapped)
+        if content and content[-1]["type"] == "text":
+            content[-1]["text"] += text
+        else:
+            content.append({"type": "text", "text": text})
     for n, call in enumerate(calls):
         function = call.get("function") or {}
         name = str(function.get("name") or "")
@@ -291,6 +344,8 @@ def openai_to_anthropic(response: dict[str, Any], context: RequestContext, messa
     reason = choice.get("finish_reason")
     stop_sequence = matched_stop(choice, context.stop_sequences)
     stop_reason = map_finish_reason(reason, saw_tool_calls=bool(calls))
+    if answer and not calls and stop_reason == "tool_use":
+        stop_reason = "end_turn"
     if stop_sequence and stop_reason == "end_turn":
         stop_reason = "stop_sequence"
     usage = convert_usage(find_usage(response), dialect) or {

@@ -29,6 +29,7 @@ from .response import (
     new_message_id,
     reasoning_text,
     signature_for,
+    structured_text,
 )
 from .sse import loads
 
@@ -86,6 +87,7 @@ class StreamTranslator:
         self._close_tag = ""
         self._tag_buffer = ""
         self._strip_leading = False
+        self._answer_call: _Call | None = None  # the structured-output tool call, streamed as text
 
     # -- public API ---------------------------------------------------------------
 
@@ -102,10 +104,11 @@ class StreamTranslator:
             return []
         self.state = STREAMING
         input_tokens = self.context.prompt_tokens()
-        cache_read = 0
+        cache_read = cache_write = 0
         early = convert_usage(find_usage(chunk), self.context.dialect) if chunk else None
-        if early and early["input_tokens"] + early["cache_read_input_tokens"]:
-            input_tokens, cache_read = early["input_tokens"], early["cache_read_input_tokens"]
+        if early and early["input_tokens"] + early["cache_read_input_tokens"] + early["cache_creation_input_tokens"]:
+            input_tokens = early["input_tokens"]
+            cache_read, cache_write = early["cache_read_input_tokens"], early["cache_creation_input_tokens"]
         message = {
             "id": self.message_id,
             "type": "message",
@@ -117,7 +120,7 @@ class StreamTranslator:
             "usage": {
                 "input_tokens": input_tokens,
                 "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
+                "cache_creation_input_tokens": cache_write,
                 "cache_read_input_tokens": cache_read,
             },
         }
@@ -169,11 +172,14 @@ class StreamTranslator:
             )
         try:
             self._flush_tags(events)
+            self._flush_answer(events)
             self._close_block(events)
             self._flush_pending(events)
         except StreamProtocolError as exc:
             return events + self.fail("api_error", str(exc))
         self.stop_reason = map_finish_reason(self.finish_reason, saw_tool_calls=self._saw_tool_calls)
+        if self._answer_call is not None and not self._saw_tool_calls and self.stop_reason == "tool_use":
+            self.stop_reason = "end_turn"  # the answer came as the forced tool's arguments: it is text
         if self.stop_sequence and self.stop_reason == "end_turn":
             self.stop_reason = "stop_sequence"
         usage = convert_usage(self.upstream_usage, self.context.dialect)
@@ -362,6 +368,9 @@ class StreamTranslator:
             arguments = json.dumps(arguments, ensure_ascii=False)
         elif not isinstance(arguments, str):
             arguments = ""
+        if call.name and call.name == self.context.structured_tool:
+            self._answer_fragment(call, arguments, events)
+            return
         self._saw_tool_calls = True
         if call.closed:
             if arguments.strip():
@@ -383,6 +392,28 @@ class StreamTranslator:
         if call.name:
             self._close_block(events)
             self._open_call(call, events)
+
+    def _answer_fragment(self, call: _Call, arguments: str, events: list[dict[str, Any]]) -> None:
+        """Arguments of the structured-output tool: the answer, streamed as text deltas (or
+        kept until the end when the schema's value is wrapped in an object)."""
+        if self._answer_call is None:
+            self._answer_call = call
+            call.closed = True  # never a tool_use block, and never flushed as one
+            arguments, call.args = call.arguments + arguments, []
+            self._saw_tool_calls = any(c is not call and c.name != call.name for c in self._calls.values())
+        elif call is not self._answer_call:
+            return  # a second answer call: the first one is the answer
+        if self.context.structured_wrapped:
+            call.args.append(arguments)
+        else:
+            self._emit("text", arguments, events)
+
+    def _flush_answer(self, events: list[dict[str, Any]]) -> None:
+        call = self._answer_call
+        if call is not None and self.context.structured_wrapped and call.args:
+            text = structured_text(call.arguments, wrapped=True)
+            call.args = []
+            self._emit("text", text, events)
 
     def _open_call(self, call: _Call, events: list[dict[str, Any]]) -> None:
         block = self._open("tool_use", events, call)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +26,8 @@ from claude_proxy.errors import InvalidRequest, NotFound, ProxyError
 from claude_proxy.pipeline import metrics as proxy_metrics
 from claude_proxy.pipeline.outcome import Outcome
 from claude_proxy.pipeline.reply import JSON
-from claude_proxy.teams.gate import AuthFailure, Gate
+from claude_proxy.teams.base import STORE_ERRORS
+from claude_proxy.teams.gate import AuthFailure, Gate, StoreUnavailable
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage, iso, limits_dict
 from claude_proxy.teams.store import StoreError
@@ -58,7 +60,8 @@ def _error(status: int, error_type: str, message: str, headers: Mapping[str, str
 class TeamsMetrics:
     """Refusals, auth results, store operations and fail-opens in the proxy's own registry (created lazily)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: str = "sqlite") -> None:
+        self.store = store
         self._made: dict[str, Any] | None = None
 
     def _metrics(self) -> dict[str, Any]:
@@ -74,14 +77,24 @@ class TeamsMetrics:
                                  namespace=ns, registry=registry),
                 "fail_open": Counter("store_fail_open", "Requests admitted unchecked: the store failed",
                                      ("store",), namespace=ns, registry=registry),
+                "spool_uploaded": Counter("usage_spool_uploaded", "Usage records uploaded from the local spool",
+                                          namespace=ns, registry=registry),
+                "spool_dropped": Counter("usage_spool_dropped", "Usage records dropped: the spool was full",
+                                         namespace=ns, registry=registry),
             }
         return self._made
 
     def __call__(self, name: str, labels: Mapping[str, str]) -> None:
         try:
             metric = self._metrics()[name]
+            if name == "spool_uploaded":
+                metric.inc(int(labels.get("n", "0")))
+                return
+            if name == "spool_dropped":
+                metric.inc()
+                return
             if name in ("store", "fail_open"):
-                labels = {"store": "sqlite", **labels}
+                labels = {"store": self.store, **labels}
             metric.labels(**labels).inc()
         except Exception:  # pragma: no cover - metrics never break serving
             log.exception("claude-proxy: recording teams metrics failed")
@@ -91,11 +104,25 @@ class TeamsEdge:
     def __init__(self, config: Config, gate: Gate | None = None) -> None:
         assert config.teams is not None
         self.config = config
-        self.gate = gate or Gate(config.teams, config.auth_keys, events=TeamsMetrics())
+        self.gate = gate or Gate(config.teams, config.auth_keys, events=TeamsMetrics(config.teams.store))
         self.gate.prepare()
-        # The [prices] seam: a function from a finished request's usage to its cost in micro-USD
-        # (None = unpriced). Whoever adds [prices] sets it; until then usage is recorded unpriced.
-        self.cost_of: CostFunction = lambda usage: None
+        # A finished request's usage → its cost in micro-USD from [prices] (None = unpriced).
+        self.cost_of: CostFunction = self._cost
+
+    def _cost(self, usage: Usage) -> int | None:
+        prices = self.config.prices
+        if not prices:
+            return None
+        return prices.cost(
+            usage.provider,
+            usage.upstream_model,
+            {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_input_tokens": usage.cache_read_tokens,
+                "cache_creation_input_tokens": usage.cache_write_tokens,
+            },
+        )
 
     # -- the per-request hook ----------------------------------------------------------------------------------------
 
@@ -192,6 +219,9 @@ class TeamsEdge:
                     raise kinds.get(exc.status, InvalidRequest)(str(exc), status=exc.status) from None
                 except (RateError, ValueError, TypeError) as exc:
                     raise InvalidRequest(str(exc)) from None
+                except STORE_ERRORS as exc:
+                    log.warning("teams: admin API: the store is unavailable: %s", exc)
+                    raise StoreUnavailable("the teams store is unavailable; try again shortly") from None
 
             run.__name__ = fn.__name__
             return run
@@ -280,7 +310,9 @@ class TeamsEdge:
             return reply({"data": rows})
 
         def status() -> Response:
-            return reply({**store.status(), "worker_live_requests": self.gate.live()})
+            return reply({**store.status(), "worker_live_requests": self.gate.live(),
+                          "worker_fail_open": self.gate.fail_open,
+                          "worker_pid": os.getpid()})
 
         def me() -> Response:
             p: Principal = g.principal

@@ -18,10 +18,10 @@ from flask import Blueprint, Response, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import DictLoader, Environment, select_autoescape
 
+from claude_proxy.teams.base import Store
 from claude_proxy.teams.keys import hash_key
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import KeyRecord, iso
-from claude_proxy.teams.store import SqliteStore
 
 COOKIE = "cp_session"
 SESSION_SECONDS = 12 * 3600
@@ -37,7 +37,7 @@ def _env() -> Environment:
 
 
 class UsagePage:
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.env = _env()
         self._signer: URLSafeTimedSerializer | None = None

@@ -62,6 +62,7 @@ def test_all_pass(tmp_path: Path, upstream: FakeUpstream, key: str) -> None:
         ("PASS", "upstream"),
         ("PASS", "models"),
         ("PASS", "completion"),
+        ("WARN", "web search"),  # Claude Code's WebSearch would get a 400: said, but not a failure
     ]
     details = {n: d for _, n, d in checks}
     assert details["config"] == f"{tmp_path / 'claude-proxy.toml'}: provider custom (openai), 1 model mapping"
@@ -71,7 +72,7 @@ def test_all_pass(tmp_path: Path, upstream: FakeUpstream, key: str) -> None:
     assert re.fullmatch(
         r"claude-sonnet-5 → custom fake-model-1: answered in \d+ ms \(streamed: \d+ ms\)", details["completion"]
     )
-    assert text.rstrip().endswith("5 passed, 0 warnings, 0 failed")
+    assert text.rstrip().endswith("5 passed, 1 warning, 0 failed")
     assert key not in text
     sent = upstream.requests[before:]
     assert [(r.method, r.path) for r in sent] == [
@@ -104,12 +105,12 @@ def test_unreachable_upstream(tmp_path: Path, key: str) -> None:
     code, text, checks = run_doctor(tmp_path, custom(url))
     assert code == 1
     statuses = {n: s for s, n, _ in checks}
-    assert statuses == {"config": "PASS", "api key": "PASS", "upstream": "FAIL", "completion": "FAIL"}
+    assert statuses == {"config": "PASS", "api key": "PASS", "upstream": "FAIL", "completion": "FAIL", "web search": "WARN"}
     details = {n: d for _, n, d in checks}
     assert details["upstream"] == f"custom: cannot reach 127.0.0.1:{port}: connection refused"
     assert fix_after(text, "custom: cannot reach").startswith(f"check base_url ({url}) and that 127.0.0.1:{port}")
     assert details["completion"].startswith("one-token request to custom fake-model-1 failed (HTTP 502)")
-    assert text.rstrip().endswith("2 passed, 0 warnings, 2 failed")
+    assert text.rstrip().endswith("2 passed, 1 warning, 2 failed")
 
 
 def test_mapped_model_not_listed_is_a_warning(tmp_path: Path, upstream: FakeUpstream, key: str) -> None:
@@ -122,7 +123,7 @@ def test_mapped_model_not_listed_is_a_warning(tmp_path: Path, upstream: FakeUpst
         "check the name in [models]; did you mean 'fake-model-2', 'fake-model-1'? (some providers serve unlisted models)"
     )
     assert ("PASS", "completion") in [(s, n) for s, n, _ in checks]
-    assert text.rstrip().endswith("4 passed, 1 warning, 0 failed")
+    assert text.rstrip().endswith("4 passed, 2 warnings, 0 failed")
 
 
 def test_no_mapping_suggests_a_listed_model(tmp_path: Path, upstream: FakeUpstream, key: str) -> None:
@@ -200,5 +201,20 @@ def test_the_command_dispatches_to_the_doctor(tmp_path: Path, upstream: FakeUpst
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("claude-proxy doctor\n")
-    assert "5 passed, 0 warnings, 0 failed" in result.stdout
+    assert "5 passed, 1 warning, 0 failed" in result.stdout
     assert KEY not in result.stdout + result.stderr
+
+
+def test_web_search_backend_is_checked_for_real(tmp_path: Path, upstream: FakeUpstream, key: str) -> None:
+    from tests.support.search_backends import Doc, SearchService
+
+    with SearchService([Doc("https://example.test/a", "A", "alpha")]) as service:
+        config = {**custom(upstream.url), "web_search": {"backend": "searxng", "url": service.url}}
+        code, text, checks = run_doctor(tmp_path, config)
+        assert code == 0, text
+        [(status, detail)] = [(s, d) for s, n, d in checks if n == "web search"]
+        assert status == "PASS" and detail.startswith("searxng at 127.0.0.1") and "answered" in detail
+        assert service.recorded, "the doctor searched the backend"
+    code, text, checks = run_doctor(tmp_path, config)  # the service is gone now
+    [(status, detail)] = [(s, d) for s, n, d in checks if n == "web search"]
+    assert status == "WARN" and "failed" in detail

@@ -298,7 +298,7 @@ ERRORS = [
     (
         "unknown_top_level_key",
         'colour = "blue"\n[provider]\nname = "ollama"\n',
-        "{f}: unknown key 'colour' (expected one of: ...host, ...models, ...port, provider, ...server, ...upstream...)",
+        "{f}: unknown key 'colour' (expected one of: ...host, ...models, ...port, ...provider, ...server, ...upstream...)",
     ),
     (
         "unknown_provider_key",
@@ -404,3 +404,27 @@ def test_provider_names_do_not_depend_on_case(spelling: str) -> None:
     config = load_config(env=env, data=data)
     assert config.default_provider == "OpenRouter"
     assert [(t.provider, t.model) for t in config.models.entries["m"]] == [("OpenRouter", "some/model")]
+
+
+def test_context_windows_exact_then_most_specific_glob() -> None:
+
+
+    config = load_config(
+        data={
+            "provider": {"name": "deepseek", "api_key": "k"},
+            "context_windows": {"deepseek-chat": 65536, "qwen*": 32768, "qwen3-coder*": 262144},
+        },
+        env={},
+    )
+    assert config.context_window("deepseek-chat") == 65536
+    assert config.context_window("qwen3-coder-30b") == 262144
+    assert config.context_window("qwen2.5-7b") == 32768
+    assert config.context_window("gpt-4o") is None
+
+
+@pytest.mark.parametrize("value", [0, 100, True, "128k", 10**9])
+def test_context_windows_must_be_sensible_token_counts(value: object) -> None:
+
+
+    with pytest.raises(ConfigError, match=r"context_windows\.\"m\"' must be a number of tokens"):
+        load_config(data={"provider": {"name": "deepseek", "api_key": "k"}, "context_windows": {"m": value}}, env={})

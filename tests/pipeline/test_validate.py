@@ -385,17 +385,52 @@ BASE = _base()
 BASE_PATHS = _paths(BASE)
 
 
+def _rich() -> dict:
+    """A 2.1.332-shaped body with every kind the fast path now takes: media and tool references in
+    tool results, a document and an image in a user turn, a server tool, tool_choice, output format."""
+    body = copy.deepcopy(BASE)
+    result = next(
+        b for m in body["messages"] if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"
+    )
+    result["content"] = [
+        {"type": "text", "text": "PDF file read"},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+        {"type": "tool_reference", "tool_name": "WebFetch"},
+    ]
+    body["messages"].insert(
+        1,
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}, "title": "t"},
+            ],
+        },
+    )
+    body["messages"].insert(1, {"role": "system", "content": [], "output_config": {"effort": "medium"}})
+    body["tools"].append({"type": "web_search_20250305", "name": "web_search", "max_uses": 8})
+    body["tool_choice"] = {"type": "tool", "name": "Bash", "disable_parallel_tool_use": True}
+    body["output_config"] = {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}}
+    return body
+
+
+RICH = _rich()
+RICH_PATHS = _paths(RICH)
+
+
 def test_the_fast_path_accepts_claude_codes_requests() -> None:
-    """Every capture is valid; the plain fast path takes at least every text/tool main-loop turn (the
-    others — images or documents in tool results, server tools, tool references — may go to the full schema)."""
-    fast = set()
-    for path in sorted(FIXTURES.glob("*.json")):
+    """Every capture is valid, and the plain fast path takes every one of them — images and PDFs in
+    tool results, tool references, server tools, tool_choice, structured-output formats included."""
+    captures = sorted(FIXTURES.glob("*.json"))
+    assert len([p for p in captures if "2.1.332" in p.name]) >= 18
+    for path in captures:
         capture = _json.loads(path.read_bytes())
         assert validate_messages_request(capture) == [], path.name
-        if _plainly_valid(capture, count_tokens=False):
-            fast.add(path.name)
-    assert fast >= {name for name in (p.name for p in FIXTURES.glob("cc-2.1.*-tool-turn-*.json"))}
+        assert _plainly_valid(capture, count_tokens=False), path.name
+        assert COUNT_TOKENS_SCHEMA.validate(capture) == {} and _plainly_valid(capture, count_tokens=True), path.name
     assert _plainly_valid(BASE, count_tokens=False)
+    assert _plainly_valid(RICH, count_tokens=False)
 
 
 FIXED_ODD_VALUES = [
@@ -459,3 +494,51 @@ def test_the_fast_path_never_accepts_what_the_schema_rejects(data: st.DataObject
     for count_tokens, schema in ((False, MESSAGES_SCHEMA), (True, COUNT_TOKENS_SCHEMA)):
         if _plainly_valid(body, count_tokens):
             assert schema.validate(body) == {}, body
+
+
+def test_the_fast_path_never_accepts_a_single_bad_field_of_the_rich_body() -> None:
+    for path in RICH_PATHS:
+        for value in [*FIXED_ODD_VALUES, KeyError]:
+            body = copy.deepcopy(RICH)
+            target = body
+            for key in path[:-1]:
+                target = target[key]
+            if value is KeyError:
+                if not isinstance(target, dict):
+                    continue
+                target.pop(path[-1])
+            else:
+                target[path[-1]] = value
+            for count_tokens, schema in ((False, MESSAGES_SCHEMA), (True, COUNT_TOKENS_SCHEMA)):
+                if _plainly_valid(body, count_tokens):
+                    assert schema.validate(body) == {}, (path, value, count_tokens)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_the_two_validators_agree_on_generated_rich_bodies(data: st.DataObject) -> None:
+    """Fast path accepts ⇒ schema accepts, on bodies mutated from the 2.1.332-shaped one."""
+    body = copy.deepcopy(RICH)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(RICH_PATHS))
+        target = body
+        try:
+            for key in path[:-1]:
+                target = target[key]
+            if data.draw(st.booleans()) and isinstance(target, dict):
+                target.pop(path[-1], None)
+            else:
+                target[path[-1]] = data.draw(ODD_VALUES)
+        except (KeyError, IndexError, TypeError):
+            continue
+    for count_tokens, schema in ((False, MESSAGES_SCHEMA), (True, COUNT_TOKENS_SCHEMA)):
+        if _plainly_valid(body, count_tokens):
+            assert schema.validate(body) == {}, body
+
+
+def test_output_format_must_be_a_json_schema() -> None:
+    request_body = body(output_config={"format": {"type": "json_object"}})
+    assert validate_messages_request(request_body) == [
+        "output_config.format.type: Must be one of: json_schema.",
+        "output_config.format.schema: Missing data for required field.",
+    ]

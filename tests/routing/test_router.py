@@ -461,7 +461,7 @@ BASE = {"provider": {"name": "deepseek", "api_key": "k"}, "providers": {"groq": 
         (
             {"routing": {"threshold": 5}},
             "<config>: unknown key 'routing.threshold' (expected one of: background_models, cooldown_failures, "
-            "cooldown_seconds, default_provider, long_context_threshold)",
+            "cooldown_seconds, default_provider, long_context_threshold, sticky_sessions, sticky_ttl)",
         ),
         (
             {"routing": {"default_provider": "nope"}},

@@ -10,7 +10,11 @@ from typing import Any
 
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"}
-DELTA_KINDS = {"text": {"text_delta"}, "thinking": {"thinking_delta", "signature_delta"}, "tool_use": {"input_json_delta"}}
+DELTA_KINDS = {"text": {"text_delta"}, "thinking": {"thinking_delta", "signature_delta"}, "tool_use": {"input_json_delta"},
+               "server_tool_use": {"input_json_delta"}, "web_search_tool_result": set()}
+SERVER_TOOL_ID = re.compile(r"^srvtoolu_[a-zA-Z0-9_]+$")
+SEARCH_ERROR_CODES = {"invalid_tool_input", "unavailable", "max_uses_exceeded", "too_many_requests", "query_too_long",
+                      "request_too_large"}
 
 
 
@@ -22,6 +26,7 @@ class Block:
     name: str = ""
     parts: list[str] = field(default_factory=list)
     signed: bool = False
+    whole: dict[str, Any] | None = None  # a block that arrives complete in its start (web_search_tool_result)
 
     @property
     def content(self) -> str:
@@ -68,6 +73,13 @@ def check_grammar(events: list[dict[str, Any]]) -> Outcome:
                 assert TOOL_ID.match(cb["id"]), cb["id"]
                 assert isinstance(cb["name"], str) and cb["name"]
                 open_block = Block(event["index"], "tool_use", cb["id"], cb["name"])
+            elif cb["type"] == "server_tool_use":
+                assert set(cb) == {"type", "id", "name", "input"} and cb["input"] == {}, cb
+                assert SERVER_TOOL_ID.match(cb["id"]), cb["id"]
+                open_block = Block(event["index"], "server_tool_use", cb["id"], cb["name"])
+            elif cb["type"] == "web_search_tool_result":
+                _check_search_result(cb, blocks)
+                open_block = Block(event["index"], "web_search_tool_result", cb["tool_use_id"], whole=cb)
             else:
                 raise AssertionError(f"unknown block type {cb}")
             blocks.append(open_block)
@@ -93,7 +105,7 @@ def check_grammar(events: list[dict[str, Any]]) -> Outcome:
             if i + 1 < n and events[i + 1]["type"] != "error":  # a normal close, not the one before an error
                 if open_block.kind == "thinking":
                     assert open_block.signed, "thinking block closed without a signature"
-                if open_block.kind == "tool_use":
+                if open_block.kind in ("tool_use", "server_tool_use"):
                     value = json.loads(open_block.content) if open_block.content.strip() else {}
                     assert isinstance(value, dict), open_block.content
             open_block = None
@@ -103,9 +115,14 @@ def check_grammar(events: list[dict[str, Any]]) -> Outcome:
             delta = event["delta"]
             assert delta["stop_reason"] in STOP_REASONS
             assert delta["stop_sequence"] is None or isinstance(delta["stop_sequence"], str)
-            assert set(event["usage"]) == {"input_tokens", "output_tokens", "cache_creation_input_tokens",
-                                           "cache_read_input_tokens"}
-            assert all(isinstance(v, int) and v >= 0 for v in event["usage"].values())
+            usage = dict(event["usage"])
+            server = usage.pop("server_tool_use", None)  # present when a server tool was offered
+            assert set(usage) == {"input_tokens", "output_tokens", "cache_creation_input_tokens",
+                                  "cache_read_input_tokens"}
+            assert all(isinstance(v, int) and v >= 0 for v in usage.values())
+            if server is not None:
+                assert set(server) == {"web_search_requests", "web_fetch_requests"}, server
+                assert all(isinstance(v, int) and v >= 0 for v in server.values())
             ending = Outcome("message", blocks, message_delta=event)
             i += 1  # the message_stop
         elif kind == "error":
@@ -118,3 +135,20 @@ def check_grammar(events: list[dict[str, Any]]) -> Outcome:
         i += 1
     assert ending is not None, "the stream never ended"
     return ending
+
+
+def _check_search_result(cb: dict[str, Any], blocks: list[Block]) -> None:
+    """A web_search_tool_result answers the server_tool_use just before it, with results or an error."""
+    assert set(cb) == {"type", "tool_use_id", "content"}, cb
+    assert blocks and blocks[-1].kind == "server_tool_use" and blocks[-1].tool_id == cb["tool_use_id"], cb
+    content = cb["content"]
+    if isinstance(content, dict):
+        assert content["type"] == "web_search_tool_result_error" and content["error_code"] in SEARCH_ERROR_CODES
+        return
+    assert isinstance(content, list)
+    for item in content:
+        assert item["type"] == "web_search_result" and set(item) == {"type", "url", "title", "encrypted_content",
+                                                                     "page_age"}, item
+        assert item["url"].startswith(("http://", "https://")) and isinstance(item["title"], str)
+        assert isinstance(item["encrypted_content"], str)
+        assert item["page_age"] is None or isinstance(item["page_age"], str)

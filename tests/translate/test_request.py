@@ -401,7 +401,7 @@ def test_tool_result_variants() -> None:
         {"role": "tool", "tool_call_id": "t_err", "content": "Error: exit 1"},
         {"role": "tool", "tool_call_id": "t_err_empty", "content": "Error: the tool call failed."},
         {"role": "tool", "tool_call_id": "t_none", "content": ""},
-        {"role": "tool", "tool_call_id": "t_doc", "content": "doc\n\n[tool_reference]"},
+        {"role": "tool", "tool_call_id": "t_doc", "content": "doc\n\nTool loaded: Bash"},
     ]
 
 
@@ -977,10 +977,10 @@ def test_server_tool_blocks_are_flattened_to_text() -> None:
     ]
     assert translate(req(messages))["messages"] == [
         {"role": "user", "content": "search"},
-        {"role": "assistant", "content": '[server tool call web_search: {"query": "héllo"}]'
-                                         "[web search results]\n- A <https://a>\n- B <https://b>"
-                                         "[code_execution_tool_result]"
-                                         "[mcp_tool_result]\nmcp out"
+        {"role": "assistant", "content": '[searched the web for "héllo"]\n\n'
+                                         "[web search results]\n[1] A <https://a>\n[2] B <https://b>\n\n"
+                                         "[code_execution_tool_result]\n\n"
+                                         "[mcp_tool_result]\nmcp out\n\n"
                                          "Here you go."},
         {"role": "user", "content": "[container_upload]\n\nthanks"},
     ]

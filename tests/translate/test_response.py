@@ -452,7 +452,8 @@ def env(kind: str, text: str) -> dict[str, Any]:
         # nested OpenAI
         (400, {"error": {"message": "This model's maximum context length is 128000 tokens.",
                          "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}},
-         (400, env("invalid_request_error", "openai: This model's maximum context length is 128000 tokens."))),
+         # an overflow is said Anthropic's way, so clients compact (issue 15)
+         (400, env("invalid_request_error", "prompt is too long: 128001 tokens > 128000 maximum"))),
         (401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                          "code": "invalid_api_key"}},
          (401, env("authentication_error", "openai: Incorrect API key provided"))),
@@ -464,7 +465,8 @@ def env(kind: str, text: str) -> dict[str, Any]:
          (400, env("invalid_request_error",
                    "openai: Tool call id was abc123 but must be a-z, A-Z, 0-9, with a length of 9."))),
         (400, {"object": "error", "message": "prompt too long", "type": "BadRequestError", "param": None, "code": 400},
-         (400, env("invalid_request_error", "openai: prompt too long"))),
+         (400, env("invalid_request_error",
+                   "prompt is too long: the conversation exceeds the model's context window"))),
         # OpenRouter: int code, metadata.raw
         (402, {"error": {"code": 402, "message": "Insufficient credits"}},
          (402, env("billing_error", "openai: Insufficient credits"))),

@@ -1,0 +1,422 @@
+"""The PostgreSQL ledger: teams, keys, usage, spend, audit and the epoch (psycopg 3 + psycopg-pool).
+
+The pool is created lazily in the process that uses it, so a worker never inherits its parent's
+connections (never at import, never in the gunicorn master). Small and strict: 3 connections, a 1 s
+wait for one, 2 s to connect, 2 s per statement, and a breaker in front so a dead database costs
+three timeouts, then nothing, until a probe finds it back.
+
+Usage arrives in batches from the spool (`record_usage`): one transaction inserts the events
+`ON CONFLICT (usage_id) DO NOTHING RETURNING`, and only the rows actually inserted feed the daily
+aggregates and the month spend, upserted in primary-key order — so re-uploading a batch never counts
+twice and concurrent uploaders never deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from claude_proxy.config.teams import Limits
+from claude_proxy.teams import keys as keyfmt
+from claude_proxy.teams.base import SchemaBehind, StoreDown
+from claude_proxy.teams.breaker import Breaker
+from claude_proxy.teams.limits import month_of
+from claude_proxy.teams.migrations import HEAD
+from claude_proxy.teams.records import Actor, KeyRecord, Team, limits_to_columns
+from claude_proxy.teams.store import _KEY_SELECT, GROUPS, StoreError, _key_from, _limit_changes, _team_from
+
+DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+_SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+         "cost_micros", "unpriced")
+# One spooled usage record's columns, in the order the upload inserts them.
+EVENT_COLUMNS = ("usage_id", "request_id", "ts", "day", "instance", "key_id", "team_id", "team", "owner", "endpoint",
+                 "client_model", "provider", "upstream_model", "stream", "status", "error_type", "input_tokens",
+                 "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated", "cost_micros", "priced",
+                 "latency_ms")
+
+
+class PostgresLedger:
+    """Durable records on PostgreSQL. Thread-safe; raises StoreDown when the database cannot answer."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, pgbouncer: bool = False, clock: Callable[[], float] = time.time,
+                 breaker: Breaker | None = None, max_size: int = 3) -> None:
+        self._dsn = dsn
+        self.pgbouncer = pgbouncer
+        self.clock = clock
+        self.breaker = breaker or Breaker()
+        self.max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool:
+        if self._pool is None or self._pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pid != os.getpid():
+                    kwargs: dict[str, Any] = {"connect_timeout": 2, "options": "-c statement_timeout=2000",
+                                              "row_factory": dict_row}
+                    if self.pgbouncer:  # transaction pooling and server-side prepared statements don't mix
+                        kwargs["prepare_threshold"] = None
+                    pool = ConnectionPool(self._dsn, min_size=1, max_size=self.max_size, timeout=1.0, max_idle=300,
+                                          check=ConnectionPool.check_connection, kwargs=kwargs, open=False,
+                                          name="claude-proxy-ledger")
+                    pool.open(wait=False)
+                    self._pool, self._pid = pool, os.getpid()
+        return self._pool
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction (committed on success); StoreDown when the database is unreachable or slow."""
+        if not self.breaker.allow():
+            raise StoreDown("postgres", "unavailable (circuit open after repeated errors)")
+        try:
+            with self._get_pool().connection() as conn, conn.transaction():
+                yield conn
+        except DOWN as exc:
+            self.breaker.failure()
+            raise StoreDown("postgres", type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]) from None
+        except BaseException:
+            self.breaker.success()  # it answered (a constraint or our own StoreError): reachable
+            raise
+        else:
+            self.breaker.success()
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close(timeout=1)
+
+    def schema_version(self) -> str | None:
+        with self._tx() as conn:
+            found = conn.execute("SELECT to_regclass('alembic_version') AS t").fetchone()
+            if not found or found["t"] is None:
+                return None
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            return row["version_num"] if row else None
+
+    def check_schema(self) -> str:
+        """The worker's start-up check: the schema must be at this claude-proxy's head."""
+        version = self.schema_version()
+        if version != HEAD:
+            raise SchemaBehind(f"the PostgreSQL schema is at {version or 'nothing (empty database)'}, this "
+                               f"claude-proxy needs {HEAD}: run `claude-proxy store migrate`")
+        return version
+
+    # -- epoch, meta, audit ---------------------------------------------------------------------------------------
+
+    def epoch(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()["value"])
+
+    @staticmethod
+    def _changed(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE name = 'epoch' RETURNING value")
+        return int(row.fetchone()["value"])
+
+    def _audit(self, conn: psycopg.Connection[Any], actor: Actor, action: str, target_type: str, target_id: str,
+               details: Any) -> None:
+        conn.execute(
+            "INSERT INTO audit_events (ts, actor, actor_key_id, action, target_type, target_id, details, remote_addr,"
+            " request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.clock(), actor.who, actor.key_id, action, target_type, target_id,
+             json.dumps(details, sort_keys=True, default=str), actor.remote_addr, actor.request_id),
+        )
+
+    def meta(self, name: str, make: Callable[[], str]) -> str:
+        with self._tx() as conn:
+            conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, make()))
+            return str(conn.execute("SELECT value FROM meta WHERE name = %s", (name,)).fetchone()["value"])
+
+    # -- teams -------------------------------------------------------------------------------------------------
+
+    def _team(self, conn: psycopg.Connection[Any], name: str) -> Team:
+        row = conn.execute("SELECT * FROM teams WHERE name = %s", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no team named {name!r}", 404)
+        return _team_from(row)
+
+    def create_team(self, name: str, limits: Limits, actor: Actor, display_name: str | None = None
+                    ) -> tuple[Team, int]:
+        now = self.clock()
+        cols = limits_to_columns(limits)
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM teams WHERE name = %s", (name,)).fetchone():
+                raise StoreError(f"team {name!r} already exists", 409)
+            conn.execute(
+                f"INSERT INTO teams (name, display_name, {', '.join(cols)}, created_at, updated_at)"
+                f" VALUES (%s, %s, {', '.join(['%s'] * len(cols))}, %s, %s)",
+                (name, display_name, *cols.values(), now, now),
+            )
+            epoch = self._changed(conn)
+            self._audit(conn, actor, "team.create", "team", name, {"display_name": display_name, **cols})
+            return self._team(conn, name), epoch
+
+    def team(self, name: str) -> Team:
+        with self._tx() as conn:
+            return self._team(conn, name)
+
+    def teams(self, include_archived: bool = False) -> list[Team]:
+        where = "" if include_archived else " WHERE archived_at IS NULL"
+        with self._tx() as conn:
+            return [_team_from(r) for r in conn.execute(f"SELECT * FROM teams{where} ORDER BY name")]
+
+    def update_team(self, name: str, changes: Mapping[str, Any], actor: Actor) -> tuple[Team, int]:
+        columns = _limit_changes(changes)
+        if "display_name" in changes:
+            columns["display_name"] = changes["display_name"]
+        if "archived" in changes:
+            columns["archived_at"] = self.clock() if changes["archived"] else None
+        with self._tx() as conn:
+            self._team(conn, name)
+            if columns:
+                sets = ", ".join(f"{c} = %s" for c in columns)
+                conn.execute(f"UPDATE teams SET {sets}, updated_at = %s WHERE name = %s",
+                             (*columns.values(), self.clock(), name))
+            epoch = self._changed(conn)
+            self._audit(conn, actor, "team.archive" if changes.get("archived") else "team.update", "team", name,
+                        columns)
+            return self._team(conn, name), epoch
+
+    # -- keys --------------------------------------------------------------------------------------------------
+
+    def _key(self, conn: psycopg.Connection[Any], key_id: str) -> KeyRecord:
+        row = conn.execute(_KEY_SELECT + " WHERE k.id = %s", (key_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no key with id {key_id!r}", 404)
+        return _key_from(row)
+
+    def create_key(self, *, owner: str, actor: Actor, name: str = "", team: str | None = None, admin: bool = False,
+                   gateway: bool = False, limits: Limits = Limits(), expires_at: float | None = None
+                   ) -> tuple[KeyRecord, str, int]:
+        now = self.clock()
+        cols = limits_to_columns(limits)
+        with self._tx() as conn:
+            team_id = self._team(conn, team).id if team else None
+            while True:
+                key_id, key = keyfmt.new_key()
+                if not conn.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,)).fetchone():
+                    break
+            conn.execute(
+                f"INSERT INTO api_keys (id, secret_hash, name, owner, team_id, role, gateway, {', '.join(cols)},"
+                f" created_at, created_by, expires_at)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s, {', '.join(['%s'] * len(cols))}, %s, %s, %s)",
+                (key_id, keyfmt.hash_key(key), name or owner, owner, team_id, "admin" if admin else "user",
+                 bool(gateway), *cols.values(), now, actor.who, expires_at),
+            )
+            epoch = self._changed(conn)
+            self._audit(conn, actor, "key.create", "key", key_id,
+                        {"owner": owner, "name": name or owner, "team": team, "admin": admin, "gateway": gateway,
+                         "expires_at": expires_at, **cols})
+            return self._key(conn, key_id), key, epoch
+
+    def key(self, key_id: str) -> KeyRecord:
+        with self._tx() as conn:
+            return self._key(conn, key_id)
+
+    def find_key(self, secret_hash: bytes) -> KeyRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(_KEY_SELECT + " WHERE k.secret_hash = %s", (secret_hash,)).fetchone()
+            return _key_from(row) if row else None
+
+    def keys(self, *, team: str | None = None, owner: str | None = None, status: str = "active") -> list[KeyRecord]:
+        clauses, args = [], []
+        if team:
+            clauses.append("t.name = %s")
+            args.append(team)
+        if owner:
+            clauses.append("k.owner = %s")
+            args.append(owner)
+        with self._tx() as conn:
+            rows = conn.execute(_KEY_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
+                                + " ORDER BY k.created_at, k.id", args).fetchall()
+        now = self.clock()
+        found = [_key_from(r) for r in rows]
+        return found if status == "all" else [k for k in found if k.status(now) == status]
+
+    def update_key(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> tuple[KeyRecord, int]:
+        columns = _limit_changes(changes)
+        for field in ("name", "owner", "expires_at"):
+            if field in changes:
+                columns[field] = changes[field]
+        if "admin" in changes:
+            columns["role"] = "admin" if changes["admin"] else "user"
+        if "gateway" in changes:
+            columns["gateway"] = bool(changes["gateway"])
+        with self._tx() as conn:
+            self._key(conn, key_id)
+            if "team" in changes:
+                columns["team_id"] = self._team(conn, changes["team"]).id if changes["team"] else None
+            if columns:
+                sets = ", ".join(f"{c} = %s" for c in columns)
+                conn.execute(f"UPDATE api_keys SET {sets} WHERE id = %s", (*columns.values(), key_id))
+            epoch = self._changed(conn)
+            self._audit(conn, actor, "key.update", "key", key_id, {**columns, "team": changes.get("team")})
+            return self._key(conn, key_id), epoch
+
+    def revoke_key(self, key_id: str, actor: Actor, reason: str | None = None) -> tuple[KeyRecord, int]:
+        with self._tx() as conn:
+            record = self._key(conn, key_id)
+            if record.revoked_at is None:
+                conn.execute("UPDATE api_keys SET revoked_at = %s, revoked_by = %s, revoke_reason = %s WHERE id = %s",
+                             (self.clock(), actor.who, reason, key_id))
+                epoch = self._changed(conn)
+            else:
+                epoch = int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()["value"])
+            self._audit(conn, actor, "key.revoke", "key", key_id, {"reason": reason})
+            return self._key(conn, key_id), epoch
+
+    # -- usage -------------------------------------------------------------------------------------------------
+
+    def record_usage(self, batch: Sequence[Mapping[str, Any]]) -> int:
+        """Store spooled usage records exactly once; returns how many were new."""
+        if not batch:
+            return 0
+        ordered = sorted(batch, key=lambda r: r["usage_id"])
+        placeholders = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
+        with self._tx() as conn:
+            inserted: set[str] = set()
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                rows = conn.execute(
+                    f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) VALUES "
+                    + ", ".join([placeholders] * len(chunk))
+                    + " ON CONFLICT (usage_id) DO NOTHING RETURNING usage_id",
+                    [r.get(c) for r in chunk for c in EVENT_COLUMNS],
+                ).fetchall()
+                inserted.update(row["usage_id"] for row in rows)
+            fresh = [r for r in ordered if r["usage_id"] in inserted]
+            daily: dict[tuple[str, str, str, str, str], list[Any]] = {}
+            spend: dict[tuple[str, str], int] = {}
+            last_used: dict[str, float] = {}
+            for r in fresh:
+                pk = (r["day"], r["key_id"], r.get("owner") or "", r.get("provider") or "", r.get("upstream_model") or "")
+                agg = daily.setdefault(pk, [r.get("team_id"), 0, 0, 0, 0, 0, 0, 0, 0])
+                agg[1] += 1
+                agg[2] += int((r.get("status") or 0) >= 400)
+                agg[3] += int(bool(r.get("estimated")))
+                for i, col in enumerate(("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                                         "cost_micros"), start=4):
+                    agg[i] += int(r.get(col) or 0)
+                if r.get("cost_micros"):
+                    for scope in r.get("scopes") or ():
+                        month = month_of(float(r.get("admitted_at") or r["ts"]))
+                        spend[(scope, month)] = spend.get((scope, month), 0) + int(r["cost_micros"])
+                if not str(r["key_id"]).startswith("static:"):
+                    last_used[r["key_id"]] = max(last_used.get(r["key_id"], 0.0), float(r["ts"]))
+            if daily:  # primary-key order: concurrent uploaders lock rows in the same order (no deadlocks)
+                conn.cursor().executemany(
+                    "INSERT INTO usage_daily (day, key_id, owner, provider, upstream_model, team_id, requests, errors,"
+                    " estimated, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (day, key_id, owner, provider, upstream_model) DO UPDATE SET"
+                    " requests = usage_daily.requests + EXCLUDED.requests,"
+                    " errors = usage_daily.errors + EXCLUDED.errors,"
+                    " estimated = usage_daily.estimated + EXCLUDED.estimated,"
+                    " input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens,"
+                    " output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens,"
+                    " cache_read_tokens = usage_daily.cache_read_tokens + EXCLUDED.cache_read_tokens,"
+                    " cache_write_tokens = usage_daily.cache_write_tokens + EXCLUDED.cache_write_tokens,"
+                    " cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
+                    [(*pk, *agg) for pk, agg in sorted(daily.items())],
+                )
+            if spend:
+                conn.cursor().executemany(
+                    "INSERT INTO spend (scope, month, micros) VALUES (%s, %s, %s) ON CONFLICT (scope, month)"
+                    " DO UPDATE SET micros = spend.micros + EXCLUDED.micros",
+                    [(*pk, micros) for pk, micros in sorted(spend.items())],
+                )
+            if last_used:
+                conn.cursor().executemany(
+                    "UPDATE api_keys SET last_used_at = %s WHERE id = %s AND (last_used_at IS NULL OR last_used_at < %s)",
+                    [(ts, key_id, ts - 60) for key_id, ts in sorted(last_used.items())],
+                )
+            return len(fresh)
+
+    def month_spend(self, scope: str, month: str | None = None) -> int:
+        with self._tx() as conn:
+            row = conn.execute("SELECT micros FROM spend WHERE scope = %s AND month = %s",
+                               (scope, month or month_of(self.clock()))).fetchone()
+            return int(row["micros"]) if row else 0
+
+    def usage(self, *, group_by: Sequence[str] = ("day",), since: float | None = None, until: float | None = None,
+              filters: Mapping[str, str | None] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        unknown = [g for g in group_by if g not in GROUPS]
+        if unknown:
+            raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
+        clauses, args = [], []
+        if since is not None:
+            clauses.append("ts >= %s")
+            args.append(since)
+        if until is not None:
+            clauses.append("ts < %s")
+            args.append(until)
+        for name, value in (filters or {}).items():
+            if value is None:
+                continue
+            if name not in GROUPS:
+                raise StoreError(f"cannot filter usage by {name!r} (choose from {', '.join(GROUPS)})")
+            clauses.append(f"{GROUPS[name]} = %s")
+            args.append(value)
+        cols = [f"{GROUPS[g]} AS {g}" for g in group_by]
+        sql = (
+            "SELECT " + ", ".join([*cols, "count(*) AS requests", "sum((status >= 400)::int) AS errors",
+                                   "sum(estimated::int) AS estimated", "sum(input_tokens) AS input_tokens",
+                                   "sum(output_tokens) AS output_tokens", "sum(cache_read_tokens) AS cache_read_tokens",
+                                   "sum(cache_write_tokens) AS cache_write_tokens", "sum(cost_micros) AS cost_micros",
+                                   "sum(1 - priced::int) AS unpriced"])
+            + " FROM usage_events"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + (" GROUP BY " + ", ".join(GROUPS[g] for g in group_by) if group_by else "")
+            + " ORDER BY " + (", ".join(GROUPS[g] for g in group_by) if group_by else "1")
+            + f" LIMIT {int(limit)}"
+        )
+        with self._tx() as conn:
+            rows = [dict(r) for r in conn.execute(sql, args)]
+        for row in rows:
+            row["requests"] = int(row["requests"])
+            for k in _SUMS:
+                row[k] = int(row[k] or 0)
+        return rows
+
+    def recent(self, *, key_id: str | None = None, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        if key_id:
+            clauses.append("key_id = %s")
+            args.append(key_id)
+        if failed:
+            clauses.append("status >= 400")
+        with self._tx() as conn:
+            return [dict(r) for r in conn.execute(
+                "SELECT * FROM usage_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+                + f" ORDER BY ts DESC LIMIT {int(limit)}", args)]
+
+    def audit(self, *, since: float | None = None, actor: str | None = None, action: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        for sql, value in (("ts >= %s", since), ("actor = %s", actor), ("action = %s", action)):
+            if value is not None:
+                clauses.append(sql)
+                args.append(value)
+        with self._tx() as conn:
+            rows = conn.execute("SELECT * FROM audit_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+                                + f" ORDER BY id DESC LIMIT {int(limit)}", args).fetchall()
+        return [dict(r) for r in rows]  # details: JSONB comes back as a dict
+
+    def counts(self) -> dict[str, int]:
+        with self._tx() as conn:
+            return {name: int(conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"])
+                    for name, table in (("keys", "api_keys"), ("teams", "teams"), ("usage_events", "usage_events"),
+                                        ("audit_events", "audit_events"))}

@@ -1,0 +1,165 @@
+"""One contract, both backends: the embedded SQLite store and PostgreSQL + Redis (real servers on free
+loopback ports) must give the same answers to the gate, the admin API, the page and the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_proxy.config.teams import Limits, Rate, TeamsSettings
+from claude_proxy.teams import keys as keyfmt
+from claude_proxy.teams.base import Store
+from claude_proxy.teams.gate import Gate
+from claude_proxy.teams.limits import month_of
+from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage
+
+ACTOR = Actor("test", remote_addr="127.0.0.1")
+_n = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def gate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Gate]:
+    if request.param == "sqlite":
+        settings = TeamsSettings(path=str(tmp_path / "teams.db"))
+    else:
+        pg = request.getfixturevalue("postgres_server")
+        rd = request.getfixturevalue("redis_server")
+        from tests.support.stores import migrate
+
+        dsn = pg.database(f"contract_{next(_n)}")
+        migrate(dsn)
+        rd.flush()
+        monkeypatch.setenv("CLAUDE_PROXY_POSTGRES_URL", dsn)
+        monkeypatch.setenv("CLAUDE_PROXY_REDIS_URL", rd.url)
+        settings = TeamsSettings(store="postgres", auto_migrate=False, spool_dir=tempfile.mkdtemp(dir=tmp_path),
+                                 flush_interval=0.1)
+    g = Gate(settings)
+    g.prepare()
+    yield g
+    g.store.close()
+
+
+def flush(store: Store) -> None:
+    """Usage reaches the distributed ledger through the spool: upload what is pending now."""
+    spool = getattr(store, "spool", None)
+    if spool is not None:
+        spool.drain()
+
+
+def principal(gate: Gate, **limits: Any) -> tuple[Principal, str]:
+    record, key = gate.store.create_key(owner=f"u{next(_n)}@example.com", actor=ACTOR, limits=Limits(**limits))
+    found = gate.authenticate([key], {})
+    assert isinstance(found, Principal)
+    return found, record.id
+
+
+def test_keys_are_stored_hashed_found_and_revoked_with_an_audit_trail(gate: Gate) -> None:
+    store = gate.store
+    epoch = store.epoch()
+    record, key = store.create_key(owner="alice@example.com", name="laptop", actor=ACTOR)
+    assert store.epoch() > epoch
+    assert store.find_key(keyfmt.hash_key(key)) == store.key(record.id)
+    assert store.find_key(keyfmt.hash_key(key + "x")) is None
+    assert [k.id for k in store.keys(owner="alice@example.com")] == [record.id]
+    before = store.epoch()
+    revoked = store.revoke_key(record.id, ACTOR, "left")
+    assert revoked.status(store.clock()) == "revoked" and store.epoch() > before
+    failure = gate.authenticate([key], {})
+    assert getattr(failure, "reason", None) == "revoked"  # the next request, through the same gate
+    actions = [e["action"] for e in store.audit()]
+    assert actions[:2] == ["key.revoke", "key.create"]
+    assert store.audit(action="key.revoke")[0]["details"] == {"reason": "left"}
+
+
+def test_teams_and_limit_changes_apply_on_the_next_request(gate: Gate) -> None:
+    store = gate.store
+    store.create_team("platform", Limits(rpm=Rate(2, 3600)), ACTOR)
+    _, key = store.create_key(owner="bob@example.com", team="platform", actor=ACTOR)
+    p = gate.authenticate([key], {})
+    assert isinstance(p, Principal) and p.team_name == "platform"
+    assert [type(gate.admit(p, 1)).__name__ for _ in range(3)] == ["Admitted", "Admitted", "Refused"]
+    store.update_team("platform", {"rpm": Rate(3, 3600)}, ACTOR)
+    p = gate.authenticate([key], {})
+    assert isinstance(p, Principal)
+    assert isinstance(gate.admit(p, 1), Admitted)  # the raise frees exactly one more
+    assert isinstance(gate.admit(p, 1), Refused)
+
+
+def test_a_rate_limit_admits_exactly_its_amount_and_refusals_consume_nothing(gate: Gate) -> None:
+    p, _ = principal(gate, rpm=Rate(5, 3600))
+    decisions = [gate.admit(p, 1) for _ in range(12)]
+    assert sum(isinstance(d, Admitted) for d in decisions) == 5
+    refused = [d for d in decisions if isinstance(d, Refused)]
+    assert all(r.limit == "rpm" and r.retry_after >= 1 and "5 requests per hour" in r.message for r in refused)
+
+
+def test_tokens_per_period_are_reserved_then_corrected(gate: Gate) -> None:
+    p, _ = principal(gate, tpm=Rate(1000, 3600))
+    for _ in range(10):  # each reserves 50 and really uses 100
+        admitted = gate.admit(p, 50)
+        assert isinstance(admitted, Admitted)
+        gate.settle(admitted, Usage(input_tokens=60, output_tokens=40, status=200))
+    refused = gate.admit(p, 50)
+    assert isinstance(refused, Refused) and refused.limit == "tpm"
+
+
+def test_concurrency_is_counted_by_leases_released_at_settle(gate: Gate) -> None:
+    p, key_id = principal(gate, max_concurrent=2)
+    first, second = gate.admit(p, 1), gate.admit(p, 1)
+    assert isinstance(first, Admitted) and isinstance(second, Admitted)
+    assert gate.store.in_flight(f"k:{key_id}") == 2
+    third = gate.admit(p, 1)
+    assert isinstance(third, Refused) and third.limit == "concurrent"
+    gate.settle(first, Usage(status=200))
+    assert gate.store.in_flight(f"k:{key_id}") == 1
+    assert isinstance(gate.admit(p, 1), Admitted)
+
+
+def test_a_budget_admits_until_settled_spend_reaches_it(gate: Gate) -> None:
+    p, key_id = principal(gate, monthly_budget_micros=10)
+    admitted = 0
+    for _ in range(6):
+        decision = gate.admit(p, 1)
+        if isinstance(decision, Refused):
+            assert decision.limit == "budget" and "monthly budget" in decision.message
+            break
+        admitted += 1
+        gate.settle(decision, Usage(input_tokens=1, cost_micro_usd=4, status=200))
+    assert admitted == 3  # 4, 8 < 10 admit the next; 12 ≥ 10 refuses
+    flush(gate.store)
+    assert gate.store.month_spend(f"k:{key_id}", month_of(gate.store.clock())) == 12
+
+
+def test_usage_is_idempotent_on_the_usage_id_and_groups_like_the_other_backend(gate: Gate) -> None:
+    gate.store.create_team("data", Limits(), ACTOR)
+    record, key = gate.store.create_key(owner="carol@example.com", team="data", actor=ACTOR)
+    p = gate.authenticate([key], {})
+    assert isinstance(p, Principal)
+    for model in ("m1", "m1", "m2"):
+        admitted = gate.admit(p, 1)
+        assert isinstance(admitted, Admitted)
+        usage = Usage(input_tokens=10, output_tokens=5, cache_read_tokens=2, cache_write_tokens=1, status=200,
+                      provider="prov", upstream_model=model, cost_micro_usd=7)
+        gate.store.settle(admitted, usage)
+        gate.store.settle(admitted, usage)  # the same request twice: one row
+    flush(gate.store)
+    rows = gate.store.usage(group_by=["team", "model"], filters={"key": record.id})
+    assert [(r["team"], r["model"], r["requests"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"],
+             r["cache_write_tokens"], r["cost_micros"]) for r in rows] == [
+        ("data", "m1", 2, 20, 10, 4, 2, 14), ("data", "m2", 1, 10, 5, 2, 1, 7)]
+    assert len(gate.store.recent(key_id=record.id)) == 3
+
+
+def test_the_page_secret_is_shared_and_created_once(gate: Gate) -> None:
+    first = gate.store.meta("ui_secret", lambda: "one")
+    assert gate.store.meta("ui_secret", lambda: "two") == first == "one"
+
+
+def test_status_names_the_store(gate: Gate) -> None:
+    status = gate.store.status()
+    assert status["store"] == gate.settings.store and status["keys"] == 0 and status["epoch"] is not None

@@ -1,0 +1,36 @@
+"""`[teams] store = "postgres"`: DSNs only from the environment, one-line errors naming what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from claude_proxy.config.loader import ConfigError
+from claude_proxy.config.teams import teams_settings
+
+ENV = {"CLAUDE_PROXY_POSTGRES_URL": "postgresql://u@h/db", "CLAUDE_PROXY_REDIS_URL": "redis://h:1/0", "HOME": "/h"}
+
+
+def test_postgres_reads_dsn_variable_names_and_defaults_auto_migrate_off() -> None:
+    s = teams_settings({"store": "postgres", "spool_dir": "/var/spool/cp"}, "c.toml", ENV)
+    assert (s.store, s.auto_migrate, s.spool_dir, s.on_store_error) == ("postgres", False, "/var/spool/cp", "open")
+    assert "postgresql://" not in repr(s)  # the DSN is never kept in the settings
+    assert teams_settings({}, "c.toml", ENV).auto_migrate is True  # SQLite migrates itself
+
+
+def test_a_missing_dsn_variable_is_named() -> None:
+    env = {k: v for k, v in ENV.items() if k != "CLAUDE_PROXY_REDIS_URL"}
+    with pytest.raises(ConfigError, match=r"\$CLAUDE_PROXY_REDIS_URL \(teams.redis_url_env\), which is not set"):
+        teams_settings({"store": "postgres"}, "c.toml", env)
+    with pytest.raises(ConfigError, match=r"\$MY_PG"):
+        teams_settings({"store": "postgres", "postgres_url_env": "MY_PG"}, "c.toml", ENV)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"store": "mysql"}, "'teams.store' must be"),
+    ({"store": "postgres", "postgres_url_env": "not a name"}, "'teams.postgres_url_env' must be"),
+    ({"store": "postgres", "flush_interval": 0}, "'teams.flush_interval' must be"),
+    ({"store": "postgres", "auto_migrate": "yes"}, "'teams.auto_migrate' must be"),
+])
+def test_bad_values_are_one_line_errors(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        teams_settings(table, "c.toml", ENV)
