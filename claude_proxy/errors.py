@@ -15,6 +15,7 @@ from claude_proxy.translate.errors import envelope, error_type_for_status
 class ProxyError(Exception):
     status = 500
     error_type = "api_error"
+    details: dict[str, Any] | None = None  # Anthropic's `error.details` (e.g. error_code), when there is one
 
     def __init__(
         self,
@@ -34,7 +35,10 @@ class ProxyError(Exception):
         self.headers = dict(headers or {})
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
-        return envelope(self.error_type, self.message, request_id)
+        body = envelope(self.error_type, self.message, request_id)
+        if self.details is not None:
+            body["error"]["details"] = self.details
+        return body
 
 
 class InvalidRequest(ProxyError):

@@ -40,9 +40,18 @@ def forwarded(name: str) -> bool:
     return not is_hop_by_hop_header(name) and name.lower() not in NEVER_FORWARDED
 
 
-def _error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def _error_response(
+    status: int,
+    error_type: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Response:
     request_id = g.get("request_id")
-    response = Response(orjson.dumps(envelope(error_type, message, request_id)), status=status, mimetype=JSON)
+    body = envelope(error_type, message, request_id)
+    if details is not None:  # e.g. the thread refusal's error_code, which the SDKs recover from
+        body["error"]["details"] = details
+    response = Response(orjson.dumps(body), status=status, mimetype=JSON)
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
@@ -159,7 +168,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
         message = error.message
         for secret in proxy.secrets:  # an upstream may echo the proxy's own key back ("Incorrect API key: sk-…")
             message = message.replace(secret, "[REDACTED]")
-        return _error_response(error.status, error.error_type, message, error.headers)
+        return _error_response(error.status, error.error_type, message, error.headers, error.details)
 
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
