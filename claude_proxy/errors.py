@@ -15,7 +15,6 @@ from claude_proxy.translate.errors import envelope, error_type_for_status
 class ProxyError(Exception):
     status = 500
     error_type = "api_error"
-    details: dict[str, Any] | None = None  # Anthropic's `error.details` (e.g. error_code), when there is one
 
     def __init__(
         self,
@@ -24,8 +23,10 @@ class ProxyError(Exception):
         status: int | None = None,
         error_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = dict(details) if details else None  # `error.details` (e.g. an error_code SDKs act on)
         self.message = message
         if status is not None:
             self.status = status
@@ -35,10 +36,10 @@ class ProxyError(Exception):
         self.headers = dict(headers or {})
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
-        body = envelope(self.error_type, self.message, request_id)
-        if self.details is not None:
-            body["error"]["details"] = self.details
-        return body
+        found = envelope(self.error_type, self.message, request_id)
+        if self.details:
+            found["error"]["details"] = self.details
+        return found
 
 
 class InvalidRequest(ProxyError):

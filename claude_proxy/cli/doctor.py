@@ -21,7 +21,7 @@ from typing import IO, Any
 import orjson
 
 from claude_proxy.cli.main import PROG, build_parser, resolve
-from claude_proxy.config.loader import Config, ConfigError, ProviderConfig, RetryPolicy, Timeouts
+from claude_proxy.config.loader import Config, ConfigError, ProviderConfig, RetryPolicy, Timeouts, fast_paths_enabled
 from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.pipeline.journal import Journal, redact
 from claude_proxy.pipeline.outcome import Outcome
@@ -180,7 +180,9 @@ def _list_models(config: Config, key: str, timeout: float) -> list[str]:
     from claude_proxy.upstream.client import Upstream
 
     provider = config.providers[key]
-    upstream = Upstream(provider, config.timeouts, RetryPolicy(max_retries=0), pool_size=1)
+    upstream = Upstream(
+        provider, config.timeouts, RetryPolicy(max_retries=0), pool_size=1, fast_paths=fast_paths_enabled(config)
+    )
     try:
         headers = upstream.auth_headers(None)
         path = "/models"

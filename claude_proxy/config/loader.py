@@ -39,6 +39,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DROP = ("betas", "anthropic_beta", "context_management", "reasoning_effort")
 CONFIG_ENV = "CLAUDE_PROXY_CONFIG"
 AUTH_KEYS_ENV = "CLAUDE_PROXY_AUTH_KEYS"
+FAST_PATHS_ENV = "CLAUDE_PROXY_FAST_PATHS"
+_OFF = frozenset({"0", "false", "no", "off"})
+_ON = frozenset({"1", "true", "yes", "on"})
 
 
 class ConfigError(Exception):
@@ -105,6 +108,7 @@ class Config:
     log_bodies: bool = False
     workers: int = 2
     threads: int = 256  # per worker: each open stream holds one (see BENCHMARKS.md, scenario 3)
+    fast_paths: bool = True  # speed code on library internals (docs/internals-ledger.md); see fast_paths_enabled
     source: str | None = None
     # Several providers: `provider` is the default one (the seed's [provider] table, named "default").
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
@@ -134,6 +138,22 @@ class Config:
             return windows[model]
         matches = [(len(k.replace("*", "").replace("?", "")), v) for k, v in windows.items() if fnmatch.fnmatchcase(model, k)]
         return max(matches)[1] if matches else None
+
+
+def fast_paths_enabled(config: Config | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the speed code on library internals (upstream/fastpath, server/) may run.
+
+    `CLAUDE_PROXY_FAST_PATHS` (0/false/no/off or 1/true/yes/on) overrides `[server] fast_paths`,
+    so an operator can turn it all off without editing the file; anything else in the variable
+    is ignored. Without a config the default is on.
+    """
+    env = os.environ if env is None else env
+    value = env.get(FAST_PATHS_ENV, "").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON:
+        return True
+    return config.fast_paths if config is not None else True
 
 
 def search_paths(explicit: str | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -215,6 +235,7 @@ SERVER_KEYS = {
     "workers",
     "threads",
     "ping_interval",
+    "fast_paths",
 }
 UPSTREAM_KEYS = {"connect_timeout", "read_timeout", "timeout", "max_retries", "retry_base_delay", "retry_max_delay"}
 PARAMS_KEYS = {"drop", "forward_unknown", "extra"}
@@ -538,6 +559,7 @@ def load_config(
         log_bodies=server.get("log_bodies", bool, "true or false", False),
         workers=server.integer("workers", Config.workers, 1, 64),
         threads=server.integer("threads", Config.threads, 1, 1024),
+        fast_paths=server.get("fast_paths", bool, "true or false", True),
         source=None if where.startswith("<") else where,
         telemetry=TelemetrySettings(
             enabled=telemetry.get("enabled", bool, "true or false", None),

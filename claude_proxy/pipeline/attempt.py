@@ -11,7 +11,7 @@ import orjson
 
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config
-from claude_proxy.errors import UpstreamHTTPError, UpstreamUnavailable
+from claude_proxy.errors import InvalidRequest, UpstreamHTTPError, UpstreamUnavailable
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.credentials import Credentials
 from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
@@ -20,7 +20,9 @@ from claude_proxy.pipeline.route import Attempt
 from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, sse, translate_stream
 from claude_proxy.search import SearchTurn, UpstreamCaller, WebSearch
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
+from claude_proxy.translate.errors import thread_refusal
 from claude_proxy.translate.inband import inband_error
+from claude_proxy.translate.overflow import overflow_error
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id
@@ -74,11 +76,18 @@ class OpenAIAttempts:
         session: str | None = None,
     ) -> Reply:
         provider, upstream, model = attempt.provider, attempt.upstream, attempt.target.model
+        refusal = thread_refusal(body)  # a server-side thread cannot be held here: the SDKs' recoverable 400
+        if refusal is not None:
+            raise InvalidRequest(refusal["error"]["message"], details=refusal["error"]["details"])
         auth = self.credentials.openai_headers(headers, provider, upstream)
         forward = {}
         if self.config.forward_unknown:
             forward = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in self.config.drop}
         translation = translate_request(body, model=model, dialect=provider.dialect, forward=forward, session=session)
+        window = self.config.context_window(model)
+        too_long = overflow_error(translation.context.prompt_tokens(), window) if window else None
+        if too_long is not None:  # answered as Anthropic would, so the client compacts; no upstream call spent
+            raise InvalidRequest(too_long["error"]["message"])
         out_headers = {**auth, "X-Request-Id": outcome.request_id, "User-Agent": f"claude-proxy/{__version__}"}
         if stream:
             out_headers["Accept"] = SSE
@@ -104,7 +113,7 @@ class OpenAIAttempts:
                     retry=attempt.last,
                 )
                 if stream:  # an error as the first event is an HTTP error: read it before committing the 200
-                    opened = open_stream(response, deadline, upstream)
+                    opened = open_stream(response, deadline, upstream, translation.context.prompt_tokens)
                 break
             except UpstreamHTTPError as error:
                 # A 400 that names a limit we can honour (max_tokens, stream_options) gets one more try.
@@ -129,7 +138,7 @@ class OpenAIAttempts:
         if payload is not None:
             outcome.upstream_error = True
             # an error inside a 200 (OpenRouter) is the upstream's error like any other: same fallback rules
-            raise inband_failure(payload, provider.name)
+            raise inband_failure(payload, provider.name, translation.context.prompt_tokens())
         message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
         outcome.answer(message["usage"], message["stop_reason"])
         self.recorder.finish(outcome, 200)
@@ -147,7 +156,9 @@ class OpenAIAttempts:
         batches = turn.stream(caller, body)  # the first upstream call happens here: its failure falls back
         return Reply(200, self._search_pump(turn, batches, outcome), SSE, dict(STREAM_HEADERS))
 
-    def _search_pump(self, turn: SearchTurn, batches: Iterator[list[dict[str, Any]]], outcome: Outcome) -> Iterator[bytes]:
+    def _search_pump(
+        self, turn: SearchTurn, batches: Iterator[list[dict[str, Any]]], outcome: Outcome
+    ) -> Iterator[bytes]:
         disconnected = False
         metrics.stream_started()
         try:
@@ -164,4 +175,3 @@ class OpenAIAttempts:
             if disconnected and turn.stop_reason is None:
                 outcome.error_type, outcome.error = CLIENT_DISCONNECTED, "client closed the connection mid-stream"
             self.recorder.finish(outcome, 200)
-

@@ -32,7 +32,9 @@ class Catalog:
         upstream: Upstream,
         router: Router,
         auth: Callable[[Mapping[str, str]], dict[str, str]],
+        label: Callable[[str], str] = str,
     ) -> None:
+        self.label = label  # a provider as headers and logs name it
         self.config = config
         self.upstream = upstream
         self.router = router
@@ -64,17 +66,19 @@ class Catalog:
         return ids
 
     def entries(self, headers: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Every name a client can send, once: the configured ones (config/discovery.py: [models] names and
-        route targets, each saying what serves it), those again under DISCOVERY_PREFIX where Claude Code's
-        picker would filter them out, then what the default provider lists."""
-        configured = configured_models(self.config)
+        """Every name a client can send, once: every configured name (with a display_name saying which provider
+        and model serve it), every target as "PROVIDER,MODEL" when there is more than one provider to choose
+        from, those again under DISCOVERY_PREFIX where Claude Code's picker would filter them out, then what
+        the default provider lists."""
+        several = len(self.config.providers) > 1
+        configured = [e for e in configured_models(self.config, self.label) if several or "," not in e["id"]]
         objects = {entry["id"]: entry for entry in configured}
         for entry in configured:
             if not LOOKS_LIKE_CLAUDE.search(entry["id"]):
                 alias = DISCOVERY_PREFIX + entry["id"]
                 objects.setdefault(alias, model_entry(alias, entry["display_name"]))
         for name in self.upstream_model_ids(headers):
-            objects.setdefault(name, model_entry(name))
+            objects.setdefault(name, model_object(name))
         return list(objects.values())
 
     def models(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
@@ -92,7 +96,11 @@ class Catalog:
         )
         if not known:
             raise NotFound(f"model '{model_id}' is not mapped by claude-proxy nor listed by the upstream")
-        return json_reply(model_entry(model_id))
+        return json_reply(model_object(model_id))
+
+
+def model_object(name: str) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
 
 
 def page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:

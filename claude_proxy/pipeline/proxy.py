@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from claude_proxy import __version__
-from claude_proxy.config.loader import Config
+from claude_proxy.config.loader import Config, fast_paths_enabled
 from claude_proxy.errors import InvalidRequest, ProxyError
 from claude_proxy.pipeline.attempt import OpenAIAttempts
 from claude_proxy.pipeline.catalog import Catalog
@@ -28,10 +28,9 @@ from claude_proxy.pipeline.reply import JSON, Reply, decode_json, json_reply, to
 from claude_proxy.pipeline.route import Attempt
 from claude_proxy.pipeline.tracing import tracing_for
 from claude_proxy.pipeline.validate import validate_messages_request
-from claude_proxy.routing.router import Plan, ProviderHealth, Router
+from claude_proxy.routing.router import ProviderHealth, Router
 from claude_proxy.routing.targets import DEFAULT_PROVIDER
 from claude_proxy.translate.caching import session_id
-from claude_proxy.translate.errors import thread_refusal
 from claude_proxy.translate.tokens import estimate_input_tokens
 from claude_proxy.upstream.client import Upstream, host_of
 
@@ -50,11 +49,14 @@ class Proxy:
     def __init__(self, config: Config, upstream: Upstream | None = None, journal: Journal | None = None) -> None:
         self.config = config
         self.provider = config.provider
-        self.upstream = upstream or Upstream(config.provider, config.timeouts, config.retry, pool_size=config.threads)
+        fast = fast_paths_enabled(config)  # [server] fast_paths, overridden by CLAUDE_PROXY_FAST_PATHS
+        self.upstream = upstream or Upstream(
+            config.provider, config.timeouts, config.retry, pool_size=config.threads, fast_paths=fast
+        )
         self.upstreams: dict[str, Upstream] = {
             name: self.upstream
             if name == config.default_provider
-            else Upstream(provider, config.timeouts, config.retry, pool_size=config.threads)
+            else Upstream(provider, config.timeouts, config.retry, pool_size=config.threads, fast_paths=fast)
             for name, provider in config.providers.items()
         }
         self.router = Router(config.models, config.routes, config.providers, config.default_provider, config.routing)
@@ -68,7 +70,7 @@ class Proxy:
         self.chains = Chains(config, self.upstreams, self.health_of, self.recorder, self.label)
         self.openai = OpenAIAttempts(config, self.credentials, self.recorder)
         self.passthrough = Passthrough(self.credentials, self.recorder)
-        self.catalog = Catalog(config, self.upstream, self.router, self._default_auth)
+        self.catalog = Catalog(config, self.upstream, self.router, self._default_auth, self.label)
         self.tracing = tracing_for(config, os.environ)
 
     def close(self) -> None:
@@ -122,7 +124,6 @@ class Proxy:
         outcome.route, outcome.stream = plan.route, stream
         outcome.session_id = _header_id(headers, "x-claude-code-session-id")
         outcome.prompt_id = _header_id(headers, "x-claude-code-prompt-id")
-        self._refuse_thread(body, plan)
 
         session = session_id(body, headers)  # Claude Code's session: cache key, affinity, sticky target
 
@@ -132,20 +133,6 @@ class Proxy:
             return self.openai.send(attempt, body, headers, outcome, stream, deadline, session)
 
         return self.chains.serve(plan, outcome, serve, session)
-
-    def _refuse_thread(self, body: dict[str, Any], plan: Plan) -> None:
-        """A server-side message thread (the SDKs' tool runners ask for one) is refused with the 400 the SDKs
-        recover from by re-sending the whole history — unless every target of the chain is an Anthropic API
-        that holds threads itself. A continued turn carries only the new messages: forwarding it to a
-        provider without the thread would silently drop the conversation."""
-        refusal = thread_refusal(body)
-        if refusal is None:
-            return
-        if all(self.config.providers[t.provider].format == "anthropic" for t in plan.chain):
-            return
-        error = InvalidRequest(refusal["error"]["message"])
-        error.details = refusal["error"].get("details")
-        raise error
 
     # -- other endpoints --------------------------------------------------------------
 

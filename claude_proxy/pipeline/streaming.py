@@ -7,7 +7,7 @@ request's outcome exactly once — also when the client hangs up (GeneratorExit)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
 from claude_proxy.translate import SSEParser, StreamTranslator, format_events
 from claude_proxy.translate.errors import envelope, from_upstream_response, upstream_error_message
 from claude_proxy.translate.inband import inband_error, inband_error_status
+from claude_proxy.translate.overflow import upstream_overflow
 from claude_proxy.translate.sse import SSEError, SSEEvent
 from claude_proxy.upstream.client import PING, Upstream
 
@@ -51,7 +52,7 @@ class Opened:
     pinged: bool = False  # the first read stopped at a ping interval of silence
 
 
-def open_stream(response: Any, deadline: float, upstream: Upstream) -> Opened:
+def open_stream(response: Any, deadline: float, upstream: Upstream, estimate: Callable[[], int]) -> Opened:
     """Read the upstream stream up to its first event, so that an error there is an HTTP error.
 
     A 200 whose first event is an error (SGLang's `data: {"error": …}`, OpenRouter's `choices[0].error`
@@ -83,7 +84,7 @@ def open_stream(response: Any, deadline: float, upstream: Upstream) -> Opened:
             except orjson.JSONDecodeError:
                 payload = None
             if payload is not None:
-                raise inband_failure(payload, upstream.provider.name)
+                raise inband_failure(payload, upstream.provider.name, estimate())
     except SSEError as exc:
         response.close()
         raise UpstreamUnavailable(f"{upstream.provider.name}: {exc}") from None
@@ -99,9 +100,13 @@ def _first_data(opened: Opened) -> str | None:
     return next((event.data for event in opened.events if event.data.strip()), None)
 
 
-def inband_failure(payload: Any, provider: str) -> UpstreamHTTPError:
-    """An error an upstream put inside a 200, as the HTTP error it stands for (same envelope as a real one)."""
+def inband_failure(payload: Any, provider: str, estimate: int | None = None) -> UpstreamHTTPError:
+    """An error an upstream put inside a 200, as the HTTP error it stands for (same envelope as a real one);
+    a context overflow is Anthropic's 'prompt is too long' 400, so clients compact (translate/overflow.py)."""
     raw = orjson.dumps(payload)
+    overflow = upstream_overflow(payload, upstream_error_message(payload) or "", estimate)
+    if overflow is not None:
+        return UpstreamHTTPError(400, overflow, raw=raw, content_type="application/json")
     if upstream_error_message(payload) is None:  # no message to show: say what happened, not the raw JSON
         payload = {"error": {"message": "upstream returned an error"}}
     status, body = from_upstream_response(inband_error_status(payload), orjson.dumps(payload), provider)

@@ -49,7 +49,7 @@ def _error_response(
 ) -> Response:
     request_id = g.get("request_id")
     body = envelope(error_type, message, request_id)
-    if details is not None:  # e.g. the thread refusal's error_code, which the SDKs recover from
+    if details:
         body["error"]["details"] = details
     response = Response(orjson.dumps(body), status=status, mimetype=JSON)
     for key, value in (headers or {}).items():

@@ -212,7 +212,7 @@ def test_models_lists_mapped_names_then_the_upstreams(proxy: ProxyServer, upstre
     assert page["data"][0] == {
         "type": "model",
         "id": "claude-sonnet-5",
-        "display_name": "claude-sonnet-5 → big-model on default",  # which provider and model serve it
+        "display_name": "claude-sonnet-5 → big-model on custom",  # which provider and model serve it
         "created_at": "1970-01-01T00:00:00Z",
     }
     assert (page["has_more"], page["first_id"], page["last_id"]) == (False, "claude-sonnet-5", "fake-model-2")

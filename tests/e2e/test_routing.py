@@ -597,10 +597,10 @@ def test_model_discovery_for_claude_codes_picker(proxy: ProxyServer, main: FakeU
     entries = {m["id"]: m["display_name"] for m in listing.json()["data"]}
     picker = {i: d for i, d in entries.items() if re.search("claude|anthropic", i, re.IGNORECASE)}
     # a [models] name, its chain spelled out
-    assert picker["claude-proxy/main-then-backup"] == "main-then-backup → main-model on default, then 1 fallback(s)"
+    assert picker["claude-proxy/main-then-backup"] == "main-then-backup → main-model on custom, then 1 fallback(s)"
     # a route target and a [models] target, under the prefix because their own names would be filtered out
     assert picker["claude-proxy/backup,subagent-model"] == "subagent-model on backup (route subagent)"
-    assert picker["claude-proxy/default,think-model"] == "think-model on default (route think)"
+    assert picker["claude-proxy/default,think-model"] == "think-model on custom (route think)"
     # a target that already looks like Claude is listed as itself only
     assert picker["anth,claude-real-model"] == "claude-real-model on anth ([models] main-then-anth)"
     assert "claude-proxy/anth,claude-real-model" not in entries
@@ -617,7 +617,11 @@ def test_model_discovery_for_claude_codes_picker(proxy: ProxyServer, main: FakeU
     assert [r.json["model"] for r in sent.of(backup)] == ["subagent-model"]
     assert [r.json["model"] for r in sent.of(main)] == ["main-model"]
     one = requests.get(proxy.url + "/v1/models/claude-proxy/main-only", headers={"x-api-key": "k"}, timeout=5)
-    assert one.json() == {**one.json(), "id": "claude-proxy/main-only", "display_name": "main-only → main-model on default"}
+    assert one.json() == {
+        **one.json(),
+        "id": "claude-proxy/main-only",
+        "display_name": "main-only → main-model on custom",
+    }
 
 
 def test_models_page_like_anthropic(proxy: ProxyServer) -> None:

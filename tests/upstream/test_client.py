@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,11 +11,12 @@ from typing import Any
 import pytest
 import requests
 import responses
+import urllib3.exceptions
 
 from claude_proxy.config.loader import ProviderConfig, RetryPolicy, Timeouts, load_config
 from claude_proxy.errors import UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.translate.dialect import Dialect
-from claude_proxy.upstream import client as upstream_module
+from claude_proxy.upstream import retry as retry_module
 from claude_proxy.upstream.client import Upstream, retry_after_seconds
 from tests.support.upstream import closed_port
 
@@ -65,6 +67,15 @@ def mock() -> Iterator[responses.RequestsMock]:
         yield rsps
 
 
+def refused(url: str = URL) -> requests.ConnectionError:
+    """What requests raises for a refused connection: ConnectionError(MaxRetryError(reason=
+    NewConnectionError(...) from ConnectionRefusedError)), built as urllib3 builds it."""
+    cause = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    new = urllib3.exceptions.NewConnectionError(None, f"Failed to establish a new connection: {cause}")
+    new.__cause__ = cause
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, url, new))
+
+
 def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind}}
 
@@ -73,7 +84,7 @@ def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
 
 
 def test_connection_errors_are_retried_the_configured_number_of_times(mock: responses.RequestsMock) -> None:
-    mock.add("POST", URL, body=requests.ConnectionError("refused"))
+    mock.add("POST", URL, body=refused())
     client = Client(max_retries=3)
     with pytest.raises(UpstreamUnavailable) as info:
         client.post()
@@ -262,7 +273,7 @@ def test_backoff_is_exponential_jittered_and_never_above_max_delay(
     mock: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, jitter: str, expected: list[float]
 ) -> None:
     """base 0.1, max 1.0: base·2ⁿ plus up to one base of jitter, never above the maximum."""
-    monkeypatch.setattr(upstream_module.random, "uniform", lambda a, b: a if jitter == "low" else b)
+    monkeypatch.setattr(retry_module.random, "uniform", lambda a, b: a if jitter == "low" else b)
     mock.add("POST", URL, status=503, json=error_body("busy"))
     client = Client(max_retries=5, base_delay=0.1, max_delay=1.0)
     with pytest.raises(UpstreamHTTPError):
@@ -429,13 +440,14 @@ def test_streaming_requests_ask_for_an_uncompressed_body(mock: responses.Request
     assert b"".join(p for p in client.upstream.iter_body(response, time.monotonic() + 5)) == b"data: [DONE]\n\n"
 
 
-def test_a_configured_key_wins_over_credentials_in_the_base_url() -> None:
+def test_a_configured_key_wins_over_credentials_in_the_base_url(mock: responses.RequestsMock) -> None:
     # a gateway URL with user:pass@ gets Basic auth only when no provider key is configured
     config = load_config(
         data={"provider": {"name": "custom", "base_url": "http://u:p@127.0.0.1:9/v1", "api_key": "sk-key-123"}}, env={}
     )
+    mock.add("POST", "http://u:p@127.0.0.1:9/v1/chat/completions", json={})
     upstream = Upstream(config.provider)
-    with_key = upstream._prepare("POST", "/chat/completions", upstream.auth_headers(), b"{}")
-    assert with_key.headers["Authorization"] == "Bearer sk-key-123"
-    without_key = upstream._prepare("POST", "/chat/completions", {}, b"{}")
-    assert without_key.headers["Authorization"] == "Basic dTpw"  # base64("u:p")
+    upstream.post_json("/chat/completions", b"{}", upstream.auth_headers())
+    assert mock.calls[0].request.headers["Authorization"] == "Bearer sk-key-123"
+    upstream.post_json("/chat/completions", b"{}", {})
+    assert mock.calls[1].request.headers["Authorization"] == "Basic dTpw"  # base64("u:p")

@@ -12,9 +12,6 @@ Every proxied call is one request and one response on a kept-alive connection, s
   what every provider sends, are read straight into the same `HTTPMessage` the parser would
   build; anything else (folded lines, a line without a colon, a missing blank line) goes
   through the standard parser, so its answers and its defects are unchanged.
-- `http.client` checks and encodes every header line of every request, though nearly all of
-  them (content type, key, user agent, accept-encoding) are the same on each call. A line it
-  made once is remembered and used again as it is.
 
 Only the header parser differs: the response's `begin` is the standard library's own code.
 `requests` and urllib3 stay in charge of pooling, timeouts, retries and errors.
@@ -38,11 +35,6 @@ MAX_HEADERS = 100  # has none of its own: its `_MAXLINE` / `_MAXHEADERS` are rea
 # visible characters other than ':', a colon, and a value with no line break inside.
 _PLAIN_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r?\n")
 _END = (b"\r\n", b"\n")
-
-# Request header lines as `http.client.putheader` made them, by (name, values). Per-request
-# values (request ids, lengths) pass through too, so the table is emptied when full.
-_HEADER_LINES: dict[tuple[Any, ...], bytes] = {}
-MAX_HEADER_LINES = 512
 
 
 def read_header_lines(fp: Any, max_headers: int | None = None) -> list[bytes]:
@@ -103,32 +95,16 @@ class _OneSend:
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **options: Any) -> None:
         if not isinstance(body, bytes) or options.get("chunked"):
-            return super().request(method, url, body, headers, **options)  # type: ignore[misc,no-any-return]
+            return super().request(method, url, body, headers, **options)
         self._held = b""
         try:
-            super().request(method, url, body, headers, **options)  # type: ignore[misc]
+            super().request(method, url, body, headers, **options)
         except BaseException:
             self._held = None  # the request failed: no half of it goes out
             raise
         held, self._held = self._held, None
         if held:  # the head of a request with an empty body
-            super().send(held)  # type: ignore[misc]
-
-    def putheader(self, header: Any, *values: Any) -> None:
-        key = (header, *values)
-        try:
-            line = _HEADER_LINES.get(key)
-        except TypeError:  # an unhashable value: http.client will say what it thinks of it
-            line, key = None, None
-        if line is not None and getattr(self, "_HTTPConnection__state", None) == http.client._CS_REQ_STARTED:
-            self._buffer.append(line)  # type: ignore[attr-defined]
-            return
-        before = len(self._buffer)  # type: ignore[attr-defined]
-        super().putheader(header, *values)  # type: ignore[misc]  # checks, encodes, or refuses
-        if key is not None and len(self._buffer) == before + 1:  # type: ignore[attr-defined]
-            if len(_HEADER_LINES) >= MAX_HEADER_LINES:
-                _HEADER_LINES.clear()
-            _HEADER_LINES[key] = self._buffer[-1]  # type: ignore[attr-defined]
+            super().send(held)
 
     def send(self, data: Any) -> None:
         if self._held is not None and isinstance(data, bytes):
@@ -136,14 +112,14 @@ class _OneSend:
                 self._held = data  # the head: wait for the body
                 return
             data, self._held = self._held + data, None  # one body chunk (bytes): nothing more to hold
-        super().send(data)  # type: ignore[misc]
+        super().send(data)
 
 
-class LeanHTTPConnection(_OneSend, HTTPConnection):  # type: ignore[misc]
+class LeanHTTPConnection(_OneSend, HTTPConnection):
     pass
 
 
-class LeanHTTPSConnection(_OneSend, HTTPSConnection):  # type: ignore[misc]
+class LeanHTTPSConnection(_OneSend, HTTPSConnection):
     pass
 
 

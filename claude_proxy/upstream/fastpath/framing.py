@@ -1,6 +1,6 @@
 """HTTP/1.1 response body framing as pure decoders: bytes in as they arrive, payload out.
 
-`upstream.py` reads streamed bodies straight from the socket (one `recv` per arrival instead of
+`socketbody.py` reads streamed bodies straight from the socket (one `recv` per arrival instead of
 http.client's size-line/data/CRLF reads, and no probing whether a read would block), so the
 framing http.client would have undone is undone here. No I/O: every split of the input gives the
 same payload, which is what the tests check.
@@ -9,6 +9,7 @@ same payload, which is what the tests check.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 MAX_LINE = 64 << 10  # a chunk-size or trailer line longer than this is not HTTP
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -120,3 +121,34 @@ def decoder_for(chunked: bool, length: int | None) -> BodyDecoder:
     if length is not None:
         return LengthDecoder(length)
     return UntilCloseDecoder()
+
+
+def _tokens(value: str | None) -> list[str]:
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+def decoder_from_headers(headers: Mapping[str, str], status: int, method: str | None = None) -> BodyDecoder:
+    """The body's framing decided from the response head (RFC 9112 §6.3), as http.client decides it."""
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return LengthDecoder(0)
+    codings = _tokens(headers.get("transfer-encoding"))
+    if codings:
+        return ChunkedDecoder() if codings[-1] == "chunked" else UntilCloseDecoder()
+    lengths = {v.strip() for v in (headers.get("content-length") or "").split(",") if v.strip()}
+    if len(lengths) == 1:
+        (text,) = lengths
+        if text.isdigit():
+            return LengthDecoder(int(text))
+    return UntilCloseDecoder()  # no length, or one that cannot be trusted: the body ends at close
+
+
+def keeps_alive(headers: Mapping[str, str], version: int) -> bool:
+    """Whether the connection may carry another request after this body (http.client's `will_close`, negated)."""
+    connection = _tokens(headers.get("connection"))
+    if "close" in connection:
+        return False
+    if version >= 11:
+        return True
+    return "keep-alive" in connection or "keep-alive" in _tokens(headers.get("proxy-connection")) or bool(
+        headers.get("keep-alive")
+    )
