@@ -17,17 +17,12 @@ from claude_proxy.pipeline.credentials import Credentials
 from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
 from claude_proxy.pipeline.reply import SSE, STREAM_HEADERS, Reply, json_reply
 from claude_proxy.pipeline.route import Attempt
-from claude_proxy.pipeline.streaming import sse, translate_stream
+from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, sse, translate_stream
 from claude_proxy.search import SearchTurn, UpstreamCaller, WebSearch
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
-from claude_proxy.translate.errors import (
-    TYPE_STATUS,
-    envelope,
-    thread_refusal,
-    upstream_error_message,
-    upstream_error_type,
-)
-from claude_proxy.translate.overflow import overflow_error, upstream_overflow
+from claude_proxy.translate.errors import thread_refusal
+from claude_proxy.translate.inband import inband_error
+from claude_proxy.translate.overflow import overflow_error
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id
@@ -106,6 +101,7 @@ class OpenAIAttempts:
             caller = UpstreamCaller(upstream, out_headers, deadline, stream=stream, retry=attempt.last)
             return self._search_reply(prepared.turn, caller, out_body, outcome, stream)
         second_chance = True
+        opened: Opened | None = None
         while True:
             try:
                 response = upstream.post_json(
@@ -116,6 +112,8 @@ class OpenAIAttempts:
                     deadline=deadline,
                     retry=attempt.last,
                 )
+                if stream:  # an error as the first event is an HTTP error: read it before committing the 200
+                    opened = open_stream(response, deadline, upstream, translation.context.prompt_tokens)
                 break
             except UpstreamHTTPError as error:
                 # A 400 that names a limit we can honour (max_tokens, stream_options) gets one more try.
@@ -126,32 +124,25 @@ class OpenAIAttempts:
                 out_body, note = fix
                 self.lessons.learn(key, note)
                 outcome.adjusted = note
-        if stream:
+        if opened is not None:
             translation.context.prompt_tokens()  # now, so the stream does not hold the request body
             translator = StreamTranslator(translation.context, message_id=new_message_id())
-            pump = translate_stream(response, translator, outcome, deadline, upstream, self.recorder)
+            pump = translate_stream(opened, response, translator, outcome, deadline, upstream, self.recorder)
             return Reply(200, pump, SSE, dict(STREAM_HEADERS))
         content = upstream.read(response, deadline)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamUnavailable(f"{provider.name}: upstream answered with a body that is not JSON") from None
-        if not isinstance(data, dict) or data.get("error") or _choice_error(data):
-            payload_error = data if not isinstance(data, dict) or data.get("error") else _choice_error(data)
-            message = upstream_error_message(payload_error) or "upstream returned an error"
-            overflow = upstream_overflow(payload_error, message, translation.context.prompt_tokens())
-            if overflow is not None:
-                raise UpstreamHTTPError(400, overflow)
-            error_type = upstream_error_type(payload_error) or "api_error"
-            status = 502 if error_type == "api_error" else TYPE_STATUS.get(error_type, 502)
+        payload = inband_error(data) if isinstance(data, dict) else (data or {"error": "upstream returned an error"})
+        if payload is not None:
             outcome.upstream_error = True
             # an error inside a 200 (OpenRouter) is the upstream's error like any other: same fallback rules
-            raise UpstreamHTTPError(status, envelope(error_type, f"{provider.name}: {message}"))
+            raise inband_failure(payload, provider.name, translation.context.prompt_tokens())
         message = openai_to_anthropic(data, translation.context, message_id=new_message_id())
         outcome.answer(message["usage"], message["stop_reason"])
         self.recorder.finish(outcome, 200)
         return json_reply(message)
-
 
     def _search_reply(
         self, turn: SearchTurn, caller: UpstreamCaller, body: dict[str, Any], outcome: Outcome, stream: bool
@@ -165,7 +156,9 @@ class OpenAIAttempts:
         batches = turn.stream(caller, body)  # the first upstream call happens here: its failure falls back
         return Reply(200, self._search_pump(turn, batches, outcome), SSE, dict(STREAM_HEADERS))
 
-    def _search_pump(self, turn: SearchTurn, batches: Iterator[list[dict[str, Any]]], outcome: Outcome) -> Iterator[bytes]:
+    def _search_pump(
+        self, turn: SearchTurn, batches: Iterator[list[dict[str, Any]]], outcome: Outcome
+    ) -> Iterator[bytes]:
         disconnected = False
         metrics.stream_started()
         try:
@@ -182,10 +175,3 @@ class OpenAIAttempts:
             if disconnected and turn.stop_reason is None:
                 outcome.error_type, outcome.error = CLIENT_DISCONNECTED, "client closed the connection mid-stream"
             self.recorder.finish(outcome, 200)
-
-
-def _choice_error(data: dict[str, Any]) -> Any:
-    for choice in data.get("choices") or []:
-        if isinstance(choice, dict) and choice.get("error"):
-            return {"error": choice["error"]}
-    return None

@@ -124,7 +124,7 @@ class Proxy:
     def _messages(self, raw: bytes, headers: Mapping[str, str], outcome: Outcome) -> Reply:
         body = self._validated(raw, outcome)
         stream = bool(body.get("stream"))
-        plan = self.router.plan(body)
+        plan = self.router.plan(body, headers)
         outcome.route, outcome.stream = plan.route, stream
         outcome.session_id = _header_id(headers, "x-claude-code-session-id")
         outcome.prompt_id = _header_id(headers, "x-claude-code-prompt-id")
@@ -146,7 +146,7 @@ class Proxy:
         try:
             body = self._validated(raw, outcome, count_tokens=True)
             # counted where the message would go: an Anthropic target counts exactly, others are estimated
-            attempt = self.chains.attempts(self.router.plan(body))[0]
+            attempt = self.chains.attempts(self.router.plan(body, headers))[0]
             attempt = Attempt(attempt.target, attempt.provider, attempt.upstream, attempt.label, last=True)
             outcome.provider, outcome.upstream_model = attempt.label, attempt.target.model
             if attempt.provider.format == "anthropic":

@@ -7,17 +7,20 @@ request's outcome exactly once — also when the client hangs up (GeneratorExit)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from claude_proxy.errors import ProxyError, UpstreamTimeout, UpstreamUnavailable
+from claude_proxy.errors import ProxyError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
 from claude_proxy.translate import SSEParser, StreamTranslator, format_events
-from claude_proxy.translate.errors import envelope
-from claude_proxy.translate.sse import SSEError
+from claude_proxy.translate.errors import envelope, from_upstream_response, upstream_error_message
+from claude_proxy.translate.inband import inband_error, inband_error_status
+from claude_proxy.translate.overflow import upstream_overflow
+from claude_proxy.translate.sse import SSEError, SSEEvent
 from claude_proxy.upstream.client import PING, Upstream
 
 INTERNAL = "claude-proxy internal error"
@@ -38,7 +41,80 @@ def is_json_response(response: Any) -> bool:
     return content_type.split(";")[0].strip().endswith("json")
 
 
+@dataclass
+class Opened:
+    """An OpenAI-format stream read up to its first event, before the client's 200 is committed."""
+
+    rest: Iterator[Any]  # the body from where the first read stopped (the same iterator, not a copy)
+    parser: SSEParser
+    events: list[SSEEvent] = field(default_factory=list)  # parsed, not yet translated
+    whole: bytearray | None = None  # a provider that ignored `stream: true`: its body so far
+    pinged: bool = False  # the first read stopped at a ping interval of silence
+
+
+def open_stream(response: Any, deadline: float, upstream: Upstream, estimate: Callable[[], int]) -> Opened:
+    """Read the upstream stream up to its first event, so that an error there is an HTTP error.
+
+    A 200 whose first event is an error (SGLang's `data: {"error": …}`, OpenRouter's `choices[0].error`
+    chunk) raises `UpstreamHTTPError` with the status it stands for — the attempt then treats it exactly
+    like that status (the one 400 recovery, a fallback chain's next target) and the client never sees a
+    200. The wait is bounded by the ping interval: when the upstream stays silent that long the stream is
+    committed and the pump's first bytes are a ping, so the client hears from us no later than it would
+    have without the look-ahead (nothing reaches it before the first event or ping either way: the server
+    sends the status line with the first body bytes). Only the first event is decoded twice; later chunks
+    pass through the pump untouched.
+    """
+    rest = upstream.iter_body(response, deadline)
+    opened = Opened(rest, SSEParser(), whole=bytearray() if is_json_response(response) else None)
+    try:
+        for piece in rest:
+            if piece is PING:
+                opened.pinged = True
+                return opened
+            if opened.whole is not None:
+                opened.whole += piece
+                continue
+            opened.events = opened.parser.feed(piece)
+            if any(event.data.strip() for event in opened.events):
+                break
+        first = _first_data(opened)
+        if first is not None and "error" in first:
+            try:
+                payload = inband_error(orjson.loads(first))
+            except orjson.JSONDecodeError:
+                payload = None
+            if payload is not None:
+                raise inband_failure(payload, upstream.provider.name, estimate())
+    except SSEError as exc:
+        response.close()
+        raise UpstreamUnavailable(f"{upstream.provider.name}: {exc}") from None
+    except ProxyError:
+        response.close()
+        raise
+    return opened
+
+
+def _first_data(opened: Opened) -> str | None:
+    if opened.whole is not None:
+        return opened.whole.decode("utf-8", "replace") if opened.whole else None
+    return next((event.data for event in opened.events if event.data.strip()), None)
+
+
+def inband_failure(payload: Any, provider: str, estimate: int | None = None) -> UpstreamHTTPError:
+    """An error an upstream put inside a 200, as the HTTP error it stands for (same envelope as a real one);
+    a context overflow is Anthropic's 'prompt is too long' 400, so clients compact (translate/overflow.py)."""
+    raw = orjson.dumps(payload)
+    overflow = upstream_overflow(payload, upstream_error_message(payload) or "", estimate)
+    if overflow is not None:
+        return UpstreamHTTPError(400, overflow, raw=raw, content_type="application/json")
+    if upstream_error_message(payload) is None:  # no message to show: say what happened, not the raw JSON
+        payload = {"error": {"message": "upstream returned an error"}}
+    status, body = from_upstream_response(inband_error_status(payload), orjson.dumps(payload), provider)
+    return UpstreamHTTPError(status, body, raw=raw, content_type="application/json")
+
+
 def translate_stream(
+    opened: Opened,
     response: Any,
     translator: StreamTranslator,
     outcome: Outcome,
@@ -46,17 +122,25 @@ def translate_stream(
     upstream: Upstream,
     recorder: Recorder,
 ) -> Iterator[bytes]:
-    """OpenAI chat-completion chunks in, Anthropic SSE out."""
-    parser = SSEParser()
+    """OpenAI chat-completion chunks in, Anthropic SSE out (from where `open_stream` stopped)."""
+    parser = opened.parser
     first_byte: float | None = None
     disconnected = False
     # A provider that ignores `stream: true` answers with one chat.completion body: translate it whole
     # (reading it as SSE finds no events, and Claude Code would re-send the turn without streaming).
-    whole: bytearray | None = bytearray() if is_json_response(response) else None
+    whole = opened.whole
     metrics.stream_started()
     try:
         try:
-            for piece in upstream.iter_body(response, deadline):
+            events = translator.ping() if opened.pinged else []
+            for event in opened.events:
+                events += translator.feed_data(event.data)
+                if translator.ended:
+                    break
+            if events:
+                first_byte = time.monotonic()
+                yield sse(events, recorder)
+            for piece in () if translator.ended else opened.rest:
                 if piece is PING:
                     events = translator.ping()
                 elif whole is not None:

@@ -1,14 +1,18 @@
 """Which target serves a request: scenario routes, model mappings, fallback chains, and
 the per-provider cool-down that keeps a dead provider from costing every request its timeout.
 
-Precedence (first match wins):
+Precedence (first match wins): what the client names, then what the request needs (a window, vision),
+then what Claude Code says it is (its headers), then what it looks like (model name, thinking):
   1. the client sent "PROVIDER,MODEL" as the model name → exactly that target;
   2. long_context — estimated input tokens above `long_context_threshold`;
   3. image — the request carries an image;
-  4. background — the model name looks like Claude Code's small/fast model (haiku-class);
-  5. think — thinking is enabled (type "enabled" or "adaptive");
-  6. [models] — the model name's mapping (exact, then most specific pattern);
-  7. otherwise the name passes through unchanged to the default provider.
+  4. compaction / subagent / auxiliary — Claude Code's `x-claude-code-request-class` header
+     (sent with CLAUDE_CODE_GATEWAY_HINT_HEADERS=1), or `x-claude-code-agent-id` (every subagent
+     request carries it, hint headers or not) → subagent;
+  5. background — the model name looks like Claude Code's small/fast model (haiku-class);
+  6. think — thinking is enabled (type "enabled" or "adaptive");
+  7. [models] — the model name's mapping (exact, then most specific pattern);
+  8. otherwise the name passes through unchanged to the default provider.
 A route that is not configured is simply skipped.
 """
 
@@ -22,9 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from claude_proxy.routing.sticky import DEFAULT_MAX_SESSIONS, DEFAULT_TTL_SECONDS, StickyMap, sticky_first
-from claude_proxy.routing.targets import Chain, ModelMap, Target, client_target, provider_aliases
+from claude_proxy.routing.targets import Chain, ModelMap, Target, client_target, provider_aliases, unprefixed
 
-SCENARIOS = ("long_context", "image", "background", "think")
+# What Claude Code 2.1.332 says a request is (spec/claude-code-2.1.332-wire.md §15, §17): the values of
+# `x-claude-code-request-class` that have a route of their own. `main` (and `workflow`, `side_reply`,
+# seen only in the binary) fall through to the other rules.
+REQUEST_CLASSES: dict[str, str] = {"compaction": "compaction", "subagent": "subagent", "auxiliary": "auxiliary"}
+REQUEST_CLASS_HEADER = "x-claude-code-request-class"
+AGENT_ID_HEADER = "x-claude-code-agent-id"  # on every subagent request, with or without hint headers
+SCENARIOS = ("long_context", "image", *dict.fromkeys(REQUEST_CLASSES.values()), "background", "think")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,14 @@ def _has_image(body: Mapping[str, Any]) -> bool:
     return False
 
 
+def request_class(headers: Mapping[str, str]) -> str | None:
+    """The route Claude Code's own headers name for a request (a REQUEST_CLASSES value), or None."""
+    kind = REQUEST_CLASSES.get(str(headers.get(REQUEST_CLASS_HEADER) or "").strip().lower())
+    if kind is None and headers.get(AGENT_ID_HEADER):
+        return "subagent"
+    return kind
+
+
 class Router:
     def __init__(
         self,
@@ -75,14 +93,17 @@ class Router:
         self.aliases = provider_aliases(providers, default_provider)
         self.config = config
 
-    def scenario(self, body: Mapping[str, Any]) -> str | None:
+    def scenario(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> str | None:
         """The scenario a request falls under, among the configured routes."""
         routes = self.routes
         if "long_context" in routes and _input_tokens(body) > self.config.long_context_threshold:
             return "long_context"
         if "image" in routes and _has_image(body):
             return "image"
-        model = str(body.get("model", ""))
+        kind = request_class(headers) if headers else None
+        if kind is not None and kind in routes:
+            return kind
+        model = unprefixed(str(body.get("model", "")))
         if "background" in routes and any(fnmatch.fnmatchcase(model, p) for p in self.config.background_models):
             return "background"
         thinking = body.get("thinking")
@@ -90,12 +111,13 @@ class Router:
             return "think"
         return None
 
-    def plan(self, body: Mapping[str, Any]) -> Plan:
-        model = str(body.get("model", ""))
+    def plan(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Plan:
+        """The route and chain for a request; `headers` are the client's (case-insensitive lookups)."""
+        model = unprefixed(str(body.get("model", "")))
         direct = client_target(model, self.providers, self.aliases)
         if direct is not None:
             return Plan("client", (direct,))
-        scenario = self.scenario(body)
+        scenario = self.scenario(body, headers)
         if scenario is not None:
             return Plan(scenario, self.routes[scenario])
         chain = self.models.chain(model)

@@ -30,7 +30,7 @@ Chain = tuple[Target, ...]
 def parse_target(
     text: str, providers: Collection[str], default: str = DEFAULT_PROVIDER, aliases: Mapping[str, str] | None = None
 ) -> Target:
-    """"PROVIDER,MODEL" or "MODEL"; raises ValueError naming what is wrong.
+    """ "PROVIDER,MODEL" or "MODEL"; raises ValueError naming what is wrong.
 
     `aliases` lets the default provider be named by its preset too ("deepseek,deepseek-chat").
     """
@@ -64,9 +64,17 @@ def parse_chain(
     raise ValueError(f"expected a target string or a list of targets, got {type(value).__name__}")
 
 
-def client_target(
-    name: str, providers: Collection[str], aliases: Mapping[str, str] | None = None
-) -> Target | None:
+# Claude Code's /model picker keeps only gateway ids that match /(claude|anthropic)/i (2.1.332, its
+# gateway model discovery); a name that does not is listed again under this prefix, which the router drops.
+DISCOVERY_PREFIX = "claude-proxy/"
+
+
+def unprefixed(name: str) -> str:
+    """A model name as the client means it: "claude-proxy/X" (picked in Claude Code's /model) is X."""
+    return name[len(DISCOVERY_PREFIX) :] if name.startswith(DISCOVERY_PREFIX) else name
+
+
+def client_target(name: str, providers: Collection[str], aliases: Mapping[str, str] | None = None) -> Target | None:
     """A model name the client sent as "PROVIDER,MODEL" selects that target directly."""
     if "," not in name:
         return None

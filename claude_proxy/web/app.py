@@ -29,7 +29,7 @@ from claude_proxy.translate.response import random_hex
 log = logging.getLogger("claude_proxy")
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-OPEN_ENDPOINTS = {"health", "root"}
+OPEN_ENDPOINTS = {"health", "root", "hello"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 # Beyond HTTP's hop-by-hop headers (werkzeug's list), these never cross the proxy either:
 # cookies are not the proxy's business, and the server frames the body itself.
@@ -190,6 +190,13 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     def root() -> Any:
         _only("GET")
         return {"name": "claude-proxy", "status": "ok", "provider": proxy.provider.name}
+
+    @bp.route("/api/hello", methods=ALL_METHODS, endpoint="hello")
+    def hello() -> Response:
+        """Claude Code 2.1.332's reachability probe (`HEAD /api/hello`, no credentials, before its first
+        request unless CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC is set): answered at once, open like /."""
+        _only("GET")
+        return Response(b"", status=200, content_type="text/plain")
 
     @bp.route("/health", methods=ALL_METHODS, endpoint="health")
     def health() -> Any:

@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.cc_scenario import TOOL_CALL_ID, UPSTREAM_KEY, UPSTREAM_MODEL, USAGE
+from tests.support.cc_scenario import (
+    SUBAGENT_MODEL,
+    SUBAGENT_REPORT,
+    TOOL_CALL_ID,
+    UPSTREAM_KEY,
+    UPSTREAM_MODEL,
+    USAGE,
+)
 from tests.support.claude_cli import ClaudeUnavailable, claude_binary, installed_version
 
 pytestmark = [pytest.mark.claude_code, pytest.mark.e2e]
@@ -125,7 +132,7 @@ def assert_well_formed_openai(body: dict[str, Any]) -> None:
     assert set(body) <= OPENAI_FIELDS, set(body) - OPENAI_FIELDS
     leaked = sorted({(path, key) for path, key in _keys(body) if key in ANTHROPIC_ONLY})
     assert not leaked, f"Anthropic-only keys sent upstream: {leaked}"
-    assert body["model"] == UPSTREAM_MODEL
+    assert body["model"] in (UPSTREAM_MODEL, SUBAGENT_MODEL)
     assert isinstance(body["max_tokens"], int) and body["max_tokens"] > 0
     for tool in body.get("tools", []):
         assert set(tool) == {"type", "function"} and tool["type"] == "function", tool
@@ -291,3 +298,27 @@ def test_claude_proxy_run_with_real_cli(claude: Path, tmp_path: Path) -> None:
     assert_upstream_requests(result)
     assert_tool_round_trip(result, requests_seen[0]["json"], requests_seen[1]["json"])
     assert [e["stop_reason"] for e in result["journal"]] == ["tool_use", "end_turn"], why
+
+
+def test_subagent_routed_by_claude_codes_headers(claude: Path, tmp_path: Path) -> None:
+    """CLAUDE_CODE_GATEWAY_HINT_HEADERS=1 and `[routes] subagent`: the main loop stays on [models], the subagent's
+    requests (x-claude-code-agent-id, request class "subagent") go to the subagent route's model, and the report
+    comes back to the parent as the Agent tool's result."""
+    result = run_scenario(claude, tmp_path, "--scenario", "subagent")
+    why = _describe(result)
+    output = result["cli_json"]
+    assert result["returncode"] == 0 and output is not None and output["is_error"] is False, why
+    assert SUBAGENT_REPORT in output["result"], why
+    assert_upstream_requests(result)
+    models = [r["json"]["model"] for r in result["upstream_requests"]]
+    assert models[0] == UPSTREAM_MODEL and SUBAGENT_MODEL in models and models[-1] == UPSTREAM_MODEL, models
+    routes = [(e["route"], e["upstream_model"]) for e in result["journal"] if e["endpoint"] == "messages"]
+    assert ("subagent", SUBAGENT_MODEL) in routes, routes
+    assert all(model == SUBAGENT_MODEL for route, model in routes if route == "subagent"), routes
+    assert all(route != "subagent" for route, model in routes if model == UPSTREAM_MODEL), routes
+    # the parent's last turn carries the subagent's report back as the Agent tool's result
+    last = result["upstream_requests"][-1]["json"]["messages"]
+    assert last[-1]["role"] == "tool" and SUBAGENT_REPORT in last[-1]["content"], last[-1]
+    # hint headers name each request; the prompt id ties the subagent to its parent's prompt
+    prompt_ids = {e.get("prompt_id") for e in result["journal"] if e["endpoint"] == "messages"}
+    assert len(prompt_ids) == 1 and None not in prompt_ids, prompt_ids

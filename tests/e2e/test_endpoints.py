@@ -188,6 +188,15 @@ def test_count_tokens_validates(proxy: ProxyServer) -> None:
     assert assert_error(response, 400, "invalid_request_error") == "messages: Shorter than minimum length 1."
 
 
+def test_head_api_hello_is_answered_at_once(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    seen = len(upstream.requests)
+    started = time.monotonic()
+    response = requests.head(proxy.url + "/api/hello", headers={"User-Agent": "Bun/1.4.6", "Accept": "*/*"}, timeout=5)
+    assert response.status_code == 200 and response.content == b""
+    assert time.monotonic() - started < 1.0
+    assert len(upstream.requests) == seen  # nothing asked upstream
+
+
 # -- models ----------------------------------------------------------------------------------------------------
 
 

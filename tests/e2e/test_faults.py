@@ -18,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from typing import Any
 
+import anthropic
 import pytest
+import requests
 
 from claude_proxy.config.loader import RetryPolicy, Timeouts, load_config
 from claude_proxy.errors import UpstreamHTTPError, UpstreamUnavailable
@@ -26,7 +28,14 @@ from claude_proxy.upstream.client import Upstream
 from tests.conftest import UPSTREAM_KEY, proxy_config
 from tests.support.grammar import check_grammar
 from tests.support.proxy_server import ProxyServer
-from tests.support.sse_client import assert_envelope, message_body, post_messages, stream_events, text_of
+from tests.support.sse_client import (
+    assert_envelope,
+    message_body,
+    parse_sse,
+    post_messages,
+    stream_events,
+    text_of,
+)
 from tests.support.upstream import (
     Close,
     FakeUpstream,
@@ -494,8 +503,8 @@ def test_clean_close_without_finish_reason_is_an_error(proxy: ProxyServer, upstr
         (["<html><body>502 Bad Gateway</body></html>\r\n"], "api_error", "cut off"),
         ([b"\xff\xfe\x00garbage\x00\n\n\x80\x81"], "api_error", "cut off"),
         (["event: message\nid: 7\nretry: 10\n: comment only\n\n"], "api_error", "cut off"),
-        (
-            [{"error": {"message": "The server is overloaded", "type": "overloaded_error"}}],
+        (  # after the first event (an error AS the first event is an HTTP error: test_first_event_error_*)
+            [chunk(content="so "), {"error": {"message": "The server is overloaded", "type": "overloaded_error"}}],
             "overloaded_error",
             "overloaded",
         ),
@@ -514,6 +523,101 @@ def test_malformed_streams_end_with_an_error_event(
     error = error_event(events)
     assert error["type"] == error_type and needle in error["message"], error
     assert_recovers(proxy, upstream)
+
+
+# -- an in-band error as the stream's first event is an HTTP error (issue 15 §6) -----------------------------------
+
+SGLANG_TOO_LONG = {  # SGLang answers an over-long prompt with 200 and this as the only event (sglang#20027)
+    "object": "error",
+    "message": "The input (40000 tokens) is longer than the model's context length (32768 tokens).",
+    "type": "BadRequestError",
+    "param": None,
+    "code": 400,
+}
+
+
+@pytest.mark.parametrize(
+    ("items", "status", "error_type", "needle"),
+    [
+        # an overflow is Anthropic's wording, so every client compacts (translate/overflow.py)
+        ([SGLANG_TOO_LONG], 400, "invalid_request_error", "prompt is too long: 40000 tokens > 32768 maximum"),
+        (
+            [{"error": {"message": "engine overloaded", "type": "BadRequestError", "code": 503}}],
+            503,
+            "overloaded_error",
+            "engine overloaded",
+        ),
+        (  # OpenRouter: choices[0].error with finish_reason "error", after its processing comments
+            [
+                ": OPENROUTER PROCESSING\n\n",
+                Sleep(0.05),
+                {
+                    "id": "gen-1",
+                    "object": "chat.completion.chunk",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": ""},
+                            "finish_reason": "error",
+                            "error": {"code": 429, "message": "Provider rate limited"},
+                        }
+                    ],
+                },
+            ],
+            429,
+            "rate_limit_error",
+            "Provider rate limited",
+        ),
+        ([{"error": {"message": "The server had an error", "type": "server_error"}}], 502, "api_error", "had an error"),
+    ],
+)
+def test_first_event_error_is_an_http_error(
+    proxy: ProxyServer, upstream: FakeUpstream, items: list[Any], status: int, error_type: str, needle: str
+) -> None:
+    upstream.enqueue(Stream(items, done=False))
+    _, events, response = stream_events(proxy.url)
+    assert events == []  # no 200, no stream: an envelope the SDKs raise as the matching status
+    message = assert_envelope(response, status, error_type)
+    assert needle in message
+    assert_recovers(proxy, upstream)
+
+
+def test_first_event_error_with_the_sdk(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    upstream.enqueue(Stream([SGLANG_TOO_LONG], done=False))
+    client = anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=10)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        with client.messages.stream(model="m", max_tokens=50, messages=[{"role": "user", "content": "x"}]) as s:
+            s.get_final_message()
+    assert raised.value.status_code == 400
+    assert "prompt is too long: 40000 tokens > 32768 maximum" in str(raised.value)
+
+
+def test_a_silent_upstream_commits_the_stream_at_the_ping_interval(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    # the look-ahead waits one ping interval (0.3 s here), no longer: then the client gets its 200 and pings,
+    # and an error that comes later is an `error` event as before
+    upstream.enqueue(Stream([Sleep(0.8), {"error": {"message": "late failure", "type": "server_error"}}], done=False))
+    started = time.monotonic()
+    response = requests.post(proxy.url + "/v1/messages", json=message_body(stream=True), stream=True, timeout=10)
+    headers_after = time.monotonic() - started
+    assert response.status_code == 200
+    assert headers_after < 0.75, headers_after
+    events = parse_sse(response.content)
+    assert events[0]["type"] == "message_start"
+    assert any(e["type"] == "ping" for e in events)
+    assert error_event(events)["message"].endswith("late failure")
+    assert_recovers(proxy, upstream)
+
+
+def test_first_event_ok_then_the_stream_is_unchanged(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    upstream.enqueue(
+        Stream(
+            [chunk("He", role="assistant"), Sleep(0.05), chunk("llo"), chunk(finish_reason="stop"), usage_chunk(5, 2)]
+        )
+    )
+    status, events, _ = stream_events(proxy.url)
+    assert status == 200
+    assert check_grammar(events).ending == "message"
+    assert text_of(events) == "Hello"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -143,6 +144,9 @@ def routing_config(main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream,
             "image": "anth,vision-model",
             "background": "backup,fast-model",
             "think": ["think-model", "backup,think-backup-model"],
+            "subagent": "backup,subagent-model",
+            "auxiliary": ["dead,dead-model", "backup,aux-model"],
+            "compaction": "main-compaction-model",
         },
         "routing": {"long_context_threshold": 50_000, "cooldown_failures": 1000, **routing},
         "upstream": {"max_retries": 2, "retry_base_delay": 0.05, "read_timeout": READ_TIMEOUT},
@@ -175,8 +179,10 @@ class Sent:
         return up.requests[self.before[self.ups.index(up)] :]
 
 
-def post(proxy: ProxyServer, body: dict[str, Any], **kw: Any) -> requests.Response:
-    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01"}
+def post(
+    proxy: ProxyServer, body: dict[str, Any], headers: dict[str, str] | None = None, **kw: Any
+) -> requests.Response:
+    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01", **(headers or {})}
     return requests.post(proxy.url + "/v1/messages", json=body, headers=headers, timeout=20, **kw)
 
 
@@ -560,9 +566,11 @@ def test_health_lists_each_provider_without_secrets(proxy: ProxyServer, main: Fa
 
 
 def test_models_lists_the_client_visible_names(proxy: ProxyServer) -> None:
-    response = requests.get(proxy.url + "/v1/models", headers={"x-api-key": "client-key"}, timeout=5)
+    # limit=1000: what Claude Code's model discovery asks for (Anthropic's default page is 20)
+    response = requests.get(proxy.url + "/v1/models?limit=1000", headers={"x-api-key": "client-key"}, timeout=5)
     assert response.status_code == 200
     ids = [m["id"] for m in response.json()["data"]]
+    assert response.json()["has_more"] is False
     mapped = ["main-then-backup", "main-then-anth", "anth-then-backup", "dead-then-backup", "main-only", "anth-only"]
     assert ids[: len(mapped)] == mapped  # [models] names first, patterns are not names
     assert "claude-sonnet-*" not in ids and "*haiku*" not in ids
@@ -580,6 +588,73 @@ def test_models_lists_the_client_visible_names(proxy: ProxyServer) -> None:
     one = requests.get(proxy.url + "/v1/models/backup,anything", headers={"x-api-key": "k"}, timeout=5)
     assert one.status_code == 200
     assert one.json()["id"] == "backup,anything"
+
+
+def test_model_discovery_for_claude_codes_picker(proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream) -> None:
+    """Claude Code 2.1.332 (CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1) asks GET /v1/models?limit=1000 and keeps
+    ids matching /(claude|anthropic)/i: every configured name and target is there, saying what serves it."""
+    listing = requests.get(proxy.url + "/v1/models?limit=1000", headers={"x-api-key": "client-key"}, timeout=5)
+    entries = {m["id"]: m["display_name"] for m in listing.json()["data"]}
+    picker = {i: d for i, d in entries.items() if re.search("claude|anthropic", i, re.IGNORECASE)}
+    # a [models] name, its chain spelled out
+    assert picker["claude-proxy/main-then-backup"] == "main-then-backup → main-model on custom, then 1 fallback(s)"
+    # a route target and a [models] target, under the prefix because their own names would be filtered out
+    assert picker["claude-proxy/backup,subagent-model"] == "subagent-model on backup (route subagent)"
+    assert picker["claude-proxy/default,think-model"] == "think-model on custom (route think)"
+    # a target that already looks like Claude is listed as itself only
+    assert picker["anth,claude-real-model"] == "claude-real-model on anth ([models] main-then-anth)"
+    assert "claude-proxy/anth,claude-real-model" not in entries
+    for name in ("main-then-backup", "main-only", "backup,backup-model", "backup,long-model", "dead,dead-model"):
+        assert "claude-proxy/" + name in picker, name
+    # picking one in /model sends its id as the model: the prefix is dropped and the target serves it
+    sent = Sent(main, backup)
+    response = post(proxy, ask("claude-proxy/backup,subagent-model"))
+    assert response.status_code == 200, response.text
+    assert served_by(response) == ("client", "backup", "subagent-model")
+    assert response.json()["model"] == "claude-proxy/backup,subagent-model"
+    response = post(proxy, ask("claude-proxy/main-then-backup"))
+    assert served_by(response) == ("models", "custom", "main-model")
+    assert [r.json["model"] for r in sent.of(backup)] == ["subagent-model"]
+    assert [r.json["model"] for r in sent.of(main)] == ["main-model"]
+    one = requests.get(proxy.url + "/v1/models/claude-proxy/main-only", headers={"x-api-key": "k"}, timeout=5)
+    assert one.json() == {
+        **one.json(),
+        "id": "claude-proxy/main-only",
+        "display_name": "main-only → main-model on custom",
+    }
+
+
+def test_models_page_like_anthropic(proxy: ProxyServer) -> None:
+    def get(query: str) -> requests.Response:
+        return requests.get(proxy.url + "/v1/models" + query, headers={"x-api-key": "client-key"}, timeout=5)
+
+    ids = [m["id"] for m in get("?limit=1000").json()["data"]]
+    assert len(ids) > 25
+    first = get("").json()  # Anthropic's default page: 20
+    assert [m["id"] for m in first["data"]] == ids[:20]
+    assert (first["has_more"], first["first_id"], first["last_id"]) == (True, ids[0], ids[19])
+    nxt = get(f"?after_id={first['last_id']}&limit=5").json()
+    assert [m["id"] for m in nxt["data"]] == ids[20:25]
+    last = get(f"?after_id={ids[-3]}").json()
+    assert ([m["id"] for m in last["data"]], last["has_more"]) == (ids[-2:], False)
+    # before_id: the page just before the cursor, has_more when more lie before it
+    back = get(f"?before_id={ids[10]}&limit=4").json()
+    assert ([m["id"] for m in back["data"]], back["has_more"]) == (ids[6:10], True)
+    back = get(f"?before_id={ids[3]}&limit=4").json()
+    assert ([m["id"] for m in back["data"]], back["has_more"], back["first_id"]) == (ids[:3], False, ids[0])
+    # the official SDK pages through all of it with the default page size
+    client = anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=10)
+    assert [m.id for m in client.models.list()] == ids
+    for query, needle in (
+        ("?limit=0", "limit: must be an integer from 1 to 1000"),
+        ("?limit=1001", "limit: must be an integer from 1 to 1000"),
+        ("?limit=x", "limit: must be an integer from 1 to 1000"),
+        ("?after_id=nope", "after_id: no model with id 'nope'"),
+        (f"?after_id={ids[0]}&before_id={ids[5]}", "cannot be used together"),
+    ):
+        response = get(query)
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        assert needle in response.json()["error"]["message"]
 
 
 def test_metrics_carry_the_route_and_provider(proxy: ProxyServer, main: FakeUpstream) -> None:
@@ -660,11 +735,18 @@ def test_sdk_sees_a_fallback_as_an_ordinary_answer(proxy: ProxyServer, main: Fak
     assert final.stop_reason == "end_turn"
 
 
-def test_fallback_on_an_error_inside_a_200(proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream,
-                                           anth: FakeUpstream) -> None:
+def test_fallback_on_an_error_inside_a_200(
+    proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream
+) -> None:
     # OpenRouter can answer 200 with choices[0].error: that is the provider failing, like a 5xx
-    main.enqueue(Json({"id": "gen-1", "choices": [{"index": 0, "error": {"code": 502, "message": "provider down"},
-                                                   "finish_reason": "error"}]}))
+    main.enqueue(
+        Json(
+            {
+                "id": "gen-1",
+                "choices": [{"index": 0, "error": {"code": 502, "message": "provider down"}, "finish_reason": "error"}],
+            }
+        )
+    )
     sent = Sent(main, backup, anth)
     response = post(proxy, ask("main-then-backup"))
     assert response.status_code == 200, response.text
@@ -675,12 +757,101 @@ def test_fallback_on_an_error_inside_a_200(proxy: ProxyServer, main: FakeUpstrea
     assert "provider down" in rec["failed_attempts"][0]["error"]
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        {
+            "id": "gen-1",
+            "object": "chat.completion.chunk",  # OpenRouter
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": ""},
+                    "finish_reason": "error",
+                    "error": {"code": 502, "message": "provider down"},
+                }
+            ],
+        },
+        {"error": {"message": "provider down: engine restarting", "type": "ServiceUnavailableError", "code": 503}},
+    ],
+)
+def test_fallback_on_an_error_as_the_first_stream_event(
+    proxy: ProxyServer, main: FakeUpstream, backup: FakeUpstream, first: dict[str, Any]
+) -> None:
+    # a 200 stream whose first event is an error is that error: the chain moves on, the client sees one clean stream
+    main.enqueue(Stream([first], done=False))
+    sent = Sent(main, backup)
+    response = post(proxy, ask("main-then-backup", stream=True))
+    assert response.status_code == 200, response.text
+    assert served_by(response) == ("models", "backup", "backup-model")
+    events = sse_events(response)
+    assert streamed_text(events) == "echo: hello there"
+    assert [e["type"] for e in events if e["type"] == "error"] == []
+    assert len(sent.of(main)) == 1 and len(sent.of(backup)) == 1
+    rec = record(proxy, response.headers["request-id"])
+    assert rec["failed_attempts"][0]["status"] in (502, 503)
+    assert "provider down" in rec["failed_attempts"][0]["error"]
+
+
+# -- routes by what Claude Code says a request is --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "route", "provider", "model"),
+    [
+        ({"x-claude-code-agent-id": "acf67b0dee30cb2b7"}, "subagent", "backup", "subagent-model"),
+        (
+            {"X-Claude-Code-Request-Class": "subagent", "x-claude-code-agent-id": "a2"},
+            "subagent",
+            "backup",
+            "subagent-model",
+        ),
+        ({"x-claude-code-request-class": "auxiliary"}, "auxiliary", "backup", "aux-model"),  # dead first: falls back
+        (
+            {"x-claude-code-request-class": "compaction", "x-claude-code-compaction": "manual"},
+            "compaction",
+            "custom",
+            "main-compaction-model",
+        ),
+        ({"x-claude-code-request-class": "main"}, "think", "custom", "think-model"),
+    ],
+)
+def test_routes_by_claude_codes_request_class(
+    proxy: ProxyServer,
+    main: FakeUpstream,
+    backup: FakeUpstream,
+    headers: dict[str, str],
+    route: str,
+    provider: str,
+    model: str,
+) -> None:
+    # Claude Code 2.1.332 sends side requests on the main model name: only its headers tell them apart
+    body = ask("claude-opus-5-5", stream=True, thinking={"type": "adaptive"})
+    sent = Sent(main, backup)
+    response = post(
+        proxy, body, headers={**headers, "x-claude-code-session-id": "s-1", "x-claude-code-prompt-id": "p-1"}
+    )
+    assert response.status_code == 200, response.text
+    assert served_by(response) == (route, provider, model)
+    assert streamed_text(sse_events(response)) == "echo: hello there"
+    upstream_for = {"backup": backup, "custom": main}[provider]
+    assert [r.json["model"] for r in sent.of(upstream_for)] == [model]
+    rec = record(proxy, response.headers["request-id"])
+    assert (rec["route"], rec["session_id"], rec["prompt_id"]) == (route, "s-1", "p-1")
+
+
 # -- a chain's missing key and its one deadline -------------------------------------------------------------------
 
 
-def test_a_provider_without_a_key_is_skipped_in_a_chain(main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream) -> None:
+def test_a_provider_without_a_key_is_skipped_in_a_chain(
+    main: FakeUpstream, backup: FakeUpstream, anth: FakeUpstream
+) -> None:
     config = routing_config(main, backup, anth)
-    config["providers"]["keyless"] = {"name": "groq", "base_url": main.url, "api_key_env": "CLAUDE_PROXY_TEST_UNSET_KEY_VAR"}
+    config["providers"]["keyless"] = {
+        "name": "groq",
+        "base_url": main.url,
+        "api_key_env": "CLAUDE_PROXY_TEST_UNSET_KEY_VAR",
+    }
     config["models"]["keyless-then-backup"] = ["keyless,keyless-model", "backup,backup-model"]
     config["models"]["keyless-only"] = "keyless,keyless-model"
     with ProxyServer(config) as server:

@@ -113,6 +113,11 @@ def test_health_and_root_stay_open(upstream: FakeUpstream) -> None:
     assert client.get("/health").status_code == 200
     assert client.get("/").status_code == 200
     assert client.head("/").status_code == 200
+    # Claude Code 2.1.332's reachability probe: open, empty, never a 401 that would look like a bad key
+    hello = client.head("/api/hello")
+    assert (hello.status_code, hello.get_data()) == (200, b"")
+    assert client.get("/api/hello").status_code == 200
+    assert client.post("/api/hello").status_code == 405
 
 
 def test_keys_from_the_environment(upstream: FakeUpstream) -> None:

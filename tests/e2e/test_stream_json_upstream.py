@@ -96,12 +96,15 @@ def test_json_answer_events_are_a_normal_stream(proxy: ProxyServer, upstream: Fa
     )
 
 
-def test_json_error_body_with_200_becomes_an_error_event(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+def test_json_error_body_with_200_is_an_http_error(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+    # the error is all the stream would hold: it is read before the 200 is committed (issue 15 §6)
     upstream.enqueue(Json({"error": {"message": "model overloaded, try later", "type": "overloaded_error"}}))
-    events = _events(proxy, STREAM_BODY)
-    assert events[0]["type"] == "message_start"
-    assert events[-1]["type"] == "error"
-    assert "model overloaded, try later" in events[-1]["error"]["message"]
+    response = requests.post(proxy.url + "/v1/messages", json=STREAM_BODY, timeout=20)
+    assert response.status_code == 529, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error"]["type"] == "overloaded_error"
+    assert "model overloaded, try later" in body["error"]["message"]
 
 
 def test_json_content_type_with_garbage_is_an_error_event(proxy: ProxyServer, upstream: FakeUpstream) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from claude_proxy.config.loader import Config, ConfigError, load_config
-from claude_proxy.routing.router import SCENARIOS, Plan, ProviderHealth, Router, RoutingConfig
+from claude_proxy.routing.router import REQUEST_CLASSES, SCENARIOS, Plan, ProviderHealth, Router, RoutingConfig
 from claude_proxy.routing.targets import Target, client_target, parse_chain, parse_target
 from claude_proxy.translate.tokens import estimate_input_tokens
 from tests.support.clock import Clock
@@ -152,6 +152,84 @@ def test_fixtures_choose_each_scenario(path: Path) -> None:
     for variant in (body, _with_image(body)):
         plan = long_router.plan({**variant, "model": "groq,qwen/qwen3-32b"})
         assert (plan.route, plan.chain) == ("client", (T("groq", "qwen/qwen3-32b"),))
+
+
+# -- routes by what Claude Code says a request is (its headers) -------------------------------------------------
+
+CLASS_ROUTED: dict[str, Any] = {
+    **ROUTED,
+    "routes": {
+        **ROUTED["routes"],
+        "subagent": "groq,qwen/qwen3-32b",
+        "auxiliary": ["groq,llama-3.1-8b-instant", "deepseek-chat"],
+        "compaction": "openrouter,google/gemini-2.5-flash",
+    },
+}
+
+
+class CaseInsensitive(dict[str, str]):
+    """Request headers as the web edge hands them over (werkzeug's are case-insensitive)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+def _captured(name: str) -> tuple[dict[str, Any], CaseInsensitive]:
+    """A captured Claude Code request: its body and the headers it was sent with."""
+    captured = json.loads((CLAUDE_CODE_FIXTURES.parent / "claude-code-headers.json").read_text())["fixtures"][name]
+    return _fixture(CLAUDE_CODE_FIXTURES / name), CaseInsensitive({k.lower(): v for k, v in captured["headers"]})
+
+
+@pytest.mark.parametrize(
+    ("name", "route"),
+    [
+        ("cc-2.1.332-subagent-request.json", "subagent"),  # x-claude-code-agent-id, no hint headers
+        ("cc-2.1.332-interactive-compact.json", "compaction"),  # x-claude-code-request-class: compaction
+        ("cc-2.1.332-gateway-hint-headers.json", "think"),  # request class "main": the usual rules
+        ("cc-2.1.332-interactive-post-compact.json", "think"),
+        ("cc-2.1.332-tool-turn-1.json", "think"),  # no hint headers at all
+    ],
+)
+def test_claude_codes_own_headers_choose_the_route(name: str, route: str) -> None:
+    router = _router(_config(CLASS_ROUTED))
+    body, headers = _captured(name)
+    plan = router.plan(body, headers)
+    assert plan.route == route
+    assert plan.chain == _config(CLASS_ROUTED).routes.get(route, plan.chain)
+    assert router.plan(body).route == "think"  # the same body without its headers: Claude Code's main loop
+
+
+def test_request_class_header_values_and_precedence() -> None:
+    router = _router(_config(CLASS_ROUTED))
+    body = _plain("claude-opus-5-5", thinking={"type": "adaptive"})
+    plan = router.plan(body, CaseInsensitive({"x-claude-code-request-class": "auxiliary"}))
+    assert (plan.route, plan.chain) == ("auxiliary", (T("groq", "llama-3.1-8b-instant"), T("default", "deepseek-chat")))
+    assert router.plan(body, CaseInsensitive({"x-claude-code-request-class": "Subagent"})).route == "subagent"
+    # the class header beats the agent id (a subagent's own compaction is a compaction)
+    both = CaseInsensitive({"x-claude-code-request-class": "compaction", "x-claude-code-agent-id": "a1"})
+    assert router.plan(body, both).route == "compaction"
+    # main, unknown classes and an empty agent id fall through to the usual rules
+    for headers in (
+        {"x-claude-code-request-class": "main"},
+        {"x-claude-code-request-class": "side_reply"},
+        {"x-claude-code-agent-id": ""},
+        {},
+    ):
+        assert router.plan(body, CaseInsensitive(headers)).route == "think"
+    # what a request needs beats what it is: an image or a long context keeps its capable route
+    image = _with_image(body)
+    assert router.plan(image, CaseInsensitive({"x-claude-code-agent-id": "a1"})).route == "image"
+    long_body = _plain("claude-opus-5-5", "word " * 400)
+    long_router = _router(_config(CLASS_ROUTED, long_context_threshold=estimate_input_tokens(long_body) - 1))
+    compaction = CaseInsensitive({"x-claude-code-request-class": "compaction"})
+    assert long_router.plan(long_body, compaction).route == "long_context"
+    # what it is beats what it looks like: a haiku-named subagent request is a subagent request
+    haiku = CaseInsensitive({"x-claude-code-agent-id": "a1"})
+    assert router.plan({**body, "model": HAIKU}, haiku).route == "subagent"
+    # the client naming PROVIDER,MODEL still wins over everything
+    assert router.plan({**body, "model": "groq,x"}, haiku).route == "client"
+    # a class with no route configured is skipped
+    assert _router(_config(ROUTED)).plan(body, haiku).route == "think"
 
 
 def test_long_context_is_strictly_above_the_threshold() -> None:
@@ -303,7 +381,8 @@ def test_config_builds_providers_routes_and_chains() -> None:
         "background": (T("groq", "llama-3.1-8b-instant"), T("default", "deepseek-chat")),
         "think": (T("default", "deepseek-reasoner"), T("openrouter", "deepseek/deepseek-r1")),
     }
-    assert set(config.routes) == set(SCENARIOS)
+    assert set(config.routes) == set(SCENARIOS) - set(REQUEST_CLASSES.values())
+    assert set(_config(CLASS_ROUTED).routes) == set(SCENARIOS)  # the header routes load like the others
     assert config.models.chain("claude-opus-4-8") == (
         T("default", "deepseek-reasoner"),
         T("openrouter", "deepseek/deepseek-r1"),
@@ -376,7 +455,7 @@ BASE = {"provider": {"name": "deepseek", "api_key": "k"}, "providers": {"groq": 
         # a route that isn't one of the scenarios
         (
             {"routes": {"coding": "deepseek-chat"}},
-            "<config>: unknown route 'routes.coding' (expected one of: long_context, image, background, think)",
+            "<config>: unknown route 'routes.coding' (expected one of: long_context, image, compaction, subagent, auxiliary, background, think)",
         ),
         # [routing]
         (

@@ -46,18 +46,26 @@ from tests.support.upstream import (  # noqa: E402
 )
 
 UPSTREAM_MODEL = "scripted-model"
+SUBAGENT_MODEL = "scripted-subagent-model"  # what `[routes] subagent` sends subagent requests to
+SUBAGENT_REPORT = "hi from the subagent"
 UPSTREAM_KEY = "sk-scenario-upstream-key-0123456789"
 TOOL_CALL_ID = "call_cc_scenario_1"
 # (prompt_tokens, completion_tokens, cached_tokens) the upstream reports for turn 1 and turn 2.
 USAGE = [(1234, 56, 0), (2345, 78, 1000)]
 
 
-def _tool_turn(stream: bool, marker: str) -> Response:
-    """Turn 1: Bash `echo <marker> | tr a-z A-Z` (output ≠ command text), arguments split over several deltas."""
+def _tool_turn(stream: bool, marker: str, agent: bool = False) -> Response:
+    """Turn 1: Bash `echo <marker> | tr a-z A-Z` (output ≠ command text), arguments split over several deltas;
+    with `agent`, the Agent tool instead (a subagent that reports back)."""
     prompt, completion_tokens, cached = USAGE[0]
     arguments = json.dumps({"command": f"echo {marker} | tr a-z A-Z", "description": "Print the marker"})
+    name = "Agent" if agent else "Bash"
+    if agent:
+        arguments = json.dumps(
+            {"description": "Say hi", "prompt": "Say hi.", "subagent_type": "Explore", "run_in_background": False}
+        )
     if not stream:
-        call = {"id": TOOL_CALL_ID, "type": "function", "function": {"name": "Bash", "arguments": arguments}}
+        call = {"id": TOOL_CALL_ID, "type": "function", "function": {"name": name, "arguments": arguments}}
         body = completion(
             "Running it.", tool_calls=[call], finish_reason="tool_calls", model=UPSTREAM_MODEL,
             prompt_tokens=prompt, completion_tokens=completion_tokens,
@@ -67,7 +75,7 @@ def _tool_turn(stream: bool, marker: str) -> Response:
     items: list[Any] = [chunk(role="assistant", content="", model=UPSTREAM_MODEL)]
     items.append(chunk("Running it.", model=UPSTREAM_MODEL))
     items.append(
-        chunk(tool_calls=[tool_call_delta(0, id=TOOL_CALL_ID, name="Bash", arguments="")], model=UPSTREAM_MODEL)
+        chunk(tool_calls=[tool_call_delta(0, id=TOOL_CALL_ID, name=name, arguments="")], model=UPSTREAM_MODEL)
     )
     for start, end in itertools.pairwise(cut):
         items.append(chunk(tool_calls=[tool_call_delta(0, arguments=arguments[start:end])], model=UPSTREAM_MODEL))
@@ -92,6 +100,15 @@ def _answer_turn(stream: bool, tool_output: str) -> Response:
     return Stream(items)
 
 
+def _subagent_turn(stream: bool) -> Response:
+    """The subagent's one turn: a plain report, no tool call."""
+    if not stream:
+        return Json(completion(SUBAGENT_REPORT, model=SUBAGENT_MODEL, prompt_tokens=300, completion_tokens=5))
+    items: list[Any] = [chunk(role="assistant", content="", model=SUBAGENT_MODEL), chunk(SUBAGENT_REPORT)]
+    items += [chunk(finish_reason="stop", model=SUBAGENT_MODEL), usage_chunk(300, 5, model=SUBAGENT_MODEL)]
+    return Stream(items)
+
+
 def _broken_stream() -> Response:
     """A stream that opens, then the connection is reset before any content: the proxy ends it with an SSE error."""
     return Stream([chunk(role="assistant", content="", model=UPSTREAM_MODEL), Reset()])
@@ -107,11 +124,13 @@ def make_handler(marker: str, scenario: str) -> Any:
         messages = req.json.get("messages", []) if isinstance(req.json, dict) else []
         tools = [m for m in messages if isinstance(m, dict) and m.get("role") == "tool"]
         stream = req.stream and scenario != "json"  # "json": a provider that ignores `stream: true`
+        if req.json.get("model") == SUBAGENT_MODEL:
+            return _subagent_turn(stream)
         if not tools:
             if scenario == "fallback" and req.stream and not broken:
                 broken.append(req.index)
                 return _broken_stream()
-            return _tool_turn(stream, marker)
+            return _tool_turn(stream, marker, agent=scenario == "subagent")
         content = tools[-1].get("content")
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -161,6 +180,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     project.mkdir()
     prompt = "Run `echo` with the marker using the Bash tool, then tell me what it printed."
     claude_args = ["-p", prompt, "--output-format", "json", "--allowedTools", "Bash"]
+    if args.scenario == "subagent":
+        prompt = "Ask a subagent to say hi, then tell me what it reported."
+        claude_args = ["-p", prompt, "--output-format", "json", "--allowedTools", "Agent"]
     result: dict[str, Any] = {"marker": marker, "scenario": args.scenario, "usage_scripted": USAGE}
     with FakeUpstream() as upstream:
         upstream.handler = make_handler(marker, args.scenario)
@@ -169,6 +191,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "models": {"*": UPSTREAM_MODEL},
             "upstream": {"read_timeout": 30.0},
         }
+        if args.scenario == "subagent":  # routed by Claude Code's own headers
+            config["routes"] = {"subagent": SUBAGENT_MODEL, "auxiliary": SUBAGENT_MODEL}
         proxy: ProxyServer | None = None
         started = time.monotonic()
         try:
@@ -183,6 +207,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 proxy = ProxyServer(config).start()
                 env = cli_env(home, proxy.url)
+                if args.scenario == "subagent":
+                    env["CLAUDE_CODE_GATEWAY_HINT_HEADERS"] = "1"
                 command = [args.claude, *claude_args]
             try:
                 done = subprocess.run(
@@ -221,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds the CLI may take")
     parser.add_argument(
         "--scenario",
-        choices=["tool", "fallback", "json"],
+        choices=["tool", "fallback", "json", "subagent"],
         default="tool",
         help="fallback: the first stream breaks mid-way, so the CLI must retry without streaming; "
-        "json: the upstream answers streaming requests with plain JSON completions",
+        "json: the upstream answers streaming requests with plain JSON completions; "
+        "subagent: the model calls the Agent tool, with hint headers on and a [routes] subagent",
     )
     parser.add_argument("--via-launcher", action="store_true", help="run the CLI through `claude-proxy run`")
     args = parser.parse_args(argv)

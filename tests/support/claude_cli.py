@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "claude-code"
 PACKAGE = "@anthropic-ai/claude-code"
-DEFAULT_VERSION = "2.1.330"  # the version these tests were last run with; CLAUDE_CODE_VERSION=latest to float
+DEFAULT_VERSION = "2.1.332"  # the version these tests were last run with; CLAUDE_CODE_VERSION=latest to float
 INSTALL_TIMEOUT = 300.0
 
 # npm error codes that mean "the registry cannot be reached", not "the project is broken".
