@@ -29,7 +29,7 @@ def _load_trim() -> Callable[[int], int] | None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return trim
 
 
 # glibc keeps up to seven freed blocks per size class in a cache of every thread's own. Python
@@ -85,14 +85,19 @@ class _DeferredModule(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), name)
 
 
-def defer_charset_detection() -> bool:
+def defer_charset_detection(config: object | None = None) -> bool:
     """Load `charset_normalizer` on first use instead of when `requests` is imported.
 
     `requests` imports it to guess the encoding of bodies that declare none, which only
     `Response.text` and `apparent_encoding` do; the proxy reads bytes and never asks. Loaded, it
     costs ~3 MB per worker (plus `unicodedata` and the CJK codecs). Only for a process that is
-    ours to shape, before it imports `requests`: True if the stand-in is in place.
+    ours to shape, before it imports `requests`: True if the stand-in is in place. A speed item of
+    the ledger: off with the fast paths.
     """
+    from claude_proxy.server.switch import fast_paths_enabled
+
+    if not fast_paths_enabled(config):
+        return False
     name = "charset_normalizer"
     if "requests" in sys.modules or name in sys.modules:
         return False

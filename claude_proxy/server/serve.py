@@ -119,7 +119,9 @@ def serve(config: Config) -> int:
     metrics_dir = multiproc.setup_multiprocess()
     master = os.getpid()
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
+        proxy_config = config  # the worker reads `[server] fast_paths` from it (`switch`)
+
         def __init__(self) -> None:
             self.options = gunicorn_options(config)
             super().__init__()

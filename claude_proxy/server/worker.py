@@ -24,6 +24,11 @@
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
   the main loop), so a worker's RSS follows its current load, not the largest it has seen; and
   `requests`' encoding detector, which the proxy never uses, is loaded only if something does.
+
+Each departure that leans on gunicorn's internals is an item of docs/internals-ledger.md
+("server/"), checked against the installed gunicorn when a worker starts (`selfcheck`): an item
+whose ground is missing is off, with one log line. `CLAUDE_PROXY_FAST_PATHS=0` (or
+`[server] fast_paths = false`) turns every speed item off (`switch`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 from claude_proxy._poll import readable
+from claude_proxy.server import selfcheck
+from claude_proxy.server.switch import fast_paths_enabled
 from claude_proxy.server.threadpool import ElasticThreadPool
 from claude_proxy.translate.errors import envelope, error_type_for_status
 
@@ -131,7 +138,7 @@ class _Prefixed:
         return getattr(self.sock, name)
 
 
-class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
+class CoalescingResponse(wsgi.Response):
     """gunicorn's response writer, with the head sent together with the first body bytes.
 
     gunicorn sends the status line and headers in one `send` and the body in another: two
@@ -145,7 +152,7 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
 
     def send_headers(self) -> None:
         if self.headers_sent or self._direct:
-            return super().send_headers()  # type: ignore[no-any-return]
+            return super().send_headers()
         sock, captured = self.sock, _Captured()
         self.sock = captured
         try:
@@ -186,20 +193,34 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         self._with_head(super().close)
 
 
-class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
+class GracefulThreadWorker(ThreadWorker):
+    # The ledger items (`selfcheck.ITEMS`) this worker runs; decided once in `init_process`.
+    items: frozenset[str] = frozenset()
+    linger = False  # "keepalive_linger", read on every request: a plain attribute
+    turn_taking = False
+
     def init_process(self) -> None:
         from claude_proxy.server.memory import (  # the master has no heap of requests to trim
             Trimmer,
             defer_charset_detection,
         )
 
-        defer_charset_detection()  # before the app (and with it requests) is loaded
-        util.write_error = write_envelope  # this process only: the worker is ours after the fork
-        if not isinstance(util.http_date, SecondDate):
+        config = getattr(self.app, "proxy_config", None)  # `serve()`'s; None under `gunicorn wsgi:app`
+        fast = fast_paths_enabled(config)
+        self.items, note = selfcheck.active(fast)
+        if note:
+            self.log.warning(note)
+        defer_charset_detection(config)  # before the app (and with it requests) is loaded
+        if "envelope_errors" in self.items:
+            util.write_error = write_envelope  # this process only: the worker is ours after the fork
+        if "second_date" in self.items and not isinstance(util.http_date, SecondDate):
             util.http_date = SecondDate(util.http_date)
-        self.cfg = SettledConfig(self.cfg)
-        if hasattr(wsgi.Response, "_emit_body"):  # a gunicorn without that hook keeps its own writer
+        if "settled_config" in self.items:
+            self.cfg = SettledConfig(self.cfg)
+        if "coalescing_response" in self.items:
             wsgi.Response = CoalescingResponse
+        self.linger = "keepalive_linger" in self.items
+        self.turn_taking = "turn_taking" in self.items
         self.trimmer = Trimmer()
         super().init_process()
 
@@ -208,24 +229,33 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.trimmer.maybe()
 
     def set_accept_enabled(self, enabled: bool) -> None:
+        """gunicorn ≥ 24 only (older ones never call it; `selfcheck` then has both items off)."""
         accepting = self._accepting
         super().set_accept_enabled(enabled)
-        if enabled and not accepting:
+        if enabled and not accepting and self.turn_taking:
             for listener in self.sockets:
                 self._wait_in_line(listener)
-        if not enabled and not self.alive:  # shutting down, not merely at worker_connections
+        if not enabled and not self.alive and "firm_stop" in self.items:  # shutting down, not at worker_connections
             for listener in self.sockets:
                 listener.close()
 
     def handle(self, conn: Any) -> Any:
         keep = super().handle(conn)
+        if not self.linger:
+            return keep
         while keep is True and self.alive and not self._others_waiting():
             if not conn.parser.unreader.buf.getvalue() and not readable(conn.sock, KEEPALIVE_LINGER, on_error=False):
                 break  # quiet: the main loop watches it, without holding a thread
             keep = super().handle(conn)
         return keep
 
-    def accept(self, listener: Any) -> None:
+    def accept(self, *args: Any) -> None:
+        """gthread's `accept`, whichever shape the installed gunicorn calls (`(listener)` from 24,
+        `(server, listener)` before): a fixed signature crash-looped every worker on 22/23."""
+        if not self.turn_taking:
+            super().accept(*args)
+            return
+        listener = args[-1]
         held = self.nr_conns
         super().accept(listener)
         if self.nr_conns > held and self._accepting:
