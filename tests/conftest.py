@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import fixtures
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
 
@@ -37,3 +38,21 @@ def proxy(upstream: FakeUpstream) -> Iterator[ProxyServer]:
     """The real proxy (the `claude-proxy` command, gunicorn gthread) in front of the fake upstream."""
     with ProxyServer(proxy_config(upstream)) as server:
         yield server
+
+
+def _uses_captured_bodies(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return any(value is fixtures.CLAUDE_CODE_FIXTURES for value in vars(module).values()) if module else False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """In a bare clone (no shared/), a test of a module that reads the captured Claude Code
+    bodies skips with the reason when it fails for want of them; under CI=true fixtures.py has
+    already stopped the run instead."""
+    try:
+        return (yield)
+    except (FileNotFoundError, AssertionError, IndexError):
+        if fixtures.PRESENT or not _uses_captured_bodies(item):
+            raise
+        pytest.skip(fixtures.MISSING)
