@@ -130,6 +130,8 @@ ITEMS: tuple[Item, ...] = (
     Item("second_date", speed=True, missing=_second_date),
 )
 
+ITEMS_BY_NAME = {item.name: item for item in ITEMS}
+
 
 def active(fast_paths: bool, items: tuple[Item, ...] = ITEMS) -> tuple[frozenset[str], str]:
     """The names of the items to run, and one log line about those the installed versions cannot

@@ -8,6 +8,7 @@ process), with warnings turned into errors so requests' dependency check would f
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,16 +16,18 @@ import textwrap
 import pytest
 
 from claude_proxy.server import memory
+from claude_proxy.server.switch import ENV
 from tests.support.proxy_server import ROOT
 
 
-def run(code: str) -> str:
+def run(code: str, fast: str = "1") -> str:
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, ENV: fast},  # the item under test is on, whatever the run's switch says
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -43,6 +46,20 @@ def test_requests_imports_without_loading_the_detector_or_warning() -> None:
         """
     )
     assert out == "[] True"
+
+
+def test_the_switch_leaves_the_detector_as_requests_loads_it() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_charset_detection
+        print(defer_charset_detection())
+        import requests
+        print(type(sys.modules["charset_normalizer"]).__name__, "charset_normalizer.api" in sys.modules)
+        """,
+        fast="0",
+    )
+    assert out.splitlines() == ["False", "module True"]
 
 
 def test_the_detector_loads_when_an_encoding_is_guessed() -> None:
