@@ -11,17 +11,16 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.metadata
-import os
 import sys
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 
 def _load_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None where there is none (musl, macOS, Windows)."""
-    import ctypes  # here: the master, which only asks `tuned_environment`, need not load it
+    import ctypes  # here: only a worker, which has a heap of requests to trim, loads it
 
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter itself runs on
@@ -30,27 +29,6 @@ def _load_trim() -> Callable[[int], int] | None:
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return trim
-
-
-# glibc keeps up to seven freed blocks per size class in a cache of every thread's own. Python
-# serves small objects itself, so what lands there is its larger blocks: ~25 KB per thread that
-# has streamed, ~6 MB in each worker during 128 concurrent streams, and no measurable speed-up
-# (BENCHMARKS.md). Tunables are read once, when a process starts.
-MALLOC_TUNABLES = "glibc.malloc.tcache_count=0"
-
-
-def tuned_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
-    """The environment to re-execute the server with for a leaner malloc, or None to run as is:
-    not glibc, or GLIBC_TUNABLES already set (by the user, or by the re-execution itself)."""
-    if "GLIBC_TUNABLES" in environ:
-        return None
-    try:
-        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (AttributeError, ValueError, OSError):
-        return None
-    if not libc.startswith("glibc"):
-        return None
-    return {**environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
 
 
 class Trimmer:

@@ -110,24 +110,12 @@ def _coalescing_response() -> list[str]:
     )
 
 
-def _settled_config() -> list[str]:
-    from gunicorn.config import Config
-
-    return lacks_names(Config.__init__, "settings")
-
-
-def _second_date() -> list[str]:
-    return _plain_signature(util.http_date, "timestamp") + lacks_names(wsgi.Response.default_headers, "http_date")
-
-
 ITEMS: tuple[Item, ...] = (
     Item("envelope_errors", speed=False, missing=_envelope_errors),
     Item("firm_stop", speed=False, missing=_firm_stop),
     Item("turn_taking", speed=True, missing=_turn_taking),
     Item("keepalive_linger", speed=True, missing=_keepalive_linger),
     Item("coalescing_response", speed=True, missing=_coalescing_response),
-    Item("settled_config", speed=True, missing=_settled_config),
-    Item("second_date", speed=True, missing=_second_date),
 )
 
 ITEMS_BY_NAME = {item.name: item for item in ITEMS}

@@ -96,24 +96,8 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
     return options
 
 
-def reexecute_tuned() -> None:
-    """Start over in this same process with `memory.MALLOC_TUNABLES`, which glibc reads only at
-    start-up; returns only when there is nothing to change or the exec fails."""
-    from claude_proxy.server.memory import tuned_environment
-
-    env = tuned_environment(os.environ)
-    if env is None or not sys.orig_argv:
-        return
-    try:
-        os.execve(sys.executable, sys.orig_argv, env)
-    except OSError:
-        pass  # runs untuned
-
-
 def serve(config: Config) -> int:
     from gunicorn.app.base import BaseApplication
-
-    reexecute_tuned()  # the config is known good by now: its errors are reported once
 
     # Before anything imports prometheus_client: workers then share one metrics directory.
     metrics_dir = multiproc.setup_multiprocess()

@@ -16,9 +16,6 @@
   gunicorn sends them separately, a second syscall and TCP segment for every answer.
 - Threads end after `THREAD_IDLE_TIMEOUT` without work (`threadpool.ElasticThreadPool`): gthread's
   pool keeps every thread it ever started, so a worker stayed at the most threads it ever ran.
-- Settings are read once per worker (`SettledConfig`) and the `Date` header formatted once a
-  second (`SecondDate`): gunicorn looked up about twenty settings and formatted the date anew
-  for every request.
 - Idle workers take turns at new connections (`_wait_in_line`): gunicorn's all woke for each
   one and mostly the same worker won, so kept-alive connections piled up on one worker's GIL.
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
@@ -35,8 +32,6 @@ from __future__ import annotations
 
 import select
 import selectors
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -69,44 +64,6 @@ def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-class SettledConfig:
-    """A worker's gunicorn settings, each read once.
-
-    gunicorn's `Config` looks a setting up through `__getattr__` on every read, about twenty
-    times per request. A worker's settings never change while it runs (a reload starts new
-    workers), so their values are copied here; `Config`'s own properties (`is_ssl`,
-    `worker_class`, ...) and methods still go to it.
-    """
-
-    def __init__(self, cfg: Any) -> None:
-        self._cfg = cfg
-        own = set(dir(type(cfg)))
-        for name, setting in cfg.settings.items():
-            if name not in own:
-                self.__dict__[name] = setting.get()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cfg, name)
-
-
-class SecondDate:
-    """gunicorn's `util.http_date`, formatted once per second (the header's resolution)."""
-
-    def __init__(self, format_date: Callable[..., str], clock: Callable[[], float] = time.time) -> None:
-        self.format_date = format_date
-        self.clock = clock
-        self._last: tuple[int, str] = (-1, "")  # replaced whole: threads never see half an update
-
-    def __call__(self, timestamp: float | None = None) -> str:
-        if timestamp is not None:
-            return self.format_date(timestamp)
-        second = int(self.clock())
-        last = self._last
-        if last[0] != second:
-            last = self._last = (second, self.format_date(second))
-        return last[1]
 
 
 class _Captured:
@@ -213,10 +170,6 @@ class GracefulThreadWorker(ThreadWorker):
         defer_charset_detection(config)  # before the app (and with it requests) is loaded
         if "envelope_errors" in self.items:
             util.write_error = write_envelope  # this process only: the worker is ours after the fork
-        if "second_date" in self.items and not isinstance(util.http_date, SecondDate):
-            util.http_date = SecondDate(util.http_date)
-        if "settled_config" in self.items:
-            self.cfg = SettledConfig(self.cfg)
         if "coalescing_response" in self.items:
             wsgi.Response = CoalescingResponse
         self.linger = "keepalive_linger" in self.items

@@ -1,6 +1,5 @@
 """How a server process is set up to stay small: `memory.defer_charset_detection` (requests'
-encoding detector stays unloaded until something uses it) and `memory.tuned_environment` (glibc's
-per-thread cache off, for the re-executed server).
+encoding detector stays unloaded until something uses it).
 
 The detector cases run in a fresh interpreter (the function changes `sys.modules` for the whole
 process), with warnings turned into errors so requests' dependency check would fail loudly.
@@ -13,9 +12,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-from claude_proxy.server import memory
 from claude_proxy.server.switch import ENV
 from tests.support.proxy_server import ROOT
 
@@ -116,29 +112,3 @@ def test_probes_for_dunder_names_load_nothing() -> None:
         """
     )
     assert out == "False False True False"
-
-
-def test_tuned_environment_adds_the_tunable_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
-    env = memory.tuned_environment({"PATH": "/bin", "HOME": "/h"})
-    assert env == {"PATH": "/bin", "HOME": "/h", "GLIBC_TUNABLES": memory.MALLOC_TUNABLES}
-
-
-def test_tuned_environment_leaves_tunables_already_set_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
-    assert memory.tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
-    assert memory.tuned_environment({"GLIBC_TUNABLES": ""}) is None  # set, even if empty: the user's choice
-
-
-@pytest.mark.parametrize("libc", ["", None, "musl 1.2"])
-def test_tuned_environment_is_none_without_glibc(monkeypatch: pytest.MonkeyPatch, libc: str | None) -> None:
-    monkeypatch.setattr(memory.os, "confstr", lambda name: libc)
-    assert memory.tuned_environment({"PATH": "/bin"}) is None
-
-
-def test_tuned_environment_is_none_where_confstr_does_not_know_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unknown(name: str) -> str:
-        raise ValueError("unrecognized configuration name")
-
-    monkeypatch.setattr(memory.os, "confstr", unknown)
-    assert memory.tuned_environment({"PATH": "/bin"}) is None
