@@ -11,17 +11,16 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.metadata
-import os
 import sys
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 
 def _load_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None where there is none (musl, macOS, Windows)."""
-    import ctypes  # here: the master, which only asks `tuned_environment`, need not load it
+    import ctypes  # here: only a worker, which has a heap of requests to trim, loads it
 
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter itself runs on
@@ -29,28 +28,7 @@ def _load_trim() -> Callable[[int], int] | None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
-
-
-# glibc keeps up to seven freed blocks per size class in a cache of every thread's own. Python
-# serves small objects itself, so what lands there is its larger blocks: ~25 KB per thread that
-# has streamed, ~6 MB in each worker during 128 concurrent streams, and no measurable speed-up
-# (BENCHMARKS.md). Tunables are read once, when a process starts.
-MALLOC_TUNABLES = "glibc.malloc.tcache_count=0"
-
-
-def tuned_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
-    """The environment to re-execute the server with for a leaner malloc, or None to run as is:
-    not glibc, or GLIBC_TUNABLES already set (by the user, or by the re-execution itself)."""
-    if "GLIBC_TUNABLES" in environ:
-        return None
-    try:
-        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (AttributeError, ValueError, OSError):
-        return None
-    if not libc.startswith("glibc"):
-        return None
-    return {**environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    return trim
 
 
 class Trimmer:
@@ -85,14 +63,19 @@ class _DeferredModule(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), name)
 
 
-def defer_charset_detection() -> bool:
+def defer_charset_detection(config: object | None = None) -> bool:
     """Load `charset_normalizer` on first use instead of when `requests` is imported.
 
     `requests` imports it to guess the encoding of bodies that declare none, which only
     `Response.text` and `apparent_encoding` do; the proxy reads bytes and never asks. Loaded, it
     costs ~3 MB per worker (plus `unicodedata` and the CJK codecs). Only for a process that is
-    ours to shape, before it imports `requests`: True if the stand-in is in place.
+    ours to shape, before it imports `requests`: True if the stand-in is in place. A speed item of
+    the ledger: off with the fast paths.
     """
+    from claude_proxy.server.switch import fast_paths_enabled
+
+    if not fast_paths_enabled(config):
+        return False
     name = "charset_normalizer"
     if "requests" in sys.modules or name in sys.modules:
         return False

@@ -100,20 +100,6 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
     return options
 
 
-def reexecute_tuned() -> None:
-    """Start over in this same process with `memory.MALLOC_TUNABLES`, which glibc reads only at
-    start-up; returns only when there is nothing to change or the exec fails."""
-    from claude_proxy.server.memory import tuned_environment
-
-    env = tuned_environment(os.environ)
-    if env is None or not sys.orig_argv:
-        return
-    try:
-        os.execve(sys.executable, sys.orig_argv, env)
-    except OSError:
-        pass  # runs untuned
-
-
 def _say(text: str) -> None:
     print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
@@ -124,13 +110,13 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     the old one. Old workers drain (graceful_timeout): streams in flight finish on the config they began with."""
     from gunicorn.app.base import BaseApplication
 
-    reexecute_tuned()  # the config is known good by now: its errors are reported once
-
     # Before anything imports prometheus_client: workers then share one metrics directory.
     metrics_dir = multiproc.setup_multiprocess()
     master = os.getpid()
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
+        proxy_config = config  # the worker reads `[server] fast_paths` from it (`switch`)
+
         def __init__(self) -> None:
             self.config = config
             self.previous: Config | None = None  # the last config known to load, for a worker that cannot load the new one

@@ -16,22 +16,22 @@
   gunicorn sends them separately, a second syscall and TCP segment for every answer.
 - Threads end after `THREAD_IDLE_TIMEOUT` without work (`threadpool.ElasticThreadPool`): gthread's
   pool keeps every thread it ever started, so a worker stayed at the most threads it ever ran.
-- Settings are read once per worker (`SettledConfig`) and the `Date` header formatted once a
-  second (`SecondDate`): gunicorn looked up about twenty settings and formatted the date anew
-  for every request.
 - Idle workers take turns at new connections (`_wait_in_line`): gunicorn's all woke for each
   one and mostly the same worker won, so kept-alive connections piled up on one worker's GIL.
 - Freed heap memory goes back to the operating system (`memory.Trimmer`, once a second from
   the main loop), so a worker's RSS follows its current load, not the largest it has seen; and
   `requests`' encoding detector, which the proxy never uses, is loaded only if something does.
+
+Each departure that leans on gunicorn's internals is an item of docs/internals-ledger.md
+("server/"), checked against the installed gunicorn when a worker starts (`selfcheck`): an item
+whose ground is missing is off, with one log line. `CLAUDE_PROXY_FAST_PATHS=0` (or
+`[server] fast_paths = false`) turns every speed item off (`switch`).
 """
 
 from __future__ import annotations
 
 import select
 import selectors
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,6 +40,8 @@ from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 from claude_proxy._poll import readable
+from claude_proxy.server import selfcheck
+from claude_proxy.server.switch import fast_paths_enabled
 from claude_proxy.server.threadpool import ElasticThreadPool
 from claude_proxy.translate.errors import envelope, error_type_for_status
 
@@ -62,44 +64,6 @@ def write_envelope(sock: Any, status: int, reason: str, message: str) -> None:
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-class SettledConfig:
-    """A worker's gunicorn settings, each read once.
-
-    gunicorn's `Config` looks a setting up through `__getattr__` on every read, about twenty
-    times per request. A worker's settings never change while it runs (a reload starts new
-    workers), so their values are copied here; `Config`'s own properties (`is_ssl`,
-    `worker_class`, ...) and methods still go to it.
-    """
-
-    def __init__(self, cfg: Any) -> None:
-        self._cfg = cfg
-        own = set(dir(type(cfg)))
-        for name, setting in cfg.settings.items():
-            if name not in own:
-                self.__dict__[name] = setting.get()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cfg, name)
-
-
-class SecondDate:
-    """gunicorn's `util.http_date`, formatted once per second (the header's resolution)."""
-
-    def __init__(self, format_date: Callable[..., str], clock: Callable[[], float] = time.time) -> None:
-        self.format_date = format_date
-        self.clock = clock
-        self._last: tuple[int, str] = (-1, "")  # replaced whole: threads never see half an update
-
-    def __call__(self, timestamp: float | None = None) -> str:
-        if timestamp is not None:
-            return self.format_date(timestamp)
-        second = int(self.clock())
-        last = self._last
-        if last[0] != second:
-            last = self._last = (second, self.format_date(second))
-        return last[1]
 
 
 class _Captured:
@@ -131,7 +95,7 @@ class _Prefixed:
         return getattr(self.sock, name)
 
 
-class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
+class CoalescingResponse(wsgi.Response):
     """gunicorn's response writer, with the head sent together with the first body bytes.
 
     gunicorn sends the status line and headers in one `send` and the body in another: two
@@ -145,7 +109,7 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
 
     def send_headers(self) -> None:
         if self.headers_sent or self._direct:
-            return super().send_headers()  # type: ignore[no-any-return]
+            return super().send_headers()
         sock, captured = self.sock, _Captured()
         self.sock = captured
         try:
@@ -186,20 +150,30 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         self._with_head(super().close)
 
 
-class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
+class GracefulThreadWorker(ThreadWorker):
+    # The ledger items (`selfcheck.ITEMS`) this worker runs; decided once in `init_process`.
+    items: frozenset[str] = frozenset()
+    linger = False  # "keepalive_linger", read on every request: a plain attribute
+    turn_taking = False
+
     def init_process(self) -> None:
         from claude_proxy.server.memory import (  # the master has no heap of requests to trim
             Trimmer,
             defer_charset_detection,
         )
 
-        defer_charset_detection()  # before the app (and with it requests) is loaded
-        util.write_error = write_envelope  # this process only: the worker is ours after the fork
-        if not isinstance(util.http_date, SecondDate):
-            util.http_date = SecondDate(util.http_date)
-        self.cfg = SettledConfig(self.cfg)
-        if hasattr(wsgi.Response, "_emit_body"):  # a gunicorn without that hook keeps its own writer
+        config = getattr(self.app, "proxy_config", None)  # `serve()`'s; None under `gunicorn wsgi:app`
+        fast = fast_paths_enabled(config)
+        self.items, note = selfcheck.active(fast)
+        if note:
+            self.log.warning(note)
+        defer_charset_detection(config)  # before the app (and with it requests) is loaded
+        if "envelope_errors" in self.items:
+            util.write_error = write_envelope  # this process only: the worker is ours after the fork
+        if "coalescing_response" in self.items:
             wsgi.Response = CoalescingResponse
+        self.linger = "keepalive_linger" in self.items
+        self.turn_taking = "turn_taking" in self.items
         self.trimmer = Trimmer()
         super().init_process()
 
@@ -208,24 +182,33 @@ class GracefulThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.trimmer.maybe()
 
     def set_accept_enabled(self, enabled: bool) -> None:
+        """gunicorn ≥ 24 only (older ones never call it; `selfcheck` then has both items off)."""
         accepting = self._accepting
         super().set_accept_enabled(enabled)
-        if enabled and not accepting:
+        if enabled and not accepting and self.turn_taking:
             for listener in self.sockets:
                 self._wait_in_line(listener)
-        if not enabled and not self.alive:  # shutting down, not merely at worker_connections
+        if not enabled and not self.alive and "firm_stop" in self.items:  # shutting down, not at worker_connections
             for listener in self.sockets:
                 listener.close()
 
     def handle(self, conn: Any) -> Any:
         keep = super().handle(conn)
+        if not self.linger:
+            return keep
         while keep is True and self.alive and not self._others_waiting():
             if not conn.parser.unreader.buf.getvalue() and not readable(conn.sock, KEEPALIVE_LINGER, on_error=False):
                 break  # quiet: the main loop watches it, without holding a thread
             keep = super().handle(conn)
         return keep
 
-    def accept(self, listener: Any) -> None:
+    def accept(self, *args: Any) -> None:
+        """gthread's `accept`, whichever shape the installed gunicorn calls (`(listener)` from 24,
+        `(server, listener)` before): a fixed signature crash-looped every worker on 22/23."""
+        if not self.turn_taking:
+            super().accept(*args)
+            return
+        listener = args[-1]
         held = self.nr_conns
         super().accept(listener)
         if self.nr_conns > held and self._accepting:

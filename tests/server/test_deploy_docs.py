@@ -23,7 +23,7 @@ UNIT = ROOT / "docs" / "claude-proxy.service"
 
 def unit() -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser(strict=False, delimiters=("=",), comment_prefixes=("#",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    setattr(parser, "optionxform", str)  # noqa: B010  systemd keys are case-sensitive
     parser.read_string(UNIT.read_text())
     return parser
 
@@ -37,6 +37,12 @@ def test_unit_stops_gracefully_and_restarts() -> None:
     assert service["Restart"] == "on-failure"
     assert service["User"] == "claude-proxy" and service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict" and service["PrivateTmp"] == "yes"
+
+
+def test_unit_turns_glibcs_per_thread_cache_off_for_operators() -> None:
+    """The command no longer re-executes itself for it: the tunable is the unit's to set."""
+    environment = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("Environment=")]
+    assert "GLIBC_TUNABLES=glibc.malloc.tcache_count=0" in environment
 
 
 def test_unit_command_is_a_valid_invocation() -> None:

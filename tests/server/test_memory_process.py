@@ -1,6 +1,5 @@
 """How a server process is set up to stay small: `memory.defer_charset_detection` (requests'
-encoding detector stays unloaded until something uses it) and `memory.tuned_environment` (glibc's
-per-thread cache off, for the re-executed server).
+encoding detector stays unloaded until something uses it).
 
 The detector cases run in a fresh interpreter (the function changes `sys.modules` for the whole
 process), with warnings turned into errors so requests' dependency check would fail loudly.
@@ -8,23 +7,23 @@ process), with warnings turned into errors so requests' dependency check would f
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 
-import pytest
-
-from claude_proxy.server import memory
+from claude_proxy.server.switch import ENV
 from tests.support.proxy_server import ROOT
 
 
-def run(code: str) -> str:
+def run(code: str, fast: str = "1") -> str:
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, ENV: fast},  # the item under test is on, whatever the run's switch says
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -43,6 +42,20 @@ def test_requests_imports_without_loading_the_detector_or_warning() -> None:
         """
     )
     assert out == "[] True"
+
+
+def test_the_switch_leaves_the_detector_as_requests_loads_it() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_charset_detection
+        print(defer_charset_detection())
+        import requests
+        print(type(sys.modules["charset_normalizer"]).__name__, "charset_normalizer.api" in sys.modules)
+        """,
+        fast="0",
+    )
+    assert out.splitlines() == ["False", "module True"]
 
 
 def test_the_detector_loads_when_an_encoding_is_guessed() -> None:
@@ -99,29 +112,3 @@ def test_probes_for_dunder_names_load_nothing() -> None:
         """
     )
     assert out == "False False True False"
-
-
-def test_tuned_environment_adds_the_tunable_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
-    env = memory.tuned_environment({"PATH": "/bin", "HOME": "/h"})
-    assert env == {"PATH": "/bin", "HOME": "/h", "GLIBC_TUNABLES": memory.MALLOC_TUNABLES}
-
-
-def test_tuned_environment_leaves_tunables_already_set_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory.os, "confstr", lambda name: "glibc 2.36")
-    assert memory.tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
-    assert memory.tuned_environment({"GLIBC_TUNABLES": ""}) is None  # set, even if empty: the user's choice
-
-
-@pytest.mark.parametrize("libc", ["", None, "musl 1.2"])
-def test_tuned_environment_is_none_without_glibc(monkeypatch: pytest.MonkeyPatch, libc: str | None) -> None:
-    monkeypatch.setattr(memory.os, "confstr", lambda name: libc)
-    assert memory.tuned_environment({"PATH": "/bin"}) is None
-
-
-def test_tuned_environment_is_none_where_confstr_does_not_know_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unknown(name: str) -> str:
-        raise ValueError("unrecognized configuration name")
-
-    monkeypatch.setattr(memory.os, "confstr", unknown)
-    assert memory.tuned_environment({"PATH": "/bin"}) is None

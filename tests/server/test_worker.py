@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.procfs import children, client_connections
+from claude_proxy.server.switch import ENV
 from tests.conftest import proxy_config
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
@@ -146,8 +147,8 @@ def test_readiness_checks_work_past_select_s_descriptor_limit() -> None:
 def test_connections_arriving_one_at_a_time_are_spread_over_the_workers(upstream: FakeUpstream) -> None:
     """Kept-alive connections stay with the worker that accepted them. gunicorn's workers all
     wake for each connection and the same one usually wins (4-6 of 16 went to the other);
-    waiting in line, idle workers take turns."""
-    with ProxyServer(proxy_config(upstream), workers=2) as server:
+    waiting in line, idle workers take turns (a fast-path item: pinned on, whatever the run's switch)."""
+    with ProxyServer(proxy_config(upstream), workers=2, env={ENV: "1"}) as server:
         assert server.process is not None
         workers = children(server.process.pid)
         assert len(workers) == 2
