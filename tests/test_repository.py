@@ -40,13 +40,14 @@ def listed() -> list[tuple[int, str]]:
 
 def test_readme_layout_lists_every_subpackage_and_nothing_else() -> None:
     real = {str(p.parent.relative_to(PACKAGE)) + "/" for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
-    shown, parent = set(), ""
+    shown: set[str] = set()
+    parents: dict[int, str] = {}  # indent → the folder open at that depth
     for indent, name in listed():
-        if indent == 2:
-            parent = name if name.endswith("/") else ""
-            path = name
-        else:
-            path = parent + name
+        for deeper in [i for i in parents if i >= indent]:
+            del parents[deeper]
+        path = "".join(parents[i] for i in sorted(parents)) + name
+        if name.endswith("/"):
+            parents[indent] = name
         assert (PACKAGE / path).exists(), f"README's Layout lists {path}, which does not exist"
         if name.endswith("/"):
             shown.add(path)
