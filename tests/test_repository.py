@@ -31,7 +31,7 @@ def listed() -> list[tuple[int, str]]:
     entries = []
     for line in lines[1:]:
         match = re.match(r"^( +)(\S+)\s", line + " ")
-        if match and len(match[1]) in (2, 4) and (match[2].endswith("/") or match[2].endswith(".py")):
+        if match and len(match[1]) in (2, 4, 6) and (match[2].endswith("/") or match[2].endswith(".py")):
             entries.append((len(match[1]), match[2]))
         elif not line.startswith(" "):
             break  # the next top-level entry (docs/): the package's tree has ended
