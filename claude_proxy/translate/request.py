@@ -17,13 +17,9 @@ from typing import Any, TypeVar
 from .caching import cache_key, cache_mark, limit_breakpoints, long_ttl
 from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
+from .jsonio import dumps
 from .tokens import estimate_input_tokens
 from .websearch import history_text
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -469,18 +465,16 @@ _CLEANED_MAX = 512  # Claude Code has ~24 tools; a few clients and versions fit 
 def _remembered(cache: dict[tuple[Any, ...], Any], limit: int, value: Any, extra: tuple[Any, ...], compute: Callable[[], T]) -> T:
     """`compute()`, remembered per serialised `value` and `extra` in a cache of at most `limit`
     entries; computed afresh for what orjson cannot serialise (huge integers, deep nesting)."""
-    if orjson is None:
-        return compute()
     try:
-        key = (orjson.dumps(value), *extra)
-    except (TypeError, ValueError):
+        key = (dumps(value), *extra)
+    except (TypeError, ValueError, RecursionError):
         return compute()
     found = cache.get(key)
     if found is None:
         if len(cache) >= limit:
             cache.clear()
         found = cache[key] = compute()
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def cleaned_schema(schema: Any, dialect: Dialect) -> Any:

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-try:  # orjson is optional: faster, identical output for our compact dicts
-    import orjson
+from .jsonio import dumps, loads
 
-    def dumps(value: Any) -> bytes:
-        return orjson.dumps(value)
-
-    def loads(text: str | bytes) -> Any:
-        """A JSON payload (one per streamed chunk: orjson reads one in a third of the time).
-
-        What orjson refuses but Python's `json` reads (NaN, Infinity, lone surrogates) is read
-        by `json`; integers past 64 bits come back as floats, as everywhere else the proxy reads
-        an upstream's JSON.
-        """
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return json.loads(text)
-
-except ImportError:  # pragma: no cover - exercised only without orjson
-
-    def dumps(value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def loads(text: str | bytes) -> Any:
-        return json.loads(text)
-
+__all__ = ["SSEError", "SSEEvent", "SSEParser", "dumps", "format_event", "format_events", "loads"]
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 

@@ -11,10 +11,7 @@ import json
 import re
 from typing import Any
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None  # type: ignore[assignment]
+from .jsonio import dumps
 
 # The estimate counts the pieces of this pattern: an ASCII-letter run is 1 + (len - 1) // 6
 # tokens, 1-3 digits 1, any other non-space character 1, and a whitespace run 1 only when it
@@ -32,12 +29,10 @@ _SEPARATOR = "\x00"  # joins texts counted together: 1 token of its own, never m
 def _json_text(value: Any) -> str:
     """JSON text to count tokens in: orjson where it can (10× faster), json where it cannot
     (integers beyond 64 bits, nesting beyond 254). Spacing differs; single spaces count nothing."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value).decode()
-        except (TypeError, ValueError):
-            pass
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return dumps(value).decode()
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(value, ensure_ascii=False)
 
 
 def _class_of(code: int) -> str:

@@ -1199,7 +1199,9 @@ def test_remembered_tool_lists_translate_as_a_fresh_list_would() -> None:
     strict = translate_request(req(tools=tools), dialect=Dialect(strip_formats=frozenset({"uri"}), tool_name_max=8))
     assert strict.body["tools"][1]["function"]["parameters"] == {"type": "object", "properties": {"u": {"type": "string"}}}
     assert all(len(t["function"]["name"]) <= 8 for t in strict.body["tools"]) and len(_TOOL_LISTS) == 2
-    # a list orjson cannot serialise (an integer past 64 bits) is translated, not remembered
+    # a list orjson cannot serialise (an integer past 64 bits) is keyed by the stdlib's exact JSON instead
     huge = [{"name": "Big", "input_schema": {"type": "integer", "maximum": 2**70}}]
     assert translate_request(req(tools=huge)).body["tools"][0]["function"]["parameters"]["maximum"] == 2**70
-    assert len(_TOOL_LISTS) == 2
+    assert len(_TOOL_LISTS) == 3
+    bigger = [{"name": "Big", "input_schema": {"type": "integer", "maximum": 2**70 + 1}}]  # not the same key
+    assert translate_request(req(tools=bigger)).body["tools"][0]["function"]["parameters"]["maximum"] == 2**70 + 1
