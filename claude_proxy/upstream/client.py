@@ -298,15 +298,9 @@ class Upstream:
             try:
                 data = raw.read1(READ_SIZE, decode_content=True)
             except ReadTimeoutError:
-                if time.monotonic() >= deadline:
-                    raise UpstreamTimeout(
-                        f"{self.provider.name}: response exceeded the {self.timeouts.total:g}s deadline"
-                    ) from None
-                raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s") from None
+                raise self._silent(deadline, idle_limit) from None
             except BROKEN as exc:
-                raise UpstreamUnavailable(
-                    f"{self.provider.name}: connection broke mid-response: {reason(exc)}"
-                ) from None
+                raise self._broke(exc) from None
             if not data:
                 return
             yield data
@@ -324,6 +318,15 @@ class Upstream:
             response.close()  # closes the connection unless it went back to the pool
 
     # -- streaming reads -------------------------------------------------------------
+
+    def _silent(self, deadline: float, idle_limit: float) -> UpstreamTimeout:
+        """A read that timed out: the whole-response deadline, or the provider went quiet too long."""
+        if time.monotonic() >= deadline:
+            return UpstreamTimeout(f"{self.provider.name}: response exceeded the {self.timeouts.total:g}s deadline")
+        return UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s")
+
+    def _broke(self, exc: BaseException) -> UpstreamUnavailable:
+        return UpstreamUnavailable(f"{self.provider.name}: connection broke mid-response: {reason(exc)}")
 
     def iter_body(self, response: requests.Response, deadline: float) -> Iterator[Any]:
         """Body bytes as they arrive (one read, whatever is available), or PING after a
@@ -359,15 +362,9 @@ class Upstream:
             try:
                 data = body.read(wait)
             except ReadTimeoutError:  # the socket's own timeout (idle limit or deadline) on the public path
-                if time.monotonic() >= deadline:
-                    raise UpstreamTimeout(
-                        f"{self.provider.name}: response exceeded the {self.timeouts.total:g}s deadline"
-                    ) from None
-                raise UpstreamTimeout(f"{self.provider.name}: no data for {idle_limit:g}s") from None
+                raise self._silent(deadline, idle_limit) from None
             except BROKEN as exc:
-                raise UpstreamUnavailable(
-                    f"{self.provider.name}: connection broke mid-response: {reason(exc)}"
-                ) from None
+                raise self._broke(exc) from None
             if data is None:  # the wait ran out: the loop decides between a ping and a timeout
                 continue
             last_heard = last_data = time.monotonic()

@@ -31,7 +31,7 @@ from claude_proxy.teams.gate import AuthFailure, Gate, StoreUnavailable
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage, iso, limits_dict
 from claude_proxy.teams.store import StoreError
-from claude_proxy.translate.errors import envelope
+from claude_proxy.web.envelope import error_response
 
 log = logging.getLogger("claude_proxy")
 
@@ -44,17 +44,6 @@ CostFunction = Callable[[Usage], int | None]
 
 class PermissionDenied(ProxyError):
     status, error_type = 403, "permission_error"
-
-
-def _error(status: int, error_type: str, message: str, headers: Mapping[str, str] | None = None,
-           details: dict[str, Any] | None = None) -> Response:
-    body = envelope(error_type, message, g.get("request_id"))
-    if details:
-        body["error"]["details"] = details
-    response = Response(orjson.dumps(body), status=status, mimetype=JSON)
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
 
 
 class TeamsMetrics:
@@ -139,12 +128,12 @@ class TeamsEdge:
         found = self.gate.authenticate(presented, request.headers)
         if isinstance(found, AuthFailure):
             if found.reason == "unavailable":
-                return _error(503, "overloaded_error", found.message)
-            return _error(401, "authentication_error", found.message, NO_RETRY)
+                return error_response(503, "overloaded_error", found.message)
+            return error_response(401, "authentication_error", found.message, NO_RETRY)
         g.principal = found
         g.log_fields = {"key_id": found.key_id, "team": found.team_name}
         if endpoint.startswith(ADMIN_PREFIX) and not found.admin:
-            return _error(403, "permission_error", "this route needs an admin key")
+            return error_response(403, "permission_error", "this route needs an admin key")
         if endpoint in ADMITTED_ENDPOINTS and request.method == "POST":
             return self._admit(found)
         return None
@@ -167,11 +156,11 @@ class TeamsEdge:
 
     def _refusal(self, refused: Refused) -> Response:
         if refused.limit == "revoked":
-            return _error(401, "authentication_error", refused.message, NO_RETRY)
+            return error_response(401, "authentication_error", refused.message, NO_RETRY)
         if refused.limit == "budget":
-            return _error(429, "rate_limit_error", refused.message, NO_RETRY, {"error_code": "budget_exhausted"})
+            return error_response(429, "rate_limit_error", refused.message, NO_RETRY, {"error_code": "budget_exhausted"})
         retry = str(max(1, int(refused.retry_after + 0.999)))
-        return _error(429, "rate_limit_error", refused.message, {"retry-after": retry})
+        return error_response(429, "rate_limit_error", refused.message, {"retry-after": retry})
 
     def _close(self, admitted: Admitted, outcome: Outcome | None, status: int) -> None:
         try:

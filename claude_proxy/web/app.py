@@ -12,7 +12,6 @@ import logging
 import re
 from typing import Any
 
-import orjson
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import is_hop_by_hop_header
@@ -22,9 +21,10 @@ from claude_proxy.errors import InvalidRequest, NotFound, ProxyError, RequestToo
 from claude_proxy.pipeline import metrics
 from claude_proxy.pipeline.outcome import Outcome
 from claude_proxy.pipeline.proxy import Proxy
-from claude_proxy.pipeline.reply import JSON, Reply
-from claude_proxy.translate.errors import envelope, error_type_for_status
+from claude_proxy.pipeline.reply import Reply
+from claude_proxy.translate.errors import error_type_for_status
 from claude_proxy.translate.response import random_hex
+from claude_proxy.web.envelope import error_response
 
 log = logging.getLogger("claude_proxy")
 
@@ -40,32 +40,15 @@ def forwarded(name: str) -> bool:
     return not is_hop_by_hop_header(name) and name.lower() not in NEVER_FORWARDED
 
 
-def _error_response(
-    status: int,
-    error_type: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-    details: dict[str, Any] | None = None,
-) -> Response:
-    request_id = g.get("request_id")
-    body = envelope(error_type, message, request_id)
-    if details:
-        body["error"]["details"] = details
-    response = Response(orjson.dumps(body), status=status, mimetype=JSON)
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
 def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
-    return _error_response(status, error_type_for_status(status), error.description or error.name)
+    return error_response(status, error_type_for_status(status), error.description or error.name)
 
 
 def _unexpected(error: Exception) -> Response:
     """Never a traceback or an HTML page: the details go to the log, the client gets an envelope."""
     log.exception("unhandled error in claude-proxy (request %s)", g.get("request_id"))
-    return _error_response(500, "api_error", f"claude-proxy internal error ({type(error).__name__})")
+    return error_response(500, "api_error", f"claude-proxy internal error ({type(error).__name__})")
 
 
 def _to_response(reply: Reply) -> Response:
@@ -134,7 +117,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
                 for candidate in presented:
                     ok |= hmac.compare_digest(candidate.encode(), key)
             if not ok:
-                return _error_response(
+                return error_response(
                     401,
                     "authentication_error",
                     "invalid or missing proxy key: send it as x-api-key or Authorization: Bearer",
@@ -168,7 +151,7 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
         message = error.message
         for secret in proxy.secrets:  # an upstream may echo the proxy's own key back ("Incorrect API key: sk-…")
             message = message.replace(secret, "[REDACTED]")
-        return _error_response(error.status, error.error_type, message, error.headers, error.details)
+        return error_response(error.status, error.error_type, message, error.headers, error.details)
 
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
