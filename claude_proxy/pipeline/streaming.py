@@ -86,10 +86,10 @@ def open_stream(response: Any, deadline: float, upstream: Upstream, estimate: Ca
             if payload is not None:
                 raise inband_failure(payload, upstream.provider.name, estimate())
     except SSEError as exc:
-        response.close()
+        upstream.discard(response)
         raise UpstreamUnavailable(f"{upstream.provider.name}: {exc}") from None
     except ProxyError:
-        response.close()
+        upstream.discard(response)
         raise
     return opened
 
@@ -183,7 +183,7 @@ def translate_stream(
         if translator.stop_reason is not None and not disconnected:
             upstream.release(response)  # complete: keep the connection for the next request
         else:
-            response.close()
+            upstream.discard(response)
         outcome.answer(translator.usage or {}, translator.stop_reason)
         if first_byte is not None:
             outcome.ttfb_ms = round((first_byte - outcome.started) * 1000, 1)
@@ -221,7 +221,7 @@ def relay_stream(
         if complete:
             upstream.release(response, wait=0.0)  # read to its end: keep the connection
         else:
-            response.close()
+            upstream.discard(response)
         usage.settle(outcome)
         if error is not None:
             recorder.fail(outcome, error)

@@ -77,4 +77,4 @@ class UpstreamCaller:
             if complete:
                 self.upstream.release(response)  # read to its end: keep the connection
             else:
-                response.close()
+                self.upstream.discard(response)

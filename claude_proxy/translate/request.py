@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 from .caching import cache_key, cache_mark, limit_breakpoints, long_ttl
 from .dialect import DEFAULT_DIALECT, Dialect
 from .identifiers import to_upstream_id, to_upstream_tool_name, tool_name_map
-from .jsonio import dumps
+from .jsonio import dumps, dumps_text
 from .tokens import estimate_input_tokens
 from .websearch import history_text
 
@@ -323,7 +322,7 @@ def _assistant_message(content: Any, dialect: Dialect) -> dict[str, Any] | None:
                     "type": "function",
                     "function": {
                         "name": to_upstream_tool_name(str(block.get("name", "")), dialect.tool_name_max),
-                        "arguments": json.dumps(block.get("input", {}), ensure_ascii=False),
+                        "arguments": dumps_text(block.get("input", {})),
                     },
                 }
             )

@@ -7,7 +7,6 @@ characters/4 on code and JSON, and counts every part of a request that costs tok
 from __future__ import annotations
 
 import codecs
-import json
 import re
 from typing import Any
 
@@ -27,12 +26,9 @@ _SEPARATOR = "\x00"  # joins texts counted together: 1 token of its own, never m
 
 
 def _json_text(value: Any) -> str:
-    """JSON text to count tokens in: orjson where it can (10× faster), json where it cannot
-    (integers beyond 64 bits, nesting beyond 254). Spacing differs; single spaces count nothing."""
-    try:
-        return dumps(value).decode()
-    except (TypeError, ValueError, RecursionError):
-        return json.dumps(value, ensure_ascii=False)
+    """JSON text to count tokens in (compact; spacing would count nothing). Past the depth
+    limit this raises RecursionError, which count_tokens answers with a 400."""
+    return dumps(value).decode()
 
 
 def _class_of(code: int) -> str:

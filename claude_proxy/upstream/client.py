@@ -317,6 +317,18 @@ class Upstream:
         finally:
             response.close()  # closes the connection unless it went back to the pool
 
+    def discard(self, response: requests.Response) -> None:
+        """Done with a stream before its end (a client hung up, an error midway): the connection
+        is closed, never pooled. On the public path `response.close()` alone would leave the
+        helper thread blocked in `recv` on a descriptor of its own, holding the connection open
+        until garbage collection; so the helper is woken and waited for first."""
+        body = self._bodies.pop(response, None)
+        try:
+            if body is not None:
+                body.abandon()
+        finally:
+            response.close()
+
     # -- streaming reads -------------------------------------------------------------
 
     def _silent(self, deadline: float, idle_limit: float) -> UpstreamTimeout:

@@ -488,8 +488,25 @@ def test_an_upstream_error_echoing_the_key_does_not_leak_it(proxy: ProxyServer, 
     assert UPSTREAM_KEY not in proxy.log_file.read_text()
 
 
+def nested_tool_use_body(depth: int) -> bytes:
+    deep = '{"x":' * depth + "1" + "}" * depth
+    return (
+        '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},'
+        '{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"Bash","input":' + deep + "}]},"
+        '{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"ok"}]}]}'
+    ).encode()
+
+
+def test_json_nested_past_orjsons_writer_but_within_the_limit_is_served(proxy: ProxyServer) -> None:
+    raw = nested_tool_use_body(300)  # orjson writes 254 levels; the standard library takes over
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = requests.post(proxy.url + path, data=raw, headers={"content-type": "application/json"}, timeout=10)
+        assert response.status_code == 200, response.text
+    assert response.json()["input_tokens"] > 300
+
+
 def test_json_nested_deeper_than_python_recursion_is_a_400(proxy: ProxyServer) -> None:
-    deep = '{"x":' * 1000 + "1" + "}" * 1000  # orjson reads it; Python's own recursion cannot walk it
+    deep = '{"x":' * 1000 + "1" + "}" * 1000  # orjson reads it; deeper than the proxy's limit on any Python
     raw = (
         '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},'
         '{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"Bash","input":' + deep + "}]},"

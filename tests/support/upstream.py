@@ -662,6 +662,7 @@ class FakeUpstream:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._queue: deque[tuple[str | None, Response | Handler]] = deque()
+        self._claimed: dict[int, tuple[str | None, Response | Handler] | None] = {}
         self._requests: list[RecordedRequest] = []
         self._disconnects: list[tuple[int, float]] = []
         self._disconnects_seen = 0
@@ -861,6 +862,12 @@ class FakeUpstream:
         with self._cond:
             req = RecordedRequest(index=len(self._requests), json=_parse_json(fields["body"]), **fields)
             self._requests.append(req)
+            # The queued answer is claimed with the record, under one lock: requests get answers
+            # in the order they were recorded, whichever handler thread runs first afterwards.
+            entry = next((e for e in self._queue if e[0] is None or req.path.endswith(e[0])), None)
+            if entry is not None:
+                self._queue.remove(entry)
+            self._claimed[req.index] = entry
             self._cond.notify_all()
             return req
 
@@ -876,9 +883,7 @@ class FakeUpstream:
 
     def _pick(self, req: RecordedRequest) -> Response:
         with self._cond:
-            entry = next((e for e in self._queue if e[0] is None or req.path.endswith(e[0])), None)
-            if entry is not None:
-                self._queue.remove(entry)
+            entry = self._claimed.pop(req.index, None)
         if entry is None:
             return (self.handler or default_handler)(req)
         response = entry[1]
