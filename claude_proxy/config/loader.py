@@ -542,7 +542,7 @@ def load_config(
     web_search = None
     if "web_search" in data:
         try:
-            web_search = build_web_search(root.table_of("web_search"), env)
+            web_search = replace(build_web_search(root.table_of("web_search"), env), network=shared)
         except WebSearchConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     max_body = server.get("max_body_size", (int, str), 'a size in bytes or a string like "32MB"', None)

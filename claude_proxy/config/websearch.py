@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from claude_proxy.config.network import NetworkSettings
+
 BACKENDS = ("searxng", "brave", "tavily", "native")
 ON_MISSING = ("error", "drop")
 WEB_SEARCH_KEYS = {"backend", "url", "api_key_env", "max_results", "max_result_chars", "timeout", "on_missing"}
@@ -50,6 +52,9 @@ class WebSearchConfig:
     max_result_chars: int = 4000  # all results' text of one search together
     timeout: float = 15.0
     on_missing: str = "error"
+    # [upstream]'s egress proxy, CAs and client certificate: a search service is reached the way
+    # providers are (the loader fills it in; config/network.py)
+    network: NetworkSettings = field(default_factory=NetworkSettings, repr=False)
 
     @property
     def runs_searches(self) -> bool:

@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 
 from claude_proxy.config.websearch import WebSearchConfig
 from claude_proxy.translate.websearch import Result, domain_allowed
+from claude_proxy.upstream.egress import Egress, egress_for_url
 
 log = logging.getLogger("claude_proxy.search")
 
@@ -47,7 +48,10 @@ class Backend:
         self.config = config
         self.base_url = (config.url or "").rstrip("/")
         self.session = requests.Session()
-        self.session.trust_env = False  # like the upstream: the backend is named by config, not by HTTP_PROXY
+        # Like the upstream: trust_env off (no ~/.netrc), and the egress proxy, CAs and client
+        # certificate worked out once from [upstream] and the environment and given to every send.
+        self.session.trust_env = False
+        self.egress: Egress = egress_for_url(self.base_url, config.network) if self.base_url else Egress()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -103,8 +107,9 @@ class Backend:
     # -- shared plumbing ------------------------------------------------------------------------
 
     def _check_address(self) -> None:
-        """A default endpoint that resolves to a private or loopback address is refused (checked once)."""
-        if self._address_checked:
+        """A default endpoint that resolves to a private or loopback address is refused (checked once).
+        Behind an egress proxy the proxy resolves the name (the host here may not be able to)."""
+        if self._address_checked or self.egress.proxies:
             return
         with self._lock:
             if self._address_checked:
@@ -127,9 +132,14 @@ class Backend:
     def _request(self, method: str, url: str, timeout: float, **kwargs: Any) -> Any:
         """The JSON answer of one request; every failure a SearchError without URL, key or body."""
         try:
-            response = self.session.request(method, url, timeout=(min(timeout, 10.0), timeout), stream=True, **kwargs)
+            response = self.session.request(
+                method, url, timeout=(min(timeout, 10.0), timeout), stream=True,
+                proxies=dict(self.egress.proxies), verify=self.egress.verify, cert=self.egress.cert, **kwargs,
+            )
         except requests.Timeout:
             raise SearchError("unavailable", f"{self.kind}: the search service did not answer in time") from None
+        except requests.exceptions.SSLError:
+            raise SearchError("unavailable", f"{self.kind}: TLS to the search service failed ({self.egress.tls_hint(True)})") from None
         except requests.RequestException as exc:
             raise SearchError("unavailable", f"{self.kind}: could not reach the search service ({type(exc).__name__})") from None
         try:

@@ -96,9 +96,13 @@ def _verify(settings: NetworkSettings, env: Mapping[str, str]) -> tuple[str | bo
 
 def egress_for(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> Egress:
     """The proxy, CAs and client certificate for `provider` (its settings over [upstream]'s over the environment)."""
+    return egress_for_url(provider.base_url, provider.network, env)
+
+
+def egress_for_url(url: str, settings: NetworkSettings, env: Mapping[str, str] | None = None) -> Egress:
+    """The same answer for any other service the proxy calls (a web search backend): `settings` over the environment."""
     env = os.environ if env is None else env
-    settings = provider.network
-    proxies, proxy_from = _proxies(provider.base_url, settings, env)
+    proxies, proxy_from = _proxies(url, settings, env)
     verify, verify_from = _verify(settings, env)
     cert: tuple[str, str] | str | None = None
     if settings.client_cert:

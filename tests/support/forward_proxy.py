@@ -83,6 +83,11 @@ class Tinyproxy:
         found = [line for line in text.splitlines() if "Request (" in line and ": CONNECT " in line]
         return [line for line in found if port is None or f"CONNECT 127.0.0.1:{port} " in line]
 
+    def requests(self, port: int) -> list[str]:
+        """The plain (http://, absolute-URI) request lines it logged for 127.0.0.1:`port`."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if "Request (" in line and f"http://127.0.0.1:{port}/" in line]
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
