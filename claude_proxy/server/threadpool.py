@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from itertools import count
@@ -181,4 +182,12 @@ class ElasticThreadPool(Executor):
             threads = list(self._threads)
         if wait:
             for thread in threads:
-                thread.join()
+                # A fan-out starter creates a thread under the lock and starts it after: one may
+                # still be starting. Join it once it has started; skip it if its start failed.
+                while thread.ident is None:
+                    with self._lock:
+                        if thread not in self._threads:
+                            break
+                    time.sleep(0.001)
+                else:
+                    thread.join()

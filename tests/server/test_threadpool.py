@@ -228,3 +228,14 @@ def test_items_queued_during_a_start_up_are_all_served(monkeypatch: pytest.Monke
         assert pool.threads <= 8
     finally:
         pool.shutdown()
+
+
+def test_shutdown_right_after_a_burst_joins_threads_still_being_fanned_out() -> None:
+    # A burst makes running threads start more outside the lock; a shutdown at that moment used to
+    # join a thread not yet started ("cannot join thread before it is started").
+    for _ in range(200):
+        pool = ElasticThreadPool(32, idle_timeout=30)
+        futures = [pool.submit(time.sleep, 0) for _ in range(24)]
+        pool.shutdown(wait=True)
+        assert all(f.done() for f in futures)
+        assert not [t for t in threading.enumerate() if t.name.startswith(pool.name + "-")]
