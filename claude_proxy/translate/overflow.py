@@ -20,7 +20,9 @@ Wordings (as the servers print them, numbers varying):
   Mistral: "Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum
     context length"
   Gemini: "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."
-  llama.cpp: "the request exceeds the available context size, try increasing it"
+  llama.cpp (tools/server, type `exceed_context_size_error`, also Ollama's new engine): "request (20014
+    tokens) exceeds the available context size (16384 tokens), try increasing it"; older builds: "the
+    request exceeds the available context size, try increasing it"
   Kimi: "Your request exceeded model token limit: 262144 (requested: 300000)"
 
 Only the prompt overflowing is an overflow. When the prompt fits and only prompt + max_tokens
@@ -61,6 +63,7 @@ _WORDINGS: tuple[re.Pattern[str], ...] = tuple(
         rf"Prompt contains {P} tokens.*?too large for model with {M} maximum context length",
         rf"input token count \({P}\) exceeds the maximum number of tokens allowed \({M}\)",
         rf"exceeded model token limit: {M} \(requested: {P}\)",
+        rf"request \({P} tokens\) exceeds the available context size \({M} tokens\)",
         rf"prompt is too long: {P} tokens > {M} maximum",
         rf"maximum context length is {M} tokens",
         r"context_length_exceeded|context length exceeded|input length exceeds the context length"

@@ -139,7 +139,7 @@ def make_handler(marker: str, scenario: str) -> Any:
     return handler
 
 
-def _request_record(req: RecordedRequest) -> dict[str, Any]:
+def request_record(req: RecordedRequest) -> dict[str, Any]:
     return {
         "method": req.method,
         "path": req.path,
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 journal_file = work / "requests.jsonl"
                 lines = journal_file.read_text().splitlines() if journal_file.exists() else []
                 result["journal"] = [json.loads(line) for line in lines if line.strip()]
-            result["upstream_requests"] = [_request_record(r) for r in upstream.requests]
+            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
             result["upstream_errors"] = upstream.errors
     return result
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, _request_record, cli_env  # noqa: E402
+from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, request_record  # noqa: E402
 from tests.support.proxy_server import ProxyServer  # noqa: E402
 from tests.support.search_backends import SearchService  # noqa: E402
 from tests.support.search_model import DOCS, FACT, answer_response, call_response  # noqa: E402
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             proxy.stop()
             result["journal"] = proxy.journal()
             result["proxy_output"] = proxy.output()
-            result["upstream_requests"] = [_request_record(r) for r in upstream.requests]
+            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
             result["upstream_errors"] = upstream.errors
             result["search_queries"] = service.queries
     return result

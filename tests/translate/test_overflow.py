@@ -33,6 +33,8 @@ OVERFLOWS = [
     ("gemini", "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
      1200000, 1048576),
     ("kimi", "Your request exceeded model token limit: 262144 (requested: 300000)", 300000, 262144),
+    ("llama.cpp", "request (20014 tokens) exceeds the available context size (16384 tokens), try increasing it",
+     20014, 16384),
     ("openrouter", "This endpoint's maximum context length is 8192 tokens. However, you requested about 9000 tokens "
      "(8800 of text input, 200 in the output). Please reduce the length of either one.", 8800, 8192),
 ]
