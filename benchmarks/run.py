@@ -130,13 +130,13 @@ def free_port() -> int:
 
 
 def start_proxy(
-    workdir: Path, upstream_port: int, extra: list[str], env: dict[str, str] | None = None
+    workdir: Path, upstream_port: int, extra: list[str], env: dict[str, str] | None = None, config_extra: str = ""
 ) -> tuple[Server, Path, list[str]]:
     port = free_port()
     config = workdir / "claude-proxy.toml"
     config.write_text(
         f'host = "127.0.0.1"\nport = {port}\n\n[provider]\nname = "custom"\n'
-        f'base_url = "http://127.0.0.1:{upstream_port}/v1"\napi_key = "sk-bench-upstream-key"\n'
+        f'base_url = "http://127.0.0.1:{upstream_port}/v1"\napi_key = "sk-bench-upstream-key"\n' + config_extra
     )
     log = workdir / "proxy.log"
     args = [
@@ -849,7 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="nonstream,stream,paced,burst,paced-open,translate",
-        help="comma-separated scenarios: nonstream,stream,paced,burst,paced-open,translate,soak",
+        help="comma-separated scenarios: nonstream,stream,paced,burst,paced-open,translate,soak; "
+        "teams (not in the default: [teams] on vs off, written to its own block)",
     )
     parser.add_argument(
         "--soak", type=float, default=None, help="seconds of mixed load for the RSS trend (default 180, 0 with --quick)"
@@ -868,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a line added to the report (e.g. 'machine shared with tests')")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
+    teams = "teams" in only
+    only.discard("teams")
     soak_seconds = args.soak if args.soak is not None else (0.0 if args.quick else 180.0)
     loop_kind = install_fast_loop()
     if args.profile:
@@ -877,6 +880,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
+    if teams:
+        teams_report(args, command, info, loop_kind)
+        if not only:
+            return 0
+        load_before = os.getloadavg()
     extra = [
         *(["--workers", str(args.workers)] if args.workers else []),
         *(["--threads", str(args.threads)] if args.threads else []),
@@ -1017,6 +1025,49 @@ def main(argv: list[str] | None = None) -> int:
     if env.profiles:
         print("profiles:", *env.profiles, sep="\n  ")
     return 0
+
+
+def teams_report(args: argparse.Namespace, command: str, info: dict[str, str], loop_kind: str) -> None:
+    """The `teams` scenario: its own upstream and two proxies, its own block in the report."""
+    from claude_proxy.config.loader import load_config
+
+    from .teams import run_teams, write_block
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="claude-proxy-bench-teams-") as tmp:
+        workdir = Path(tmp)
+        upstream = start_upstream(workdir)
+        try:
+            probe = workdir / "probe.toml"
+            probe.write_text(f'[provider]\nname = "custom"\nbase_url = "http://127.0.0.1:{upstream.port}/v1"\n')
+            dialect = load_config(str(probe), env={}).provider.dialect
+            body, recorded = run_teams(args, upstream, workdir, dialect)
+        finally:
+            upstream.stop()
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    load_after = os.getloadavg()
+    header = [
+        f"Latest run: {started:%Y-%m-%d %H:%M} UTC ({(finished - started).total_seconds():.0f} s), "
+        f"{'quick' if args.quick else 'full'} mode.",
+        "",
+        f"- Command: `{command.strip()}`",
+        f"- Commit: `{info['commit']}`",
+        f"- Machine: {info['cpu']}; Python {info['python']}; upstream and load generator: {loop_kind}",
+        "- Proxies: `python -m claude_proxy --workers 2` (gunicorn gthread, request log on), started side by side; "
+        "teams on = `[teams]` (SQLite) + `[prices]` + a stored key (rpm limit; its team: budget and concurrency cap)",
+        f"- Usage rows the store recorded for the teams-on proxy: {recorded:,}",
+        f"- Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after: {' / '.join(f'{x:.2f}' for x in load_after)}",
+    ]
+    if args.note:
+        header.append(f"- Note: {args.note}")
+    report = "\n".join(header) + "\n\n" + body
+    print()
+    print(report)
+    if args.output != "-":
+        write_block(Path(args.output), report)
+        print(f"\nwritten to {args.output}")
 
 
 if __name__ == "__main__":

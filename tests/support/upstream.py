@@ -837,6 +837,19 @@ class FakeUpstream:
             self._disconnects_seen = len(self._disconnects)
             return True
 
+    def client_gone(self, req: RecordedRequest) -> bool:
+        """Whether the client that sent ``req`` has closed its connection (EOF already seen, no waiting):
+        a handler that held a request can tell whether anyone is left to answer."""
+        with self._cond:
+            sock = self._conns.get(req.connection)
+        if sock is None:
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Block until no client connection is open."""
         with self._cond:
