@@ -47,7 +47,7 @@ from tests.e2e.test_teams import cli
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream, Hang, HangBeforeHeaders, Json, RecordedRequest, Stream, default_handler
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 REQUESTS = int(os.environ.get("CLAUDE_PROXY_MIXED_REQUESTS", "10000"))
 CLIENTS = 32
 CUT_EVERY = 50  # every 50th request is a stream its client cuts after the first words
