@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_proxy import __version__
-from claude_proxy.config.loader import CONFIG_ENV, Config, ConfigError, load_config, search_paths
+from claude_proxy.config.loader import CONFIG_ENV, Config, ConfigError, load_config, read_toml, search_paths
 from claude_proxy.server.serve import is_loopback, serve
 
 PROG = "claude-proxy"
@@ -144,12 +144,11 @@ def _remember(config: Config) -> None:
 
 
 def _last_good(provider: str | None) -> Config | None:
-    import tomllib
-
     try:
         path = _last_good_path()
-        data = tomllib.loads(path.read_text())
-        return load_config(provider=provider, data=data)
+        if not path.exists():
+            return None
+        return load_config(provider=provider, data=read_toml(path))
     except (OSError, ValueError, ConfigError):
         return None
 
