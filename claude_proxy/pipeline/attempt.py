@@ -20,9 +20,9 @@ from claude_proxy.pipeline.route import Attempt
 from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, sse, translate_stream
 from claude_proxy.search import SearchTurn, UpstreamCaller, WebSearch
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
-from claude_proxy.translate.errors import thread_refusal
+from claude_proxy.translate.errors import envelope, thread_refusal
 from claude_proxy.translate.inband import inband_error
-from claude_proxy.translate.overflow import overflow_error
+from claude_proxy.translate.overflow import overflow_error, with_window
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id
@@ -116,6 +116,10 @@ class OpenAIAttempts:
                     opened = open_stream(response, deadline, upstream, translation.context.prompt_tokens)
                 break
             except UpstreamHTTPError as error:
+                numbered = with_window(error.message, window, translation.context.prompt_tokens())
+                if numbered is not None:  # the provider gave no numbers: the estimate, and the window if configured
+                    raise UpstreamHTTPError(400, envelope("invalid_request_error", numbered), error.headers,
+                                            raw=error.raw, content_type=error.content_type) from None
                 # A 400 that names a limit we can honour (max_tokens, stream_options) gets one more try.
                 fix = recover(out_body, error.message) if second_chance and error.status in (400, 422) else None
                 if fix is None:

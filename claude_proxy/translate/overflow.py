@@ -147,6 +147,22 @@ def upstream_overflow(payload: Any, message: str, estimate: int | None = None) -
     return overflow_envelope(overflow, estimate)
 
 
+_NUMBERLESS = re.compile(
+    r"prompt is too long: (?:(?P<p>\d+) tokens > model's maximum context|the conversation exceeds the model's context window)"
+)
+
+
+def with_window(message: str, window: int | None, estimate: int | None = None) -> str | None:
+    """A provider overflow that named no maximum (Ollama, older llama.cpp), completed with the
+    model's configured window and the proxy's estimate: Claude Code sizes its compaction from
+    both numbers. None for any other message, and when there is nothing to add."""
+    match = _NUMBERLESS.fullmatch(message)
+    if match is None:
+        return None
+    completed = overflow_message(Overflow(_int(match.group("p")), window), estimate)
+    return completed if completed != message else None
+
+
 def overflow_error(body_estimate: int, context_window: int | None) -> dict[str, Any] | None:
     """Before an upstream call: the overflow envelope when the estimated prompt cannot fit the
     configured window, else None. The estimate (translate.tokens) is approximate, so this is the

@@ -50,6 +50,28 @@ def test_a_provider_overflow_is_anthropics_wording_and_teaches_nothing(upstream:
         assert upstream.requests[-1].json["max_tokens"] == 4000  # not clamped by a "lesson"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_overflow_without_a_maximum_takes_the_configured_window(upstream: FakeUpstream, stream: bool) -> None:
+    # Ollama's wording has no window in it; Claude Code needs "N tokens > M maximum" to size its
+    # compaction, so the model's [context_windows] entry supplies M (the estimate being under it here).
+    ollama = {"error": {"message": "prompt too long; exceeded max context length by 120 tokens", "type": "api_error"}}
+    with ProxyServer(proxy_config(upstream, context_windows={"big-model": 100_000})) as server:
+        upstream.enqueue(Json(ollama, 400), path="/chat/completions")
+        body = {"model": "claude-sonnet-5", "max_tokens": 4000, "stream": stream,
+                "messages": [{"role": "user", "content": "word " * 500}]}
+        response = requests.post(server.url + "/v1/messages", json=body, timeout=20)
+        assert response.status_code == 400
+        assert response.json()["error"] == {
+            "type": "invalid_request_error", "message": "prompt is too long: 100001 tokens > 100000 maximum"
+        }
+    with ProxyServer(proxy_config(upstream)) as server:  # no window configured: the estimate, no maximum
+        upstream.enqueue(Json(ollama, 400), path="/chat/completions")
+        response = ask(server, "word " * 500)
+        assert response.status_code == 400
+        message = response.json()["error"]["message"]
+        assert message.startswith("prompt is too long: ") and message.endswith(" tokens > model's maximum context")
+
+
 def test_an_overflow_inside_a_200_body_is_a_400_too(upstream: FakeUpstream) -> None:
     message = "This endpoint's maximum context length is 8192 tokens. However, you requested about 9000 tokens."
     body = {"error": {"message": message, "code": 400}}  # OpenRouter's in-band form

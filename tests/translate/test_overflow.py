@@ -7,7 +7,7 @@ import json
 import pytest
 
 from claude_proxy.translate.errors import from_upstream_response
-from claude_proxy.translate.overflow import Overflow, overflow_error, parse_overflow
+from claude_proxy.translate.overflow import Overflow, overflow_error, overflow_message, parse_overflow, with_window
 from claude_proxy.translate.recovery import limit_from_message, recover
 
 BODY = {"model": "m", "messages": [], "max_tokens": 32000, "stream": True}
@@ -125,3 +125,22 @@ def test_overflow_error_before_the_upstream_call() -> None:
 def test_unrelated_errors_are_not_overflows() -> None:
     for message in ("Invalid API key", "max_tokens must be an integer", "tool_call_id 12345 not found"):
         assert parse_overflow(message) is None
+
+
+def test_a_numberless_overflow_takes_the_configured_window() -> None:
+    # Ollama: no maximum in the wording; the proxy's estimate is the prompt.
+    plain = overflow_message(parse_overflow("prompt too long; exceeded max context length by 120 tokens") or Overflow(), 9000)
+    assert plain == "prompt is too long: 9000 tokens > model's maximum context"
+    assert with_window(plain, 8192) == "prompt is too long: 9000 tokens > 8192 maximum"
+    # Nothing to go on but the window: the prompt is at least one over it.
+    bare = overflow_message(Overflow())
+    assert with_window(bare, 8192, estimate=None) == "prompt is too long: 8193 tokens > 8192 maximum"
+    assert with_window(bare, 8192, estimate=12000) == "prompt is too long: 12000 tokens > 8192 maximum"
+    # An estimate under the window (the provider counts differently) still says "over".
+    assert with_window(plain.replace("9000", "5000"), 8192) == "prompt is too long: 8193 tokens > 8192 maximum"
+    # Numbered overflows and other errors are left alone.
+    assert with_window("prompt is too long: 9000 tokens > 8192 maximum", 4096) is None
+    assert with_window("max_tokens is too large", 4096) is None
+    # Without a window: the estimate at least (no maximum to give); nothing to add is None.
+    assert with_window(bare, None, estimate=7000) == "prompt is too long: 7000 tokens > model's maximum context"
+    assert with_window(plain, None) is None
