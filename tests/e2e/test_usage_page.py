@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import proxy_config
-from tests.support.browser import chromium, submit
+from tests.support.browser import chromium, console_errors, submit
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
 
@@ -131,6 +131,10 @@ def assert_clean(driver: Any) -> None:
         assert key not in cookies and secret not in cookies, "a raw key is in a cookie"
     assert "Traceback" not in source and "Internal Server Error" not in source, source[:2000]
     assert driver.title == "claude-proxy usage", source[:2000]
+    # the CSP lets the page's own (nonce'd) style through, and nothing the page asks for fails to load
+    # (but for the sign-in page's own 401 after a wrong key)
+    refused = "/ui/login - Failed to load resource: the server responded with a status of 401 (UNAUTHORIZED)"
+    assert [e for e in console_errors(driver) if not e.endswith(refused)] == []
 
 
 def table_after(driver: Any, heading: str) -> list[dict[str, str]]:

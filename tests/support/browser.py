@@ -49,9 +49,12 @@ def chromium() -> Iterator[WebDriver]:
     profile = Path(tempfile.mkdtemp(prefix="claude-proxy-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = browser
+    # Nothing of its own on the network either (updates, sync, QUIC probes): only the pages the test opens.
     for arg in ("--headless=new", f"--user-data-dir={profile}", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--window-size=1280,1600"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors()
     if os.geteuid() == 0:  # Chromium refuses to run as root inside its own sandbox
         options.add_argument("--no-sandbox")
     service = Service(executable_path=driver_path, log_output=str(profile / "chromedriver.log"))
@@ -79,3 +82,8 @@ def submit(driver: WebDriver, xpath: str, timeout: float = 15.0) -> None:
     wait = WebDriverWait(driver, timeout, ignored_exceptions=[WebDriverException])
     wait.until(expected_conditions.staleness_of(button))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def console_errors(driver: WebDriver) -> list[str]:
+    """The console's errors since the last call (a CSP violation, a failed load) — each read empties it."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
