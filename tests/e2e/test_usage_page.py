@@ -22,6 +22,7 @@ import requests
 
 from tests.conftest import proxy_config
 from tests.support.browser import chromium, console_errors, submit
+from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
 
@@ -58,8 +59,16 @@ def proxy(upstream: FakeUpstream, store_dir: Path) -> Iterator[ProxyServer]:
 
 
 @pytest.fixture(scope="module")
-def browser(proxy: ProxyServer) -> Iterator[Any]:
-    """Needs the proxy so it quits first: Chromium's idle connections would hold a stopping worker."""
+def embedded(upstream: FakeUpstream, store_dir: Path) -> Iterator[GunicornServer]:
+    """The proxy's blueprint inside a host Flask app under /llm (tests/support/embedded_app.py), same store."""
+    config = proxy_config(upstream, teams={"path": str(store_dir / "teams.db")}, prices={"big-model": PRICE})
+    with GunicornServer(config, "tests.support.embedded_app:app", threads=8, health_path="/llm/health") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(proxy: ProxyServer, embedded: GunicornServer) -> Iterator[Any]:
+    """Needs the servers so it quits first: Chromium's idle connections would hold a stopping worker."""
     with chromium() as driver:
         yield driver
 
@@ -102,13 +111,13 @@ def settled_usage(server: ProxyServer, key_id: str, requests_expected: int) -> d
     raise AssertionError(f"usage for {key_id} never reached {requests_expected} requests: {rows}")
 
 
-def open_ui(driver: Any, server: ProxyServer) -> None:
-    driver.get(server.url + "/ui/")
+def open_ui(driver: Any, server: ProxyServer, prefix: str = "") -> None:
+    driver.get(f"{server.url}{prefix}/ui/")
     assert_clean(driver)
 
 
-def sign_in(driver: Any, server: ProxyServer, key: str) -> None:
-    open_ui(driver, server)
+def sign_in(driver: Any, server: ProxyServer, key: str, prefix: str = "") -> None:
+    open_ui(driver, server, prefix)
     field = driver.find_element(NAME, "key")
     assert field.get_attribute("type") == "password"
     field.send_keys(key)
@@ -265,3 +274,27 @@ def test_an_empty_key_shows_an_error_too(page: Any, proxy: ProxyServer) -> None:
     submit(page, "//button[normalize-space()='Sign in']")
     assert_clean(page)
     assert page.find_element(CLASS, "err").text == "That key is not valid."
+
+
+def test_the_page_works_under_a_url_prefix(page: Any, proxy: ProxyServer, embedded: GunicornServer,
+                                           tmp_path: Path) -> None:
+    """Embedded under /llm in a host app: forms post under the prefix, the cookie is scoped to it."""
+    made = cli(proxy, "keys", "create", "--owner", "prefixed@example.com", "--name", "host app")
+    r = requests.post(embedded.url + "/llm/v1/messages", json=BODY, headers={"x-api-key": made["key"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    row = settled_usage(proxy, made["id"], 1)
+
+    open_ui(page, embedded, "/llm")
+    assert page.find_element(XPATH, "//form").get_attribute("action") == embedded.url + "/llm/ui/login"
+    sign_in(page, embedded, made["key"], "/llm")
+    assert page.current_url == embedded.url + "/llm/ui/"
+    assert "Signed in as prefixed@example.com" in page.find_element(TAG, "body").text
+    cookie = session_cookie(page)
+    assert cookie is not None and cookie["path"] == "/llm/ui/" and cookie["httpOnly"] is True
+    [shown] = table_after(page, "Usage by model and day")
+    assert (int(shown["requests"]), shown["cost_usd"]) == (1, f"{row['cost_micros'] / 1e6:.4f}")
+    shot = tmp_path / "usage-page.png"  # for a person to look at when this fails
+    assert page.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    sign_out(page)
+    assert page.current_url == embedded.url + "/llm/ui/" and session_cookie(page) is None
+    assert page.find_elements(NAME, "key")
