@@ -1,5 +1,6 @@
 """The real Claude Code CLI with a key from the teams store (issue 18): usage is what the upstream reported,
-and a spent budget stops the CLI after exactly one 429 — no retry, no further upstream request.
+and a spent budget stops the CLI after exactly one 429 — no retry, no further upstream request — while a
+rate-limited turn is retried after its retry-after and succeeds.
 
 Runs tests/support/cc_teams_scenario.py the way test_claude_code.py runs its scenario: inside a
 loopback-only network namespace, with the CLI from npm (the same fixtures and `run_scenario`).
@@ -110,3 +111,21 @@ def test_a_spent_budget_gets_exactly_one_429_and_the_cli_stops(claude: Path, tmp
         (200, result["key_id"])
     ], why
     assert result["raw_key_in_journal_or_output"] is False
+
+
+def test_a_rate_limited_turn_is_retried_after_retry_after_and_the_session_finishes(
+    claude: Path, tmp_path: Path
+) -> None:
+    """rpm 1/5s: the second turn comes right after the first and is refused (429 rate_limit_error with
+    retry-after). Claude Code waits as told and retries once — a retry before the window reopened would
+    be refused again and counted — and the session finishes. Refused requests never reach the upstream."""
+    result = cc.run_scenario(claude, tmp_path, "--scenario", "rpm", script=SCRIPT)
+    why = describe(result)
+    [run] = result["runs"]
+    output = run["cli_json"]
+    assert run["returncode"] == 0 and output is not None and output["is_error"] is False, why
+    assert output["result"] == f"The command printed: {result['marker'].upper()}", why
+    assert run["refusals_after"] == {"rpm,key": 1.0}, why
+    assert run["upstream_requests"] == 2, why
+    [row] = result["usage"]
+    assert (row["requests"], row["errors"]) == (2, 0), why  # a refusal is not a usage record

@@ -9,6 +9,8 @@ tool call, then an answer, each reporting the usage in cc_scenario.USAGE.
   usage   one tool round trip; then the store's usage for the key (`claude-proxy usage --json`)
   budget  a monthly budget smaller than what the first turn costs: the CLI's first turn is admitted and
           spends it, its second is refused (429 budget_exhausted); then a second CLI session, refused at once
+  rpm     one request per RPM_PERIOD: the second turn, sent right after the first, is refused (429 with
+          retry-after); the CLI waits, retries and finishes
 
 Writes everything the test asserts on to RESULT.json; never asserts itself.
 """
@@ -41,6 +43,7 @@ PRICE = {"input": 10, "output": 50, "cache_read": 1}
 BUDGET_USD = "0.01"  # turn 1 (1234 input + 56 output tokens) costs $0.01514: admitted, then over budget
 PROMPT = "Run `echo` with the marker using the Bash tool, then tell me what it printed."
 OWNER = "cc-user@example.com"
+RPM = "1/5s"  # the second turn follows the first within a second or so (the Bash tool is one `echo`)
 
 
 def claude_proxy(config: Path, *args: str) -> Any:
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         upstream.handler = make_handler(marker, "tool")
         config = _config_of(upstream.url, work)
         config_path = write_config(work / "store.toml", config)  # for the CLI verbs; the proxy writes its own
-        limits = ["--budget", BUDGET_USD] if args.scenario == "budget" else []
+        limits = {"budget": ["--budget", BUDGET_USD], "rpm": ["--rpm", RPM]}.get(args.scenario, [])
         made = claude_proxy(config_path, "keys", "create", "--owner", OWNER, "--name", "cc laptop", *limits)
         result["key_id"], key = made["id"], made["key"]
         proxy = ProxyServer(config).start()
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claude", required=True, help="the claude executable")
     parser.add_argument("--out", required=True, help="where to write the JSON result")
-    parser.add_argument("--scenario", choices=["usage", "budget"], default="usage")
+    parser.add_argument("--scenario", choices=["usage", "budget", "rpm"], default="usage")
     parser.add_argument("--auth", choices=["api-key", "token"], default="api-key",
                         help="give the key as ANTHROPIC_API_KEY (x-api-key) or ANTHROPIC_AUTH_TOKEN (Bearer)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds each CLI session may take")
