@@ -107,8 +107,11 @@ def test_a_spent_budget_gets_exactly_one_429_and_the_cli_stops(claude: Path, tmp
     assert len(result["upstream_requests"]) == 1, why
     [row] = result["usage"]
     assert (row["requests"], row["cost_micros"]) == (1, cost_micros(*USAGE[0])), why
-    assert [(e["status"], e["key_id"]) for e in result["journal"] if e["endpoint"] == "messages"] == [
-        (200, result["key_id"])
+    # the request log has every request, the refused ones too (status, error type and the key's id)
+    assert [(e["status"], e.get("error_type"), e["key_id"]) for e in result["journal"]
+            if e["endpoint"] == "messages"] == [
+        (200, None, result["key_id"]), (429, "rate_limit_error", result["key_id"]),
+        (429, "rate_limit_error", result["key_id"]),
     ], why
     assert result["raw_key_in_journal_or_output"] is False
 
@@ -129,3 +132,6 @@ def test_a_rate_limited_turn_is_retried_after_retry_after_and_the_session_finish
     assert run["upstream_requests"] == 2, why
     [row] = result["usage"]
     assert (row["requests"], row["errors"]) == (2, 0), why  # a refusal is not a usage record
+    assert [(e["status"], e.get("error_type")) for e in result["journal"] if e["endpoint"] == "messages"] == [
+        (200, None), (429, "rate_limit_error"), (200, None)
+    ], why

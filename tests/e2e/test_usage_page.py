@@ -68,7 +68,7 @@ def embedded(upstream: FakeUpstream, store_dir: Path) -> Iterator[GunicornServer
 
 @pytest.fixture(scope="module")
 def browser(proxy: ProxyServer, embedded: GunicornServer) -> Iterator[Any]:
-    """Needs the servers so it quits first: Chromium's idle connections would hold a stopping worker."""
+    """Needs the servers so it quits before they stop (and their stop never waits on its open connections)."""
     with chromium() as driver:
         yield driver
 
