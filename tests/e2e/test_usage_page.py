@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import proxy_config
-from tests.support.browser import chromium, console_errors, submit
+from tests.support.browser import chromium, console_errors, require_chromium, submit
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
@@ -38,6 +38,12 @@ BODY = {"model": "claude-sonnet-4", "max_tokens": 16, "messages": [{"role": "use
 PRICE = {"input": 3000, "output": 15000}
 REQUEST_COST_MICROS = 2 * 3000 + 3 * 15000
 CREATED: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_present() -> None:
+    """Skip (or fail under CI=true) before any server starts when there is no browser to drive."""
+    require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def browser(proxy: ProxyServer, embedded: GunicornServer) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, proxy: ProxyServer) -> Iterator[Any]:
-    """The browser, signed out, with every page it showed checked for raw keys and stack traces."""
+    """The browser, signed out (no cookies) before and after the test."""
     browser.delete_all_cookies()
     yield browser
     browser.delete_all_cookies()

@@ -35,17 +35,22 @@ def _binary(names: tuple[str, ...], package: str) -> str:
     raise AssertionError("unreachable")  # require() skips or fails
 
 
+def require_chromium() -> tuple[str, str]:
+    """The browser's and the driver's paths, once selenium imports; else skip (fail under CI=true)."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        require("selenium", "pip install -e '.[test]' (the test extra has selenium)")
+    return _binary(("chromium", "chromium-browser"), "chromium"), _binary(("chromedriver",), "chromium-driver")
+
+
 @contextmanager
 def chromium() -> Iterator[WebDriver]:
     """A headless Chromium with a throwaway profile, quit (and its profile removed) on exit."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        require("selenium", "pip install -e '.[test]' (the test extra has selenium)")
-        raise
-    browser = _binary(("chromium", "chromium-browser"), "chromium")
-    driver_path = _binary(("chromedriver",), "chromium-driver")
+    browser, driver_path = require_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     profile = Path(tempfile.mkdtemp(prefix="claude-proxy-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = browser
