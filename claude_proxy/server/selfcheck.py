@@ -96,6 +96,18 @@ def _firm_stop() -> list[str]:
     return _gthread_accept_shape()
 
 
+def _stop_pending() -> list[str]:
+    """gthread ≥ 27: parked connections in `pending_conns`, closed by `murder_pending` once `timeout` passed."""
+    worker = gthread.ThreadWorker
+    return (
+        _gthread_accept_shape()
+        + lacks_attributes(worker, "murder_pending")
+        + lacks_names(worker.__init__, "pending_conns")
+        + lacks_names(worker.murder_pending, "pending_conns", "timeout", "close")
+        + lacks_names(worker.run, "murder_pending", "set_accept_enabled")
+    )
+
+
 def _keepalive_linger() -> list[str]:
     return (
         _gthread_accept_shape()
@@ -113,6 +125,7 @@ def _coalescing_response() -> list[str]:
 ITEMS: tuple[Item, ...] = (
     Item("envelope_errors", speed=False, missing=_envelope_errors),
     Item("firm_stop", speed=False, missing=_firm_stop),
+    Item("stop_pending", speed=False, missing=_stop_pending),
     Item("turn_taking", speed=True, missing=_turn_taking),
     Item("keepalive_linger", speed=True, missing=_keepalive_linger),
     Item("coalescing_response", speed=True, missing=_coalescing_response),

@@ -5,6 +5,11 @@
   is completed by the kernel and then waits unanswered in the backlog for up to the
   graceful timeout. This worker closes its listening sockets as soon as it stops accepting:
   new connections are refused at once, while in-flight streams still run to their end.
+- A stopping worker closes connections that never sent a request (a browser's preconnect, kept
+  open for minutes) after `STOP_PENDING_LINGER`. gthread parks such a connection after 5 s
+  without data and counts it until its keepalive timeout (75 s), and its graceful stop waits
+  for every counted connection: one open usage page held each stop for the whole graceful
+  timeout, and then the master killed the worker.
 - HTTP that never reaches the app (a malformed request line, a URI or headers over
   gunicorn's limits) is answered with an Anthropic error envelope instead of an HTML page.
 - A kept-alive connection whose next request is already on its way is served by the same
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import select
 import selectors
+import time
 from typing import Any
 
 import orjson
@@ -51,6 +57,10 @@ KEEPALIVE_LINGER = 0.002
 
 # Linux: of the workers waiting on a listening socket, only one is woken for a new connection.
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+# How long a stopping worker keeps a connection that has not sent a request yet: one on its way
+# is still served (gunicorn 27.0.1 gives its kept-alive connections the same 2 s on a stop).
+STOP_PENDING_LINGER = 2.0
 
 # How long a request thread waits for work before it ends (`threadpool.ElasticThreadPool`).
 THREAD_IDLE_TIMEOUT = 10.0
@@ -188,9 +198,19 @@ class GracefulThreadWorker(ThreadWorker):
         if enabled and not accepting and self.turn_taking:
             for listener in self.sockets:
                 self._wait_in_line(listener)
-        if not enabled and not self.alive and "firm_stop" in self.items:  # shutting down, not at worker_connections
+        if enabled or self.alive:
+            return  # below: shutting down, not at worker_connections
+        if "firm_stop" in self.items:
             for listener in self.sockets:
                 listener.close()
+        if "stop_pending" in self.items:
+            self._cap_pending(time.monotonic() + STOP_PENDING_LINGER)
+
+    def _cap_pending(self, deadline: float) -> None:
+        """Connections parked before their first request close by `deadline` (gthread's
+        `murder_pending`, run by its stop loop, closes them); the deque stays sorted by timeout."""
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
 
     def handle(self, conn: Any) -> Any:
         keep = super().handle(conn)

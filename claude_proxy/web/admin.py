@@ -24,7 +24,7 @@ from claude_proxy.config.loader import Config
 from claude_proxy.config.teams import RateError, limits_from, parse_rate, usd_to_micros
 from claude_proxy.errors import InvalidRequest, NotFound, ProxyError
 from claude_proxy.pipeline import metrics as proxy_metrics
-from claude_proxy.pipeline.outcome import Outcome
+from claude_proxy.pipeline.outcome import Outcome, Recorder
 from claude_proxy.pipeline.reply import JSON
 from claude_proxy.teams.base import STORE_ERRORS
 from claude_proxy.teams.gate import AuthFailure, Gate, StoreUnavailable
@@ -36,6 +36,8 @@ from claude_proxy.web.envelope import error_response
 log = logging.getLogger("claude_proxy")
 
 ADMITTED_ENDPOINTS = {"messages"}  # count_tokens and models authenticate but consume no limits
+# The routes whose every request gets a journal line; a refusal at the door gets one too (design §2.12).
+JOURNALLED_ENDPOINTS = {"messages", "count_tokens"}
 ADMIN_PREFIX = "admin_"
 UI_PREFIX = "ui_"
 NO_RETRY = {"x-should-retry": "false"}
@@ -90,9 +92,10 @@ class TeamsMetrics:
 
 
 class TeamsEdge:
-    def __init__(self, config: Config, gate: Gate | None = None) -> None:
+    def __init__(self, config: Config, gate: Gate | None = None, recorder: Recorder | None = None) -> None:
         assert config.teams is not None
         self.config = config
+        self.recorder = recorder  # the proxy's journal and request metrics, for refusals
         self.gate = gate or Gate(config.teams, config.auth_keys, events=TeamsMetrics(config.teams.store))
         self.gate.prepare()
         # A finished request's usage → its cost in micro-USD from [prices] (None = unpriced).
@@ -128,21 +131,32 @@ class TeamsEdge:
         found = self.gate.authenticate(presented, request.headers)
         if isinstance(found, AuthFailure):
             if found.reason == "unavailable":
-                return error_response(503, "overloaded_error", found.message)
-            return error_response(401, "authentication_error", found.message, NO_RETRY)
+                return self._refuse(endpoint, 503, "overloaded_error", found.message)
+            return self._refuse(endpoint, 401, "authentication_error", found.message, NO_RETRY)
         g.principal = found
         g.log_fields = {"key_id": found.key_id, "team": found.team_name}
         if endpoint.startswith(ADMIN_PREFIX) and not found.admin:
             return error_response(403, "permission_error", "this route needs an admin key")
         if endpoint in ADMITTED_ENDPOINTS and request.method == "POST":
-            return self._admit(found)
+            return self._admit(endpoint, found)
         return None
 
-    def _admit(self, principal: Principal) -> Response | None:
+    def _refuse(
+        self, endpoint: str, status: int, error_type: str, message: str,
+        headers: Mapping[str, str] | None = None, details: Mapping[str, Any] | None = None,
+    ) -> Response:
+        """A request turned away at the door; on a journalled route it gets its journal line (status,
+        error_type, key id and team) and its request metrics, like a request the pipeline answered."""
+        if self.recorder is not None and endpoint in JOURNALLED_ENDPOINTS:
+            outcome = Outcome(g.get("request_id", ""), endpoint, extra=dict(g.get("log_fields") or {}))
+            self.recorder.fail(outcome, ProxyError(message, status=status, error_type=error_type))
+        return error_response(status, error_type, message, headers, details)
+
+    def _admit(self, endpoint: str, principal: Principal) -> Response | None:
         reserve = (request.content_length or 0) // 4  # the design's O(1) estimate: ~4 bytes per token
         decision = self.gate.admit(principal, reserve)
         if isinstance(decision, Refused):
-            return self._refusal(decision)
+            return self._refusal(endpoint, decision)
         g.admitted = decision
 
         @after_this_request
@@ -154,13 +168,14 @@ class TeamsEdge:
 
         return None
 
-    def _refusal(self, refused: Refused) -> Response:
+    def _refusal(self, endpoint: str, refused: Refused) -> Response:
         if refused.limit == "revoked":
-            return error_response(401, "authentication_error", refused.message, NO_RETRY)
+            return self._refuse(endpoint, 401, "authentication_error", refused.message, NO_RETRY)
         if refused.limit == "budget":
-            return error_response(429, "rate_limit_error", refused.message, NO_RETRY, {"error_code": "budget_exhausted"})
+            return self._refuse(endpoint, 429, "rate_limit_error", refused.message, NO_RETRY,
+                                {"error_code": "budget_exhausted"})
         retry = str(max(1, int(refused.retry_after + 0.999)))
-        return error_response(429, "rate_limit_error", refused.message, {"retry-after": retry})
+        return self._refuse(endpoint, 429, "rate_limit_error", refused.message, {"retry-after": retry})
 
     def _close(self, admitted: Admitted, outcome: Outcome | None, status: int) -> None:
         try:

@@ -228,7 +228,7 @@ def _teams_edge(config: Config, bp: ProxyBlueprint) -> Any:
         return None
     from claude_proxy.web.admin import TeamsEdge
 
-    edge = TeamsEdge(config)
+    edge = TeamsEdge(config, recorder=bp.proxy.recorder)
     edge.install(bp)
     bp.teams = edge
     return edge

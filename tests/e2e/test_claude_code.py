@@ -96,10 +96,11 @@ def claude(netns: None) -> Iterator[Path]:
     yield path
 
 
-def run_scenario(claude: Path, tmp_path: Path, *extra: str) -> dict[str, Any]:
-    """cc_scenario.py inside a fresh loopback-only namespace; its JSON result (with the CLI's stderr on failure)."""
+def run_scenario(claude: Path, tmp_path: Path, *extra: str, script: Path = SCENARIO) -> dict[str, Any]:
+    """A scenario script (cc_scenario.py unless told) inside a fresh loopback-only namespace; its JSON result
+    (with the script's output on failure)."""
     out = tmp_path / "result.json"
-    command = _in_namespace_command(sys.executable, str(SCENARIO), "--claude", str(claude), "--out", str(out), *extra)
+    command = _in_namespace_command(sys.executable, str(script), "--claude", str(claude), "--out", str(out), *extra)
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0 and out.exists(), f"scenario failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     result: dict[str, Any] = json.loads(out.read_text())

@@ -205,6 +205,10 @@ def test_a_spent_budget_is_429_not_to_be_retried_with_its_reset_time(
         error = r.json()["error"]
         assert error["type"] == "rate_limit_error" and error["details"]["error_code"] == "budget_exhausted"
         assert "monthly budget of $1.00 is spent; resets " in error["message"] and "UTC" in error["message"]
+    # each refusal has its line in the request log, with the key's id (design §2.12)
+    refused = [line for s in instances for line in s.journal() if line.get("key_id") == created["id"]
+               and line["status"] == 429]
+    assert len(refused) == len(instances) and all(line["error_type"] == "rate_limit_error" for line in refused)
 
 
 def test_usage_is_recorded_once_per_request_and_queryable(instances: list[ProxyServer]) -> None:

@@ -47,11 +47,12 @@ def _gunicorn() -> tuple[int, ...]:
 
 
 def test_every_item_holds_on_the_gunicorn_versions_it_needs() -> None:
-    """All from 27; from 24 (the floor) all but the head/body coalescing (no `_emit_body` before 27)."""
+    """All from 27; from 24 all but the head/body coalescing (no `_emit_body` before 27) and the stop of
+    parked connections (no `pending_conns` before 27)."""
     on, note = selfcheck.active(True)
     wanted = {item.name for item in selfcheck.ITEMS}
     if _gunicorn() < (27, 0):
-        wanted.discard("coalescing_response")
+        wanted -= {"coalescing_response", "stop_pending"}
     assert on == wanted
     assert (note == "") is (_gunicorn() >= (27, 0))
 
@@ -60,7 +61,7 @@ def test_switched_off_only_behaviour_items_remain() -> None:
     on, note = selfcheck.active(False)
     assert note == ""
     assert on == {item.name for item in selfcheck.ITEMS if not item.speed}
-    assert on == {"envelope_errors", "firm_stop"}
+    assert on == {"envelope_errors", "firm_stop", "stop_pending"}
 
 
 def test_a_missing_piece_turns_only_its_item_off_with_one_line() -> None:

@@ -170,3 +170,19 @@ def test_connections_arriving_one_at_a_time_are_spread_over_the_workers(upstream
                 for sock in held:
                     sock.close()
             time.sleep(0.3)  # the closed connections are let go of before the next round
+
+
+def test_a_connection_that_never_sent_a_request_does_not_hold_a_stopping_worker(upstream: FakeUpstream) -> None:
+    """A browser preconnects (the usage page's Chromium did) and may keep that socket for minutes. gthread
+    parks a connection after 5 s without a first request and counts it until its keepalive timeout (75 s),
+    and its graceful stop waits for every counted connection: SIGTERM took the whole graceful timeout
+    (30 s), then the master killed the worker. Now the stop closes it after STOP_PENDING_LINGER (2 s)."""
+    server = ProxyServer(proxy_config(upstream)).start()
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        time.sleep(6)  # past gthread's 5 s wait for a first request: the connection is parked
+        assert server.stop(timeout=20) == 0, server.output()  # a clean exit, not a kill at the bound
+        assert idle.recv(1) == b""  # the worker closed it
+    finally:
+        idle.close()
+        server.stop()
