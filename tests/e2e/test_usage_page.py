@@ -26,7 +26,7 @@ from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer
 from tests.support.upstream import FakeUpstream
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 # WebDriver's locator strategies (selenium's `By` values), spelled out so this module imports without
 # selenium: the `browser` fixture then skips with the reason, or fails under CI=true.
