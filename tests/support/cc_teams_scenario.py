@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, _request_record, cli_env, make_handler  # noqa: E402
+from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, make_handler, request_record  # noqa: E402
 from tests.support.proxy_server import ProxyServer, write_config  # noqa: E402
 from tests.support.upstream import FakeUpstream  # noqa: E402
 
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             proxy.stop()
             result["journal"] = proxy.journal()
             result["proxy_output"] = proxy.output()
-            result["upstream_requests"] = [_request_record(r) for r in upstream.requests]
+            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
             result["upstream_errors"] = upstream.errors
             result["raw_key_in_journal_or_output"] = key in json.dumps(result["journal"]) + result["proxy_output"]
     return result
