@@ -106,6 +106,10 @@ class Config:
     allow_unauthenticated: bool = False
     metrics_public: bool = False  # GET /metrics without a proxy key even when auth_keys are set
     cors_origins: tuple[str, ...] = ()
+    # Behind a reverse proxy that mounts the proxy under a path (nginx `location /llm/` with
+    # `X-Forwarded-Prefix /llm`): honour that header, so the usage page's links, forms and cookie
+    # path carry the prefix. Off by default: only a proxy in front may set it.
+    forwarded_prefix: bool = False
     max_body_bytes: int = 32 * 1024 * 1024
     log_file: str | None = None
     log_bodies: bool = False
@@ -241,6 +245,7 @@ SERVER_KEYS = {
     "threads",
     "ping_interval",
     "fast_paths",
+    "forwarded_prefix",
 }
 UPSTREAM_KEYS = {
     "connect_timeout", "read_timeout", "timeout", "max_retries", "retry_base_delay", "retry_max_delay", *NETWORK_KEYS,
@@ -574,6 +579,7 @@ def load_config(
         allow_unauthenticated=server.get("allow_unauthenticated", bool, "true or false", False),
         metrics_public=server.get("metrics_public", bool, "true or false", False),
         cors_origins=server.strings("cors_origins"),
+        forwarded_prefix=server.get("forwarded_prefix", bool, "true or false", False),
         max_body_bytes=_size(max_body, where) if max_body is not None else Config.max_body_bytes,
         log_file=server.get("log_file", str, "a file path", None),
         log_bodies=server.get("log_bodies", bool, "true or false", False),

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import is_hop_by_hop_header
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from claude_proxy.config.loader import Config, load_config
 from claude_proxy.errors import InvalidRequest, NotFound, ProxyError, RequestTooLarge
@@ -246,4 +247,6 @@ def create_app(config: Config | None = None) -> Flask:
     # Outside the blueprint too (unknown methods at routing level, errors in other handlers).
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    if config.forwarded_prefix:  # werkzeug's own fix: X-Forwarded-Prefix becomes SCRIPT_NAME, nothing else trusted
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=0, x_host=0, x_port=0, x_prefix=1)
     return app

@@ -24,7 +24,7 @@ from tests.conftest import proxy_config
 from tests.support.browser import chromium, console_errors, require_chromium, submit
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer
-from tests.support.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -59,7 +59,8 @@ def upstream() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def proxy(upstream: FakeUpstream, store_dir: Path) -> Iterator[ProxyServer]:
-    config = proxy_config(upstream, teams={"path": str(store_dir / "teams.db")}, prices={"big-model": PRICE})
+    config = proxy_config(upstream, teams={"path": str(store_dir / "teams.db")}, prices={"big-model": PRICE},
+                          server={"forwarded_prefix": True})  # for the nginx-under-/llm test; off elsewhere
     with ProxyServer(config, workers=2) as server:
         yield server
 
@@ -304,3 +305,88 @@ def test_the_page_works_under_a_url_prefix(page: Any, proxy: ProxyServer, embedd
     sign_out(page)
     assert page.current_url == embedded.url + "/llm/ui/" and session_cookie(page) is None
     assert page.find_elements(NAME, "key")
+
+
+class Behind:
+    """nginx serving the proxy under /llm/ (X-Forwarded-Prefix), the way a company mounts it on a shared host."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.fixture(scope="module")
+def nginx_llm(proxy: ProxyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Behind]:
+    from tests.e2e.test_nginx import NGINX, Nginx, main_config
+
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+    directory = tmp_path_factory.mktemp("nginx-llm")
+    port = free_port()
+    site = f"""
+    upstream claude_proxy {{ server 127.0.0.1:{proxy.port}; }}
+    map $http_x_request_id $claude_proxy_request_id {{ default $http_x_request_id; "" $request_id; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /llm/ {{
+            proxy_pass http://claude_proxy/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Prefix /llm;
+            proxy_buffering off;
+        }}
+    }}
+"""
+    conf = directory / "nginx.conf"
+    conf.write_text(main_config(directory, site, free_port()))
+    process = subprocess.Popen([NGINX, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(conf)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = Nginx(directory, port, 0, process)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, nginx.error_log()
+            try:
+                if requests.get(f"{nginx.url}/llm/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, nginx.error_log()
+            time.sleep(0.05)
+        yield Behind(nginx.url)
+    finally:
+        nginx.stop()
+
+
+def test_the_page_works_behind_nginx_under_a_prefix(page: Any, proxy: ProxyServer, nginx_llm: Behind) -> None:
+    """nginx `location /llm/` with X-Forwarded-Prefix and `[server] forwarded_prefix = true`: links,
+    forms and the cookie carry /llm, so the browser never leaves the prefix nginx serves."""
+    made = cli(proxy, "keys", "create", "--owner", "behind@example.com", "--name", "behind nginx")
+    r = requests.post(nginx_llm.url + "/llm/v1/messages", json=BODY, headers={"x-api-key": made["key"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    row = settled_usage(proxy, made["id"], 1)
+    open_ui(page, nginx_llm, "/llm")
+    assert page.find_element(XPATH, "//form").get_attribute("action") == nginx_llm.url + "/llm/ui/login"
+    sign_in(page, nginx_llm, made["key"], "/llm")
+    assert page.current_url == nginx_llm.url + "/llm/ui/"
+    assert "Signed in as behind@example.com" in page.find_element(TAG, "body").text
+    cookie = session_cookie(page)
+    assert cookie is not None and cookie["path"] == "/llm/ui/" and cookie["httpOnly"] is True
+    [shown] = table_after(page, "Usage by model and day")
+    assert (int(shown["requests"]), shown["cost_usd"]) == (1, f"{row['cost_micros'] / 1e6:.4f}")
+    sign_out(page)
+    assert page.current_url == nginx_llm.url + "/llm/ui/" and session_cookie(page) is None
+
+
+def test_without_forwarded_prefix_the_header_is_not_trusted() -> None:
+    """Only a proxy in front may name the prefix: with the setting off (the default) a client's header changes nothing."""
+    from claude_proxy.config.loader import load_config
+    from claude_proxy.web.app import create_app
+
+    for on, action in ((False, 'action="/ui/login"'), (True, 'action="/llm/ui/login"')):
+        data = {"provider": {"name": "custom", "base_url": "http://127.0.0.1:9", "api_key": "k"},
+                "teams": {"path": str(Path(tempfile.mkdtemp(prefix="claude-proxy-prefix-")) / "teams.db")},
+                "server": {"forwarded_prefix": on}}
+        client = create_app(load_config(data=data, env={})).test_client()
+        html = client.get("/ui/", headers={"X-Forwarded-Prefix": "/llm"}).get_data(as_text=True)
+        assert action in html, html[:500]
