@@ -7,7 +7,8 @@ bits, nesting past 254 levels — so each helper falls back per call, not per pr
 How deep a document may nest is the proxy's own rule (MAX_DEPTH), not whatever the running
 Python's recursion happens to allow: 3.11's `json` gives up near 1,000 levels and 3.13's does not,
 so without the rule the same body would be a 400 on one interpreter and a 200 on the next. The
-check runs only on the fallback path, so orjson's common case pays nothing.
+check runs only where the standard library writes (orjson refuses 255+ levels itself), and walks
+only output longer than 2 × MAX_DEPTH characters, so the common case pays nothing.
 """
 
 from __future__ import annotations
