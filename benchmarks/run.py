@@ -853,6 +853,12 @@ def main(argv: list[str] | None = None) -> int:
         "teams (not in the default: [teams] on vs off, written to its own block)",
     )
     parser.add_argument(
+        "--teams-sides",
+        default="off,sqlite,postgres",
+        help="with --only teams: which proxies to compare, a subset of off,sqlite,postgres (postgres starts "
+        "private PostgreSQL + Redis servers; a quick look: --teams-sides off,postgres)",
+    )
+    parser.add_argument(
         "--soak", type=float, default=None, help="seconds of mixed load for the RSS trend (default 180, 0 with --quick)"
     )
     parser.add_argument("--workers", type=int, help="proxy --workers (default: the CLI's)")
@@ -881,7 +887,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
     if teams:
-        teams_report(args, command, info, loop_kind)
+        if not teams_report(args, command, info, loop_kind):
+            return 1
         if not only:
             return 0
         load_before = os.getloadavg()
@@ -1027,8 +1034,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def teams_report(args: argparse.Namespace, command: str, info: dict[str, str], loop_kind: str) -> None:
-    """The `teams` scenario: its own upstream and two proxies, its own block in the report."""
+def teams_report(args: argparse.Namespace, command: str, info: dict[str, str], loop_kind: str) -> bool:
+    """The `teams` scenario: its own upstream, proxies and stores, its own block in the report. False when a
+    teams-on store did not record one usage row per answered request (the run is then not a result)."""
     from claude_proxy.config.loader import load_config
 
     from .teams import run_teams, write_block
@@ -1042,7 +1050,7 @@ def teams_report(args: argparse.Namespace, command: str, info: dict[str, str], l
             probe = workdir / "probe.toml"
             probe.write_text(f'[provider]\nname = "custom"\nbase_url = "http://127.0.0.1:{upstream.port}/v1"\n')
             dialect = load_config(str(probe), env={}).provider.dialect
-            body, recorded = run_teams(args, upstream, workdir, dialect)
+            result = run_teams(args, upstream, workdir, dialect, ROOT)
         finally:
             upstream.stop()
     finished = datetime.datetime.now(datetime.timezone.utc)
@@ -1055,19 +1063,25 @@ def teams_report(args: argparse.Namespace, command: str, info: dict[str, str], l
         f"- Commit: `{info['commit']}`",
         f"- Machine: {info['cpu']}; Python {info['python']}; upstream and load generator: {loop_kind}",
         "- Proxies: `python -m claude_proxy --workers 2` (gunicorn gthread, request log on), started side by side; "
-        "teams on = `[teams]` (SQLite) + `[prices]` + a stored key (rpm limit; its team: budget and concurrency cap)",
-        f"- Usage rows the store recorded for the teams-on proxy: {recorded:,}",
+        "SQLite = `[teams]` (embedded store), PG+Redis = `[teams] store = \"postgres\"`; both with `[prices]` and "
+        "a stored key (rpm limit; its team: budget and concurrency cap)",
+        *result.details,
         f"- Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, "
         f"after: {' / '.join(f'{x:.2f}' for x in load_after)}",
     ]
     if args.note:
         header.append(f"- Note: {args.note}")
-    report = "\n".join(header) + "\n\n" + body
+    report = "\n".join(header) + "\n\n" + result.body
     print()
     print(report)
+    if not result.passed:
+        print("\nteams: a store's usage rows do not match the requests it answered; the report is not written",
+              file=sys.stderr)
+        return False
     if args.output != "-":
         write_block(Path(args.output), report)
         print(f"\nwritten to {args.output}")
+    return True
 
 
 if __name__ == "__main__":
