@@ -1,0 +1,75 @@
+"""The teams benchmark's bookkeeping (benchmarks/teams.py), without servers: the sides one may choose, the
+rotation that interleaves them, the table's columns and the usage check that makes a run with refused or
+unrecorded requests fail. The run itself is `python -m benchmarks.run --only teams --quick`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from benchmarks.loadgen import Result, Run
+from benchmarks.run import Measured, Server
+from benchmarks.teams import LOADS, Side, order, parse_sides, rows_of, table, usage_ok
+
+
+def side(name: str, ok: int, sent: int) -> Side:
+    s = Side(name, server=cast(Server, None), config=Path("/dev/null"), environ={}, key="k")  # never started
+    s.ok, s.sent = ok, sent
+    return s
+
+
+def test_sides_are_a_subset_in_canonical_order() -> None:
+    assert parse_sides("postgres, off") == ("off", "postgres")
+    assert parse_sides("off,sqlite,postgres") == ("off", "sqlite", "postgres")
+    for bad in ("", "off,mysql", ","):
+        with pytest.raises(SystemExit, match="teams-sides"):
+            parse_sides(bad)
+
+
+def test_rounds_rotate_so_each_side_takes_each_position() -> None:
+    sides = ("off", "sqlite", "postgres")
+    rounds = [order(sides, n) for n in range(3)]
+    for position in range(3):
+        assert {r[position] for r in rounds} == set(sides)
+
+
+def test_usage_must_match_the_answered_requests() -> None:
+    assert usage_ok(100, side("sqlite", ok=100, sent=100))
+    assert not usage_ok(99, side("sqlite", ok=100, sent=100))  # a request answered but never recorded
+    assert not usage_ok(101, side("sqlite", ok=100, sent=100))  # counted twice
+    assert usage_ok(101, side("postgres", ok=100, sent=102))  # a failed request may have left its row
+
+
+def measured(latency_ms: float, errors: int = 0) -> Measured:
+    results = [Result(float(i), latency_ms / 1000, latency_ms / 1000, 200, True, 10) for i in range(10)]
+    return Measured(Run(results, errors, {}, (float("-inf"), float("inf"))), 10.0, {}, span=10.0)
+
+
+def test_the_table_has_a_column_and_a_delta_per_side_and_marks_a_usage_mismatch() -> None:
+    names = ("off", "sqlite", "postgres")
+    latency = {"off": 1.0, "sqlite": 1.4, "postgres": 2.0}
+    got: dict[str, dict[str, Any]] = {label: {n: measured(latency[n]) for n in names} for label, _, _ in LOADS}
+    memory = {n: {"RSS idle, after warm-up": 100.0 + i * 20, "PSS idle, after warm-up": 70.0} for i, n in
+              enumerate(names)}
+    usage = {"sqlite": (40, side("sqlite", ok=40, sent=40)), "postgres": (39, side("postgres", ok=40, sent=40))}
+    text = table(names, rows_of(names, got, memory, usage))
+    lines = text.splitlines()
+    assert lines[0] == ("| scenario | metric | teams off | SQLite | PG+Redis | SQLite − off | PG+Redis − off | "
+                        "target |  |")
+    p50 = next(line for line in lines if "c=1 | latency p50" in line and "non-streaming" in line)
+    assert "+0.40 ms" in p50 and "+1.00 ms" in p50 and "SQLite ✅ · PG+Redis ❌" in p50
+    rss = next(line for line in lines if "RSS idle" in line)
+    assert "SQLite ❌ · PG+Redis ✅" in rss  # 120 MB over 105; 140 MB within 150
+    usage_line = next(line for line in lines if "usage recorded" in line)
+    assert "SQLite ✅ · PG+Redis ❌" in usage_line
+
+
+def test_without_the_off_side_there_are_no_deltas() -> None:
+    names = ("postgres",)
+    got: dict[str, dict[str, Any]] = {label: {"postgres": measured(2.0)} for label, _, _ in LOADS}
+    memory = {"postgres": {"RSS idle, after warm-up": 140.0, "PSS idle, after warm-up": 100.0}}
+    text = table(names, rows_of(names, got, memory, {"postgres": (40, side("postgres", ok=40, sent=40))}))
+    assert text.splitlines()[0] == "| scenario | metric | PG+Redis | target |  |"
+    assert "PG+Redis ✅" in next(line for line in text.splitlines() if "RSS idle" in line)
