@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,14 @@ def default_log_file(env: dict[str, str] | None = None) -> str:
     return str(state / "claude-proxy" / "requests.jsonl")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(help_overrides: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The main command's options; `help_overrides` (dest -> text) lets `claude-proxy run` say its own defaults."""
+    helps = {
+        "port": "port to listen on (default 4222)",
+        "host": "address to bind (default 127.0.0.1)",
+        "workers": "gunicorn worker processes (default 2)",
+        **(help_overrides or {}),
+    }
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve the Anthropic Messages API on top of any OpenAI-compatible provider.",
@@ -31,15 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.claude-proxy.toml.",
     )
     parser.add_argument("-c", "--config", metavar="PATH", help="config file (TOML)")
-    parser.add_argument("-p", "--port", type=int, help="port to listen on (default 4222)")
-    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("-p", "--port", type=int, help=helps["port"])
+    parser.add_argument("--host", help=helps["host"])
     parser.add_argument("--provider", metavar="NAME", help="provider preset, overrides the config")
     parser.add_argument(
         "--log-file",
         metavar="PATH",
         help="JSONL request log (default: $XDG_STATE_HOME/claude-proxy/requests.jsonl; '-' for none)",
     )
-    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
+    parser.add_argument("--workers", type=int, help=helps["workers"])
     parser.add_argument("--threads", type=int, help="threads per worker = concurrent requests each (default 256)")
     parser.add_argument("--show-config-paths", action="store_true", help="print the config search paths and exit")
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")

@@ -42,21 +42,17 @@ class LaunchError(Exception):
 
 def build_run_parser() -> argparse.ArgumentParser:
     """The main command's options (config, provider, log file, ...), under `claude-proxy run`."""
-    parser = build_parser()
+    parser = build_parser({  # same options, but `run` has its own defaults
+        "port": "port to listen on (default: a free one)",
+        "host": "address to bind (default 127.0.0.1, whatever the config says)",
+        "workers": "gunicorn worker processes (default 1)",
+    })
     parser.prog = NAME
     parser.usage = f"{NAME} [proxy options] [-- claude arguments]"
     parser.description = (
         "Start claude-proxy on a free local port, run Claude Code against it, and stop the proxy when Claude Code "
         "exits (its exit code is passed through). Everything after `--` goes to claude."
     )
-    run_defaults = {
-        "port": "port to listen on (default: a free one)",
-        "host": "address to bind (default 127.0.0.1, whatever the config says)",
-        "workers": "gunicorn worker processes (default 1)",
-    }
-    for action in parser._actions:  # same options, but `run` has its own defaults
-        if action.dest in run_defaults:
-            action.help = run_defaults[action.dest]
     return parser
 
 

@@ -4,7 +4,7 @@ same contract as the embedded SQLite store (teams/base.py), for any number of ma
 - Admin changes commit in PostgreSQL (bumping the epoch there, audit row in the same transaction),
   then raise the fleet's epoch in Redis so every worker drops its key cache on its next request. If
   Redis misses that write, each worker also reads the ledger's epoch at most once a second.
-- Admission is one Redis script; settlement appends the usage record to the local spool first (the
+- Admission is one Redis script, one round trip: it also checks the epoch; settlement appends the usage record to the local spool first (the
   record is safe on disk before anything else happens), then settles the limiter.
 - Usage, spend and audit are read from PostgreSQL; in-flight counts and headroom from Redis.
 """
@@ -25,7 +25,7 @@ from claude_proxy.teams.base import SchemaBehind, StoreDown
 from claude_proxy.teams.breaker import Breaker
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.postgres import PostgresLedger
-from claude_proxy.teams.records import Actor, Admitted, KeyRecord, Principal, Refused, Team, Usage
+from claude_proxy.teams.records import Actor, Admitted, KeyRecord, Principal, Refused, Stale, Team, Usage
 from claude_proxy.teams.redis_limits import RedisLimiter
 from claude_proxy.teams.spool import Spool
 
@@ -76,19 +76,32 @@ class DistributedStore:
         self.ledger.close()
         self.limiter.close()
 
+    def maintain(self) -> None:
+        """Nothing: the spool's uploader thread does this backend's background work."""
+
     # -- epoch -----------------------------------------------------------------------------------------------------
 
-    def epoch(self) -> int:
-        """The fleet's epoch: Redis on every request; the ledger's at most once a second (it wins when
-        higher, and is pushed to Redis, e.g. after a restart emptied it or a change missed it)."""
+    def _ledger_epoch_due(self) -> int | None:
+        """The ledger's epoch, read at most once a second per worker (None between reads or when it is down)."""
         now = time.monotonic()
-        ledger_epoch = None
-        if now - self._ledger_epoch_at >= LEDGER_EPOCH_EVERY:
-            self._ledger_epoch_at = now
-            try:
-                ledger_epoch = self._ledger_epoch = self.ledger.epoch()
-            except StoreDown:
-                pass
+        if now - self._ledger_epoch_at < LEDGER_EPOCH_EVERY:
+            return None
+        self._ledger_epoch_at = now
+        try:
+            self._ledger_epoch = self.ledger.epoch()
+        except StoreDown:
+            return None
+        return self._ledger_epoch
+
+    def epoch_hint(self) -> int | None:
+        """Before an admission: the ledger's epoch once a second (a change Redis missed still arrives); the
+        admission script checks Redis's epoch itself."""
+        return self._ledger_epoch_due()
+
+    def epoch(self) -> int:
+        """The fleet's epoch: Redis's; the ledger's at most once a second (it wins when higher, and is
+        pushed to Redis, e.g. after a restart emptied it or a change missed it)."""
+        ledger_epoch = self._ledger_epoch_due()
         try:
             fleet = self.limiter.epoch()
         except StoreDown:
@@ -160,9 +173,10 @@ class DistributedStore:
 
     # -- limiter ---------------------------------------------------------------------------------------------------
 
-    def admit(self, principal: Principal, rid: str, reserve_tokens: int, reserve_micros: int = 0
-              ) -> Admitted | Refused:
-        return self.limiter.admit(principal, rid, reserve_tokens, reserve_micros, self.ledger.month_spend)
+    def admit(self, principal: Principal, rid: str, reserve_tokens: int, reserve_micros: int = 0,
+              expected_epoch: int | None = None) -> Admitted | Refused | Stale:
+        return self.limiter.admit(principal, rid, reserve_tokens, reserve_micros, self.ledger.month_spend,
+                                  expected_epoch, self.ledger.epoch)
 
     def renew(self, rids: Sequence[str]) -> int:
         raise NotImplementedError("the distributed store renews Admitted requests: renew_live")

@@ -24,13 +24,14 @@ from claude_proxy.config.teams import Limits, TeamsSettings
 from claude_proxy.errors import ProxyError
 from claude_proxy.teams import keys as keyfmt
 from claude_proxy.teams.base import STORE_ERRORS, Store
-from claude_proxy.teams.records import Admitted, KeyRecord, Principal, Refused, Scope, Usage
-from claude_proxy.teams.store import SqliteStore
+from claude_proxy.teams.records import Admitted, KeyRecord, Principal, Refused, Scope, Stale, Usage
+from claude_proxy.teams.store import SqliteStore, StoreError
 
 log = logging.getLogger("claude_proxy.teams")
 
 NEGATIVE_TTL = 2.0  # unknown keys are remembered this long (a key created since is found after it)
 CACHE_MAX = 10_000
+MAINTAIN_EVERY = 0.25  # seconds between the keeper's calls to the store's upkeep
 GATEWAY_USER_ID = "x-claude-gateway-user-id"
 GATEWAY_USER_EMAIL = "x-claude-gateway-user-email"
 _MAX_USER = 256
@@ -53,6 +54,12 @@ class AuthFailure:
 
 class StoreUnavailable(ProxyError):
     status, error_type = 503, "overloaded_error"
+
+
+def new_usage_id() -> str:
+    """A request's lease and usage id: the nanosecond clock then 64 random bits — unique, and time-ordered so
+    usage rows append to the ledger's primary-key B-tree instead of landing on a random page each time."""
+    return f"u_{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
 Events = Callable[[str, Mapping[str, str]], None]
@@ -108,8 +115,13 @@ class Gate:
 
     # -- who ------------------------------------------------------------------------------------------------------
 
-    def authenticate(self, presented: Sequence[str], headers: Mapping[str, str]) -> Principal | AuthFailure:
-        """The principal for the first presented key that is ours (static keys compared in constant time)."""
+    def authenticate(
+        self, presented: Sequence[str], headers: Mapping[str, str], *, admitting: bool = False
+    ) -> Principal | AuthFailure:
+        """The principal for the first presented key that is ours (static keys compared in constant time).
+
+        `admitting`: the request goes on to `admit`, which checks the snapshot's epoch inside the admission
+        itself (one store call, and no window between the check and the admission), so no epoch is read here."""
         candidates = [p for p in presented if p]
         static_hit = None
         for key, key_id in self.static:  # every pair compared, so timing tells nothing
@@ -124,7 +136,7 @@ class Gate:
             self.events("auth", {"result": "unknown" if candidates else "missing"})
             return AuthFailure("unknown" if candidates else "missing")
         try:
-            record = self._lookup(keyfmt.hash_key(stored[0]))
+            record, epoch, taken = self._lookup(keyfmt.hash_key(stored[0]), check_epoch=not admitting)
         except STORE_ERRORS as exc:
             log.warning("teams: key lookup failed: %s", exc)
             self.events("auth", {"result": "unavailable"})
@@ -137,43 +149,63 @@ class Gate:
             self.events("auth", {"result": status})
             return AuthFailure(status)
         self.events("auth", {"result": "ok"})
-        return self.principal(record, headers)
+        return self.principal(record, headers, epoch=epoch, snapshot_at=taken)
 
-    def _lookup(self, secret_hash: bytes) -> KeyRecord | None:
-        now = time.monotonic()
+    def _read_epoch(self, check_epoch: bool) -> int | None:
+        """The store's epoch (None: it did not answer). Before an admission, only what the store can say
+        without a round trip (`epoch_hint`: e.g. the ledger's, once a second) unless nothing is known yet."""
         try:
-            epoch: int | None = self.store.epoch()
+            if check_epoch or self._epoch < 0:
+                return self.store.epoch()
+            return self.store.epoch_hint()
         except STORE_ERRORS:
-            epoch = None  # no store answers: snapshots serve, within auth_stale_seconds
+            return None
+
+    def _see_epoch(self, epoch: int, forward_only: bool = False) -> None:
+        """Some admin change, anywhere: every snapshot taken before it is dropped (kept aside as stale).
+        `forward_only` for epochs that may lag what this worker already knows (hints, a stale answer)."""
         with self._lock:
-            if epoch is not None and epoch != self._epoch:  # some admin change, anywhere: every snapshot is dropped
+            if epoch != self._epoch and not (forward_only and epoch < self._epoch):
                 self._stale = {**self._stale, **self._cache} if len(self._stale) < CACHE_MAX else dict(self._cache)
                 self._cache.clear()
                 self._epoch = epoch
+
+    def _lookup(self, secret_hash: bytes, check_epoch: bool = True) -> tuple[KeyRecord | None, int, float]:
+        """(record, the epoch its snapshot belongs to, when it was taken)."""
+        now = time.monotonic()
+        epoch = self._read_epoch(check_epoch)
+        if epoch is not None:
+            self._see_epoch(epoch, forward_only=not check_epoch)
+        with self._lock:
             hit = self._cache.get(secret_hash)
-        fresh = epoch is not None or (hit is not None and now - hit[1] <= self.settings.auth_stale_seconds)
+            current = self._epoch
+        # the snapshot holds when the epoch was just read, or admission will check it; if no store answers,
+        # snapshots serve within auth_stale_seconds
+        fresh = epoch is not None or (not check_epoch and current >= 0) or (
+            hit is not None and now - hit[1] <= self.settings.auth_stale_seconds)
         if hit is not None and fresh and (hit[0] is not None or now - hit[1] < NEGATIVE_TTL):
-            return hit[0]
+            return hit[0], current, hit[1]
         try:
             record = self.store.find_key(secret_hash)
         except STORE_ERRORS:
             old = hit if hit is not None and hit[0] is not None else self._stale.get(secret_hash)
             if old is not None and old[0] is not None and now - old[1] <= self.settings.auth_stale_seconds:
                 self.events("auth", {"result": "stale_cache"})
-                return old[0]  # a key seen lately, while the ledger is down: served for a bounded time
+                return old[0], -1, old[1]  # a key seen lately, while the ledger is down: served for a bounded time
             raise
         with self._lock:
-            if self._epoch == epoch:
+            if self._epoch == current:
                 if len(self._cache) >= CACHE_MAX:
                     self._cache.clear()
                 self._cache[secret_hash] = (record, now)
-        return record
+        return record, current, now
 
     def _static_principal(self, key_id: str) -> Principal:
         scope = Scope("s:" + key_id, "key", f"key {key_id}", self.settings.defaults)
         return Principal(key_id, key_id, key_id, "user", None, None, (scope,), static=True)
 
-    def principal(self, record: KeyRecord, headers: Mapping[str, str]) -> Principal:
+    def principal(self, record: KeyRecord, headers: Mapping[str, str], *, epoch: int = -1,
+                  snapshot_at: float = 0.0) -> Principal:
         """Scopes and effective limits: each scope's own values, then [teams.defaults], then unlimited.
         A trusted gateway key with a forwarded user: usage is that user's, the key's limits apply per user."""
         defaults: Limits = self.settings.defaults
@@ -199,35 +231,86 @@ class Gate:
             team_name=record.team.name if record.team else None,
             scopes=tuple(scopes),
             user_id=user,
+            epoch=epoch,
+            snapshot_at=snapshot_at,
         )
 
     # -- may it run ------------------------------------------------------------------------------------------------
 
     def admit(self, principal: Principal, reserve_tokens: int, reserve_micros: int = 0) -> Admitted | Refused:
-        """Admit against every limit at once; on a store error, open or closed as configured."""
-        rid = "u_" + secrets.token_hex(16)
-        try:
-            decision = self.store.admit(principal, rid, reserve_tokens, reserve_micros)
-        except STORE_ERRORS as exc:
-            store = getattr(exc, "store", self.store.name)
-            log.warning("teams: admission failed: %s", exc)
-            self.events("store", {"op": "admit", "result": "error", "store": store})
-            if self.settings.on_store_error == "closed":
-                raise StoreUnavailable("the limits store is unavailable; try again shortly") from None
-            with self._lock:
-                self.fail_open += 1
-            self.events("fail_open", {"store": store})
-            decision = Admitted(rid, principal, reserve_tokens, self.clock(), -1)
+        """Admit against every limit at once, under the key snapshot's epoch (an admin change since: the key
+        is resolved again and admitted under what it is now); on a store error, open or closed as configured."""
+        rid = new_usage_id()
+        for _ in range(3):
+            expected = None if principal.static else principal.epoch
+            try:
+                decision = self.store.admit(principal, rid, reserve_tokens, reserve_micros, expected_epoch=expected)
+                if isinstance(decision, Stale):
+                    again = self._refresh(principal, decision.epoch)
+                    if isinstance(again, Refused):
+                        return again
+                    principal = again
+                    continue
+            except STORE_ERRORS as exc:
+                return self._admit_without_store(principal, rid, reserve_tokens, exc)
+            break
         else:
-            self.events("store", {"op": "admit", "result": "ok", "store": self._limiter_name()})
+            raise StoreUnavailable("the key store kept changing during admission; try again shortly")
+        self.events("store", {"op": "admit", "result": "ok", "store": self._limiter_name()})
         if isinstance(decision, Admitted):
-            self._start_keeper()
-            with self._lock:
-                self._live[rid] = decision
+            self._hold(decision)
         else:
             scope = decision.scope
             self.events("refusal", {"limit": decision.limit, "scope": scope.kind if scope else "key"})
         return decision
+
+    def _admit_without_store(self, principal: Principal, rid: str, reserve_tokens: int, exc: Exception
+                             ) -> Admitted | Refused:
+        """The limits store failed: 503 when closed; when open, admitted uncounted once the key itself still
+        checks out (the epoch from whatever store answers; a snapshot within auth_stale_seconds otherwise)."""
+        store = getattr(exc, "store", self.store.name)
+        log.warning("teams: admission failed: %s", exc)
+        self.events("store", {"op": "admit", "result": "error", "store": store})
+        if self.settings.on_store_error == "closed":
+            raise StoreUnavailable("the limits store is unavailable; try again shortly") from None
+        if not principal.static:
+            try:
+                epoch = self.store.epoch()
+                checked = principal if epoch == principal.epoch else self._refresh(principal, epoch)
+            except STORE_ERRORS:
+                if time.monotonic() - principal.snapshot_at > self.settings.auth_stale_seconds:
+                    raise StoreUnavailable(AuthFailure("unavailable").message) from None
+                checked = principal
+            if isinstance(checked, Refused):
+                return checked
+            principal = checked
+        with self._lock:
+            self.fail_open += 1
+        self.events("fail_open", {"store": store})
+        admitted = Admitted(rid, principal, reserve_tokens, self.clock(), -1)
+        self._hold(admitted)
+        return admitted
+
+    def _refresh(self, principal: Principal, epoch: int) -> Principal | Refused:
+        """The key as it is under `epoch` (after an admin change): a new principal, or a refusal if the key
+        was revoked or expired since. Store errors propagate."""
+        self._see_epoch(epoch)
+        try:
+            record: KeyRecord | None = self.store.key(principal.key_id)
+        except StoreError:
+            record = None
+        status = record.status(self.clock()) if record is not None else "unknown"
+        if record is None or status != "active":
+            self.events("auth", {"result": status})
+            return Refused("revoked", None, message=AuthFailure(status).message)
+        headers = {GATEWAY_USER_EMAIL: principal.user_id} if principal.user_id else {}
+        return self.principal(record, headers, epoch=epoch, snapshot_at=time.monotonic())
+
+    def _hold(self, admitted: Admitted) -> None:
+        """An admitted request is live until settled: the keeper renews its leases meanwhile."""
+        self._start_keeper()
+        with self._lock:
+            self._live[admitted.rid] = admitted
 
     def settle(self, admitted: Admitted, usage: Usage) -> None:
         """Close an admitted request exactly once (the integrator may call it from the pipeline too)."""
@@ -258,9 +341,20 @@ class Gate:
             self._keeper.start()
 
     def _keep(self) -> None:
-        interval = max(self.settings.lease_seconds / 3, 0.05)
+        """Renew live leases every lease_seconds/3; between renewals, the store's upkeep (SQLite: the WAL
+        checkpoint, kept off the request path) a few times a second."""
+        renew_every = max(self.settings.lease_seconds / 3, 0.05)
+        tick = min(MAINTAIN_EVERY, renew_every)
+        renewed = time.monotonic()
         while True:
-            time.sleep(interval)
+            time.sleep(tick)
+            try:
+                self.store.maintain()
+            except STORE_ERRORS as exc:
+                log.warning("teams: store upkeep failed: %s", exc)
+            if time.monotonic() - renewed < renew_every:
+                continue
+            renewed = time.monotonic()
             with self._lock:
                 live = list(self._live.values())
             renew_live = getattr(self.store, "renew_live", None)

@@ -125,6 +125,9 @@ class Principal:
     scopes: tuple[Scope, ...]
     static: bool = False
     user_id: str | None = None  # forwarded by a trusted gateway key
+    # the store epoch the key snapshot was taken under (admission checks it) and when (monotonic seconds)
+    epoch: int = field(default=-1, compare=False)
+    snapshot_at: float = field(default=0.0, compare=False)
 
     @property
     def admin(self) -> bool:
@@ -140,9 +143,17 @@ class Refused:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class Stale:
+    """The store's epoch is no longer the one the principal was resolved under (an admin change since):
+    nothing was written, the gate resolves the key again and retries."""
+
+    epoch: int
+
+
 @dataclass
 class Admitted:
-    rid: str  # the lease id = the usage id: proxy-generated, 128-bit random
+    rid: str  # the lease id = the usage id: proxy-generated, time-ordered then random (see gate.new_usage_id)
     principal: Principal
     reserve_tokens: int
     admitted_at: float

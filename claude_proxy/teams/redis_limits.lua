@@ -1,10 +1,13 @@
 -- claude-proxy admission: every limit of every scope of one request, in one atomic call.
 -- Time is Redis TIME (one clock for the fleet). Nothing is written unless everything passes.
 -- KEYS[1] = the key's revocation flag; then per scope i (0-based) 4 keys from 2 + 4i:
---   rpm state, tpm state, lease hash, spend prefix (the month is appended here, from Redis time).
+--   rpm state, tpm state, lease hash, spend prefix (the month is appended here, from Redis time);
+--   last, the fleet's epoch (cp:epoch).
 -- ARGV: rid, reserve_tokens, reserve_micros, lease_ms, n_scopes, then per scope 6 values from 6 + 6i:
---   rpm amount, rpm period, tpm amount, tpm period, max_concurrent, budget micros (-1 = none).
--- All keys of a request share one hash tag, so the script runs on a single Redis or a Cluster slot.
+--   rpm amount, rpm period, tpm amount, tpm period, max_concurrent, budget micros (-1 = none);
+--   last, the epoch the caller's key snapshot was taken under ('-' = no check: a static key).
+-- The epoch check makes the admission the request's only round trip: an admin change since the snapshot
+-- answers STALE before anything is written. (cp:epoch is fleet-wide, so this needs one Redis, not a Cluster.)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local EPS = 1e-9
@@ -34,6 +37,12 @@ local function read_tat(key, step)
 end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'REVOKED'} end
+local expected = ARGV[#ARGV]
+if expected ~= '-' then
+  local fleet = redis.call('GET', KEYS[#KEYS])
+  if not fleet then return {'NO_EPOCH'} end
+  if tonumber(fleet) ~= tonumber(expected) then return {'STALE', fleet} end
+end
 local rid, rtok, rmic = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ms, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local month = month_of(tonumber(t[1]))

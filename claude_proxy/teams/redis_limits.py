@@ -1,7 +1,8 @@
 """The Redis limiter: GCRA buckets, in-flight leases and month spend, one Lua script per admission.
 
 Expendable state, exact while it lives: the admission script reads Redis TIME (one clock for every
-host), checks every limit of every scope and writes only when all pass. After a restart buckets start
+host), checks the fleet's epoch against the caller's key snapshot, checks every limit of every scope
+and writes only when all pass — the request's one Redis round trip. After a restart buckets start
 full, leases are gone and month spend is seeded again from the PostgreSQL ledger (`NEED_SEED`).
 
 The client is strict on purpose (redis-py's defaults retry with backoff: 4.9 s against a hung server):
@@ -25,7 +26,7 @@ from redis.retry import Retry
 from claude_proxy.teams.base import StoreDown
 from claude_proxy.teams.breaker import Breaker
 from claude_proxy.teams.limits import month_reset, usd
-from claude_proxy.teams.records import Admitted, Principal, Refused, Scope, Usage
+from claude_proxy.teams.records import Admitted, Principal, Refused, Scope, Stale, Usage
 from claude_proxy.teams.store import _rate_refusal
 
 EPOCH_KEY = "cp:epoch"
@@ -177,7 +178,11 @@ class RedisLimiter:
     # -- admission -----------------------------------------------------------------------------------------------
 
     def admit(self, principal: Principal, rid: str, reserve_tokens: int, reserve_micros: int,
-              seed: Callable[[str, str], int]) -> Admitted | Refused:
+              seed: Callable[[str, str], int], expected_epoch: int | None = None,
+              ledger_epoch: Callable[[], int] | None = None) -> Admitted | Refused | Stale:
+        """One script call: the epoch check, the revocation flag and every limit of every scope. Only after a
+        Redis restart (epoch or month spend missing: seeded from the ledger) or when Redis missed an epoch
+        the ledger has (`expected_epoch` ahead: raised) is there a second call."""
         tag = tag_of(principal)
         keys = [scope_key(tag, f"k:{principal.key_id}", "revoked")]
         args: list[Any] = [rid, reserve_tokens, reserve_micros, int(self.lease_seconds * 1000), len(principal.scopes)]
@@ -188,9 +193,21 @@ class RedisLimiter:
             args += [_n(lim.rpm.amount if lim.rpm else None), lim.rpm.period_s if lim.rpm else 0,
                      _n(lim.tpm.amount if lim.tpm else None), lim.tpm.period_s if lim.tpm else 0,
                      _n(lim.max_concurrent), _n(lim.monthly_budget_micros)]
-        for _ in range(3):
+        keys.append(EPOCH_KEY)
+        args.append("-" if expected_epoch is None else expected_epoch)
+        for _ in range(4):
             out = self._call(lambda r: self.script("admit")(keys=keys, args=args, client=r))
             verdict = out[0].decode() if isinstance(out[0], bytes) else out[0]
+            if verdict == "NO_EPOCH":  # Redis restarted empty: the ledger's epoch, then again
+                self.raise_epoch(ledger_epoch() if ledger_epoch is not None else 0)
+                continue
+            if verdict == "STALE":
+                fleet = int(out[1])
+                assert expected_epoch is not None
+                if fleet > expected_epoch:
+                    return Stale(fleet)
+                self.raise_epoch(expected_epoch)  # the snapshot is newer than Redis's epoch (a missed publish)
+                continue
             if verdict != "NEED_SEED":
                 break
             scope, month = principal.scopes[int(out[1])], out[2].decode()
@@ -198,7 +215,7 @@ class RedisLimiter:
             self._call(lambda r, s=scope, m=month, v=micros: r.set(scope_key(tag, s.name, "spend:" + m), v, nx=True,
                                                                  ex=SPEND_TTL_S))
         else:
-            raise StoreDown("redis", "month spend could not be seeded")
+            raise StoreDown("redis", "the epoch or month spend could not be seeded")
         if verdict == "REVOKED":
             return Refused("revoked", None, message="this key has been revoked or has expired")
         if verdict == "REFUSED":

@@ -128,7 +128,8 @@ class TeamsEdge:
             request.headers.get("x-api-key") or "",
             bearer[7:].strip() if bearer.lower().startswith("bearer ") else "",
         )
-        found = self.gate.authenticate(presented, request.headers)
+        admitting = endpoint in ADMITTED_ENDPOINTS and request.method == "POST"
+        found = self.gate.authenticate(presented, request.headers, admitting=admitting)
         if isinstance(found, AuthFailure):
             if found.reason == "unavailable":
                 return self._refuse(endpoint, 503, "overloaded_error", found.message)
@@ -137,7 +138,7 @@ class TeamsEdge:
         g.log_fields = {"key_id": found.key_id, "team": found.team_name}
         if endpoint.startswith(ADMIN_PREFIX) and not found.admin:
             return error_response(403, "permission_error", "this route needs an admin key")
-        if endpoint in ADMITTED_ENDPOINTS and request.method == "POST":
+        if admitting:
             return self._admit(endpoint, found)
         return None
 
@@ -158,6 +159,7 @@ class TeamsEdge:
         if isinstance(decision, Refused):
             return self._refusal(endpoint, decision)
         g.admitted = decision
+        g.principal = decision.principal  # resolved again if an admin change came in between
 
         @after_this_request
         def _settle_after(response: Response) -> Response:

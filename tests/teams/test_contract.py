@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +163,98 @@ def test_the_page_secret_is_shared_and_created_once(gate: Gate) -> None:
 def test_status_names_the_store(gate: Gate) -> None:
     status = gate.store.status()
     assert status["store"] == gate.settings.store and status["keys"] == 0 and status["epoch"] is not None
+
+
+def test_an_admission_under_an_old_snapshot_applies_the_change_made_since(gate: Gate) -> None:
+    """Before an admission the gate reads no epoch: the admission checks the snapshot's epoch itself, so a
+    principal resolved before an admin change is resolved again and admitted under what the key is now."""
+    store = gate.store
+    record, key = store.create_key(owner=f"u{next(_n)}@example.com", actor=ACTOR, limits=Limits(rpm=Rate(5, 3600)))
+    p = gate.authenticate([key], {}, admitting=True)
+    assert isinstance(p, Principal)
+    assert isinstance(gate.admit(p, 1), Admitted)
+    store.update_key(record.id, {"rpm": Rate(1, 3600)}, ACTOR)  # after the snapshot was taken
+    refused = gate.admit(p, 1)  # the old principal: 5 per hour would admit it
+    assert isinstance(refused, Refused) and refused.limit == "rpm" and "1 request per hour" in refused.message
+    store.update_key(record.id, {"rpm": Rate(2, 3600)}, ACTOR)
+    admitted = gate.admit(p, 1)  # the refusal consumed nothing: exactly one more
+    assert isinstance(admitted, Admitted) and admitted.principal.scopes[0].limits.rpm == Rate(2, 3600)
+    store.revoke_key(record.id, ACTOR, "lost laptop")
+    revoked = gate.admit(p, 1)
+    assert isinstance(revoked, Refused) and revoked.limit == "revoked" and "revoked" in revoked.message
+    assert store.in_flight(f"k:{record.id}") == 0
+
+
+def _round_trips(url: str, act: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """What `act` sent Redis, as MONITOR sees it: the commands clients sent (not those a script ran)."""
+    import redis
+
+    r, marker = redis.Redis.from_url(url), redis.Redis.from_url(url)
+    marker.ping()  # the marker's connection is open before MONITOR starts
+    with r.monitor() as monitor:
+        result = act()
+        marker.ping()  # the end marker
+        sent: list[str] = []
+        for seen in monitor.listen():
+            if seen["command"] == "PING":
+                return result, sent
+            if seen.get("client_type") != "lua":
+                sent.append(seen["command"].split()[0].upper())
+    raise AssertionError("MONITOR ended early")
+
+
+@pytest.mark.parametrize("gate", ["postgres"], indirect=True)
+def test_a_distributed_admission_is_one_redis_round_trip(gate: Gate) -> None:
+    import os
+
+    import redis
+
+    url = os.environ["CLAUDE_PROXY_REDIS_URL"]
+    r = redis.Redis.from_url(url)
+    record, key = gate.store.create_key(owner=f"u{next(_n)}@example.com", actor=ACTOR,
+                                        limits=Limits(rpm=Rate(100, 3600), max_concurrent=5,
+                                                      monthly_budget_micros=10**9))
+    key_id = record.id
+    p = gate.authenticate([key], {}, admitting=True)
+    assert isinstance(p, Principal)
+    warm = gate.admit(p, 1)  # seeds the month's spend (a second call, once per month and scope)
+    assert isinstance(warm, Admitted)
+    gate.settle(warm, Usage(status=200))
+    for _ in range(3):
+        def authenticate_and_admit() -> Any:
+            found = gate.authenticate([key], {}, admitting=True)  # the cached snapshot: no round trip
+            assert isinstance(found, Principal)
+            return gate.admit(found, 1)
+
+        admitted, sent = _round_trips(url, authenticate_and_admit)
+        assert isinstance(admitted, Admitted) and sent == ["EVALSHA"]
+        gate.settle(admitted, Usage(status=200))
+    # Redis restarted empty (epoch gone): seeded from the ledger, then admitted, under the same limits
+    r.flushall()
+    again = gate.admit(p, 1)
+    assert isinstance(again, Admitted) and gate.store.in_flight(f"k:{key_id}") == 1
+    assert int(r.get("cp:epoch") or -1) == gate.store.epoch()
+
+
+@pytest.mark.parametrize("gate", ["postgres"], indirect=True)
+def test_a_change_redis_missed_applies_within_a_second(gate: Gate) -> None:
+    """An admin change commits in the ledger, then its epoch is published to Redis. If that publish is lost,
+    the workers still read the ledger's epoch once a second before admitting, and push it to Redis."""
+    import time
+
+    store: Any = gate.store
+    record, key = store.create_key(owner=f"u{next(_n)}@example.com", actor=ACTOR, limits=Limits(rpm=Rate(50, 3600)))
+    first = gate.authenticate([key], {}, admitting=True)
+    assert isinstance(first, Principal) and isinstance(gate.admit(first, 1), Admitted)
+    store.ledger.update_key(record.id, {"rpm": Rate(1, 3600)}, ACTOR)  # committed; never published to Redis
+    changed_at = time.monotonic()
+    while True:
+        p = gate.authenticate([key], {}, admitting=True)
+        assert isinstance(p, Principal)
+        decision = gate.admit(p, 1)
+        if isinstance(decision, Refused):
+            break
+        assert time.monotonic() - changed_at < 1.5, "the change did not apply within a second"
+        time.sleep(0.05)
+    assert decision.limit == "rpm" and "1 request per hour" in decision.message
+    assert store.limiter.epoch() == store.ledger.epoch()  # pushed to Redis for every other worker
