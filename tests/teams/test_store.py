@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -228,3 +229,31 @@ def test_raising_a_limit_frees_the_difference_at_once(gate: Gate) -> None:
     gate.store.update_key(record.id, {"rpm": Rate(3, 3600)}, ADMIN)
     p = _principal(gate, key)  # a new snapshot after the epoch moved
     assert [type(gate.admit(p, 1)).__name__ for _ in range(3)] == ["Admitted", "Admitted", "Refused"]
+
+
+def test_the_wal_is_checkpointed_by_the_keeper_not_inside_a_request(tmp_path: Path) -> None:
+    """SQLite's own checkpoint would run inside whichever commit crosses its threshold (a request); the
+    worker's keeper thread does it instead, within a fraction of a second of the writes."""
+    db = tmp_path / "teams.db"
+    gate = Gate(TeamsSettings(path=str(db), lease_seconds=30))
+    gate.prepare()
+    try:
+        _, key = gate.store.create_key(owner="wal@example.com", actor=ADMIN, limits=Limits(rpm=Rate(10**6, 60)))
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # a new connection's default
+        gate.store.maintain()  # what creating the key wrote
+        size = db.stat().st_size
+        p = gate.authenticate([key], {}, admitting=True)
+        assert isinstance(p, Principal)
+        for _ in range(100):  # ~1,000 WAL pages: below the store's own threshold, so only a checkpoint grows the file
+            admitted = gate.admit(p, 1)
+            assert isinstance(admitted, Admitted)
+            gate.settle(admitted, Usage(input_tokens=10, output_tokens=5, status=200, upstream_model="m"))
+        deadline = time.monotonic() + 5
+        while db.stat().st_size == size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db.stat().st_size > size, "the keeper never checkpointed the WAL"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            assert conn.execute("SELECT count(*) FROM usage_events").fetchone()[0] == 100
+    finally:
+        gate.store.close()
