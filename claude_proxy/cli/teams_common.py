@@ -16,7 +16,7 @@ from claude_proxy.config.loader import ConfigError, load_config
 from claude_proxy.config.teams import RateError, parse_rate, usd_to_micros
 from claude_proxy.teams.base import STORE_ERRORS, SchemaBehind, Store
 from claude_proxy.teams.records import Actor
-from claude_proxy.teams.store import StoreError
+from claude_proxy.teams.rows import StoreError
 
 PROG = "claude-proxy"
 _SPAN = re.compile(r"(\d+)\s*([smhdw])")

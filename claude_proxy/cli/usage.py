@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from claude_proxy.cli.teams_common import UsageError, common, emit, month_bounds, open_store, run, span
 from claude_proxy.teams.limits import month_of
-from claude_proxy.teams.store import GROUPS
+from claude_proxy.teams.rows import GROUPS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,13 +2,13 @@
 `DistributedStore` (PostgreSQL ledger + Redis limiter, any number of machines).
 
 The gate, the admin API, the usage page and the CLI see only this contract, so each rule exists once;
-tests/teams/test_contract.py runs the same tests against both. A backend raises `StoreDown` (or, for
-SQLite, `sqlite3.Error`) when it cannot answer: callers treat both as "the store is unavailable".
+tests/teams/test_contract.py runs the same tests against both. A backend raises `StoreDown` when it
+cannot answer (SQLite's own errors are turned into it): callers treat it as "the store is unavailable".
+No driver is imported here, so each worker loads only its own backend's.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ class SchemaBehind(ConfigError):
     """The database's schema is not the one this claude-proxy needs: one line, then the worker stops."""
 
 
-STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, StoreDown)
+STORE_ERRORS: tuple[type[Exception], ...] = (StoreDown,)
 
 
 class Store(Protocol):

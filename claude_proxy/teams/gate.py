@@ -25,7 +25,7 @@ from claude_proxy.errors import ProxyError
 from claude_proxy.teams import keys as keyfmt
 from claude_proxy.teams.base import STORE_ERRORS, Store
 from claude_proxy.teams.records import Admitted, KeyRecord, Principal, Refused, Scope, Stale, Usage
-from claude_proxy.teams.store import SqliteStore, StoreError
+from claude_proxy.teams.rows import StoreError
 
 log = logging.getLogger("claude_proxy.teams")
 
@@ -71,6 +71,8 @@ def open_store(settings: TeamsSettings, *, clock: Callable[[], float] = time.tim
         from claude_proxy.teams.distributed import DistributedStore
 
         return DistributedStore(settings, clock=clock, events=events)
+    from claude_proxy.teams.store import SqliteStore  # here: a PostgreSQL worker never loads sqlite3
+
     return SqliteStore(settings.path, busy_timeout_ms=settings.busy_timeout_ms, lease_seconds=settings.lease_seconds,
                        clock=clock, tpm_counts_cache_reads=settings.tpm_counts_cache_reads)
 

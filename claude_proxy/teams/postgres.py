@@ -32,7 +32,7 @@ from claude_proxy.teams.breaker import Breaker
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.migrations import HEAD
 from claude_proxy.teams.records import Actor, KeyRecord, Team, limits_to_columns
-from claude_proxy.teams.store import _KEY_SELECT, GROUPS, StoreError, _key_from, _limit_changes, _team_from
+from claude_proxy.teams.rows import GROUPS, KEY_SELECT, StoreError, key_from, limit_changes, team_from
 
 DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 _SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -146,7 +146,7 @@ class PostgresLedger:
         row = conn.execute("SELECT * FROM teams WHERE name = %s", (name,)).fetchone()
         if row is None:
             raise StoreError(f"no team named {name!r}", 404)
-        return _team_from(row)
+        return team_from(row)
 
     def create_team(self, name: str, limits: Limits, actor: Actor, display_name: str | None = None
                     ) -> tuple[Team, int]:
@@ -171,10 +171,10 @@ class PostgresLedger:
     def teams(self, include_archived: bool = False) -> list[Team]:
         where = "" if include_archived else " WHERE archived_at IS NULL"
         with self._tx() as conn:
-            return [_team_from(r) for r in conn.execute(f"SELECT * FROM teams{where} ORDER BY name")]
+            return [team_from(r) for r in conn.execute(f"SELECT * FROM teams{where} ORDER BY name")]
 
     def update_team(self, name: str, changes: Mapping[str, Any], actor: Actor) -> tuple[Team, int]:
-        columns = _limit_changes(changes)
+        columns = limit_changes(changes)
         if "display_name" in changes:
             columns["display_name"] = changes["display_name"]
         if "archived" in changes:
@@ -193,10 +193,10 @@ class PostgresLedger:
     # -- keys --------------------------------------------------------------------------------------------------
 
     def _key(self, conn: psycopg.Connection[Any], key_id: str) -> KeyRecord:
-        row = conn.execute(_KEY_SELECT + " WHERE k.id = %s", (key_id,)).fetchone()
+        row = conn.execute(KEY_SELECT + " WHERE k.id = %s", (key_id,)).fetchone()
         if row is None:
             raise StoreError(f"no key with id {key_id!r}", 404)
-        return _key_from(row)
+        return key_from(row)
 
     def create_key(self, *, owner: str, actor: Actor, name: str = "", team: str | None = None, admin: bool = False,
                    gateway: bool = False, limits: Limits = Limits(), expires_at: float | None = None
@@ -228,8 +228,8 @@ class PostgresLedger:
 
     def find_key(self, secret_hash: bytes) -> KeyRecord | None:
         with self._tx() as conn:
-            row = conn.execute(_KEY_SELECT + " WHERE k.secret_hash = %s", (secret_hash,)).fetchone()
-            return _key_from(row) if row else None
+            row = conn.execute(KEY_SELECT + " WHERE k.secret_hash = %s", (secret_hash,)).fetchone()
+            return key_from(row) if row else None
 
     def keys(self, *, team: str | None = None, owner: str | None = None, status: str = "active") -> list[KeyRecord]:
         clauses, args = [], []
@@ -240,14 +240,14 @@ class PostgresLedger:
             clauses.append("k.owner = %s")
             args.append(owner)
         with self._tx() as conn:
-            rows = conn.execute(_KEY_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            rows = conn.execute(KEY_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
                                 + " ORDER BY k.created_at, k.id", args).fetchall()
         now = self.clock()
-        found = [_key_from(r) for r in rows]
+        found = [key_from(r) for r in rows]
         return found if status == "all" else [k for k in found if k.status(now) == status]
 
     def update_key(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> tuple[KeyRecord, int]:
-        columns = _limit_changes(changes)
+        columns = limit_changes(changes)
         for field in ("name", "owner", "expires_at"):
             if field in changes:
                 columns[field] = changes[field]

@@ -27,7 +27,7 @@ from claude_proxy.teams.base import StoreDown
 from claude_proxy.teams.breaker import Breaker
 from claude_proxy.teams.limits import month_reset, usd
 from claude_proxy.teams.records import Admitted, Principal, Refused, Scope, Stale, Usage
-from claude_proxy.teams.store import _rate_refusal
+from claude_proxy.teams.rows import rate_refusal
 
 EPOCH_KEY = "cp:epoch"
 SPEND_TTL_S = 40 * 86400
@@ -281,7 +281,7 @@ def _refusal(kind: str, scope: Scope, retry_after: float) -> Refused:
     if kind in ("rpm", "tpm"):
         rate = scope.limits.rpm if kind == "rpm" else scope.limits.tpm
         assert rate is not None
-        return _rate_refusal(kind, scope, rate, retry_after)
+        return rate_refusal(kind, scope, rate, retry_after)
     if kind == "concurrent":
         return Refused("concurrent", scope, retry_after=1.0,
                        message=f"{scope.label}: {scope.limits.max_concurrent} concurrent requests at most;"

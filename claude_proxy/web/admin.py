@@ -30,7 +30,7 @@ from claude_proxy.teams.base import STORE_ERRORS
 from claude_proxy.teams.gate import AuthFailure, Gate, StoreUnavailable
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage, iso, limits_dict
-from claude_proxy.teams.store import StoreError
+from claude_proxy.teams.rows import StoreError
 from claude_proxy.web.envelope import error_response
 
 log = logging.getLogger("claude_proxy")
@@ -261,7 +261,7 @@ class TeamsEdge:
         def key_item(key_id: str) -> Response:
             if request.method == "PATCH":
                 data = body()
-                changes: dict[str, Any] = _limit_changes(data.pop("limits", None) or {})
+                changes: dict[str, Any] = limit_changes(data.pop("limits", None) or {})
                 for name in ("name", "owner", "team", "admin", "gateway"):
                     if name in data:
                         changes[name] = data[name]
@@ -289,7 +289,7 @@ class TeamsEdge:
         def team_item(name: str) -> Response:
             if request.method == "PATCH":
                 data = body()
-                changes: dict[str, Any] = _limit_changes(data.pop("limits", None) or {})
+                changes: dict[str, Any] = limit_changes(data.pop("limits", None) or {})
                 for field in ("display_name", "archived"):
                     if field in data:
                         changes[field] = data[field]
@@ -377,7 +377,7 @@ def usage_of(outcome: Outcome | None, status: int, reserve_tokens: int) -> Usage
     return Usage(**common)
 
 
-def _limit_changes(data: Mapping[str, Any]) -> dict[str, Any]:
+def limit_changes(data: Mapping[str, Any]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for name in ("rpm", "tpm"):
         if name in data:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from claude_proxy.config.loader import ConfigError
@@ -34,3 +39,20 @@ def test_a_missing_dsn_variable_is_named() -> None:
 def test_bad_values_are_one_line_errors(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         teams_settings(table, "c.toml", ENV)
+
+
+@pytest.mark.parametrize(("store", "absent"), [("postgres", "sqlite3"), ("sqlite", "psycopg"), ("sqlite", "redis")])
+def test_a_worker_loads_only_its_own_backends_driver(store: str, absent: str, tmp_path: Path) -> None:
+    """Each driver costs a worker megabytes of RSS (sqlite3 ~2 MB; psycopg, redis ~10 MB each)."""
+    code = f"""
+import sys
+from claude_proxy.config.teams import teams_settings
+from claude_proxy.teams.gate import open_store
+import claude_proxy.web.app, claude_proxy.web.admin
+settings = teams_settings({{"store": {store!r}, "path": {str(tmp_path / "t.db")!r}}}, "c.toml", {ENV!r})
+open_store(settings)
+assert {absent!r} not in sys.modules, sorted(m for m in sys.modules if m.startswith({absent!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **{k: v for k, v in ENV.items() if k != "HOME"}})
+    assert done.returncode == 0, done.stderr

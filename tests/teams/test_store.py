@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-import time
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
