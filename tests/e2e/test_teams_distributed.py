@@ -25,6 +25,7 @@ from claude_proxy.teams.spool import dir_backlog
 from tests.conftest import proxy_config
 from tests.e2e.test_teams import (  # noqa: F401 - collected again here, against this module's fixtures
     BODY,
+    PRICES,
     STATIC_KEY,
     Holder,
     cli,
@@ -33,7 +34,10 @@ from tests.e2e.test_teams import (  # noqa: F401 - collected again here, against
     test_a_gateway_key_attributes_usage_to_the_forwarded_user,
     test_a_limit_of_100_per_hour_admits_exactly_100_of_400_across_2x2,
     test_a_sigkilled_workers_lease_frees_itself,
+    test_admin_api_needs_an_admin_key_and_changes_apply_everywhere,
+    test_admin_api_teams_usage_me_and_in_flight_agree_with_the_upstream,
     test_revocation_applies_on_the_next_request_on_every_worker,
+    test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session,
     test_unknown_keys_get_401_and_static_keys_keep_working,
     test_usage_is_recorded_once_per_request_and_queryable,
 )
@@ -75,6 +79,11 @@ def holder() -> Tally:
 
 
 @pytest.fixture(scope="module")
+def store_kind() -> str:
+    return "postgres"
+
+
+@pytest.fixture(scope="module")
 def store_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="claude-proxy-teams-dist-"))
 
@@ -109,7 +118,8 @@ def teams_table(store_dir: Path, name: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def instances(upstream: FakeUpstream, store_dir: Path, stores: Any) -> Iterator[list[ProxyServer]]:
     servers = [ProxyServer(proxy_config(upstream, server={"ping_interval": 0.5, "auth_keys": [STATIC_KEY]},
-                                        teams=teams_table(store_dir, f"i{n}")), workers=2, threads=48)
+                                        teams=teams_table(store_dir, f"i{n}"), prices=PRICES),
+                           workers=2, threads=48)
                for n in range(2)]
     for server in servers:
         server.start()
