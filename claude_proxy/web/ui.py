@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,21 @@ class UsagePage:
             "teams": teams,
             "top_keys": _money(top),
             "by_model": _money(store.usage(group_by=["provider", "model"], since=start)),
-            "status": store.status(),
+            "status": _flat(store.status()),
             "audit": audit,
         }
+
+
+def _flat(status: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The store's status one figure a row: nested parts (PostgreSQL + Redis: each store's breaker, the
+    usage spool) under dotted names, rather than a Python dict printed into a cell."""
+    out: dict[str, Any] = {}
+    for name, value in status.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = value
+    return out
 
 
 def _money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
