@@ -28,6 +28,7 @@ from tests.e2e.test_teams import (  # noqa: F401 - collected again here, against
     PRICES,
     STATIC_KEY,
     Holder,
+    _csrf,
     cli,
     post,
     test_a_concurrency_limit_of_5_gives_an_upstream_peak_of_exactly_5,
@@ -223,6 +224,41 @@ def test_unknown_keys_get_503_while_postgres_is_down_never_401(
         pg.start()
 
 
+def test_the_usage_page_says_the_store_is_down_and_keeps_the_session_while_postgres_is_down(
+    instances: list[ProxyServer], stores: tuple[PostgresServer, RedisServer]
+) -> None:
+    """A ledger outage is a 503 page saying so — never a signed-out session, a JSON error or a traceback —
+    and the same cookie shows the page again once PostgreSQL is back."""
+    pg, _ = stores
+    made = cli(instances[0], "keys", "create", "--owner", "outage@example.com")
+    session = requests.Session()
+    form = session.get(instances[0].url + "/ui/")
+    signed = session.post(instances[0].url + "/ui/login", data={"key": made["key"], "csrf": _csrf(form.text)})
+    assert signed.status_code == 200 and "outage@example.com" in signed.text
+    cookie = session.cookies["cp_session"]
+    pg.stop()
+    try:
+        for server in instances:
+            down = session.get(server.url + "/ui/")
+            assert down.status_code == 503 and down.headers["content-type"].startswith("text/html"), down.text[:500]
+            assert "The usage store is unavailable; try again shortly." in down.text and "Traceback" not in down.text
+            assert "set-cookie" not in down.headers and session.cookies["cp_session"] == cookie
+            assert "default-src 'none'" in down.headers["content-security-policy"]
+            fresh = requests.Session()  # signing in needs the ledger too: the same page, not a 500
+            fresh.cookies.clear()
+            refused = fresh.post(server.url + "/ui/login", data={"key": made["key"], "csrf": "x"})
+            assert refused.status_code in (400, 503) and "Traceback" not in refused.text
+    finally:
+        pg.start()
+    deadline, back = time.monotonic() + 20, None
+    while time.monotonic() < deadline:  # the ledger's breaker lets a probe through after its cool-down
+        back = session.get(instances[1].url + "/ui/")
+        if back.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert back is not None and back.status_code == 200 and "outage@example.com" in back.text
+
+
 def _status(server: ProxyServer, admin: str) -> dict[str, Any]:
     return requests.get(server.url + "/admin/v1/status", headers={"x-api-key": admin}, timeout=10).json()
 
@@ -240,11 +276,19 @@ def test_a_hung_redis_fails_open_or_closed_and_the_breaker_bounds_the_stalls(
         for _ in range(8):
             assert post(server, key).status_code == 200
         before = {s["worker_pid"]: s["breakers"]["redis"] for s in (_status(server, admin) for _ in range(16))}
+        session = requests.Session()
+        form = session.get(server.url + "/ui/")
+        signed = session.post(server.url + "/ui/login", data={"key": key, "csrf": _csrf(form.text)})
+        assert re.search(r"<td>key [^<]+</td>.*?<td>0</td></tr>", signed.text, re.S), signed.text[-3000:]
         rd.pause()  # SIGSTOP: connections hang instead of being refused
         try:
             with ThreadPoolExecutor(8) as pool:
                 codes = list(pool.map(lambda _: post(server, key).status_code, range(200)))
             after = {s["worker_pid"]: s for s in (_status(server, admin) for _ in range(16))}
+            # the usage page still shows what the ledger knows; the live in-flight figure is "-", not a guess
+            page = session.get(server.url + "/ui/")
+            assert page.status_code == 200 and f"{policy}@example.com" in page.text, page.text[:500]
+            assert re.search(r"<td>key [^<]+</td>.*?<td>-</td></tr>", page.text, re.S), page.text[-3000:]
         finally:
             rd.resume()
         if policy == "open":
