@@ -96,6 +96,18 @@ end
 return n
 """
 
+LIVE_RIDS = """
+-- the request ids holding a live lease in one lease hash
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for idx = 1, #all, 2 do
+  if tonumber(string.match(all[idx + 1], '^([^:]+)')) >= now then out[#out + 1] = all[idx] end
+end
+return out
+"""
+
 
 def tag_of(principal: Principal) -> str:
     """The hash tag every key of a request shares: its team, or the key itself when it has none."""
@@ -137,7 +149,8 @@ class RedisLimiter:
                     # register_script: EVALSHA, falling back to EVAL after a restart or SCRIPT FLUSH
                     self._scripts = {name: client.register_script(src) for name, src in
                                      (("admit", admit), ("settle", SETTLE), ("renew", RENEW),
-                                      ("epoch", RAISE_EPOCH), ("in_flight", IN_FLIGHT))}
+                                      ("epoch", RAISE_EPOCH), ("in_flight", IN_FLIGHT),
+                                      ("live_rids", LIVE_RIDS))}
                     self._client, self._pid = client, os.getpid()
         return self._client
 
@@ -266,9 +279,13 @@ class RedisLimiter:
         return int(self._call(lambda r: self.script("in_flight")(keys=[scope_key(tag, scope, "lease")], client=r)))
 
     def in_flight_all(self) -> int:
+        """Requests in flight fleet-wide: distinct request ids with a live lease. A request holds one lease
+        per limited scope (its key's and its team's): it is one request, as the embedded store counts it."""
         def run(r: redis.Redis) -> int:
-            return sum(int(self.script("in_flight")(keys=[k], client=r))
-                       for k in r.scan_iter(match="cp:*:lease", count=500))
+            rids: set[bytes] = set()
+            for k in r.scan_iter(match="cp:*:lease", count=500):
+                rids.update(self.script("live_rids")(keys=[k], client=r))
+            return len(rids)
 
         return int(self._call(run))
 

@@ -9,8 +9,10 @@ Forms carry a signed CSRF token; a strict Content-Security-Policy allows only th
 from __future__ import annotations
 
 import calendar
+import logging
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,15 @@ from flask import Blueprint, Response, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import DictLoader, Environment, select_autoescape
 
-from claude_proxy.teams.base import Store
+from claude_proxy.teams.base import STORE_ERRORS, Store
 from claude_proxy.teams.keys import hash_key
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import KeyRecord, iso
+from claude_proxy.teams.store import StoreError
 
+log = logging.getLogger("claude_proxy.teams")
 COOKIE = "cp_session"
+UNAVAILABLE = "The usage store is unavailable; try again shortly."
 SESSION_SECONDS = 12 * 3600
 _TEMPLATES = Path(__file__).with_name("templates")
 
@@ -65,6 +70,8 @@ class UsagePage:
             return response
 
         def current() -> KeyRecord | None:
+            """The signed-in key, None when signed out. A store that cannot answer raises (a 503 page,
+            the session kept): an outage of the ledger must not sign everyone out."""
             token = request.cookies.get(COOKIE)
             if not token:
                 return None
@@ -74,9 +81,30 @@ class UsagePage:
                 return None
             try:
                 record = self.store.key(key_id)
-            except Exception:
+            except StoreError:  # no such key (any more)
                 return None
             return record if record.status(time.time()) == "active" else None
+
+        def unavailable() -> Response:
+            """The store did not answer: say so in the page, 503, and leave the cookie alone."""
+            nonce = secrets.token_urlsafe(16)
+            html = self.env.get_template("page").render(
+                nonce=nonce, error=UNAVAILABLE, login_url=url_for(".ui_login"), logout_url=url_for(".ui_logout"),
+                csrf="", me=None)
+            response = headers(Response(html, status=503, mimetype="text/html"), nonce)
+            response.headers["Retry-After"] = "5"
+            return response
+
+        def guarded(view: Callable[[], Response]) -> Callable[[], Response]:
+            def run() -> Response:
+                try:
+                    return view()
+                except STORE_ERRORS as exc:
+                    log.warning("teams: usage page: the store is unavailable: %s", exc)
+                    return unavailable()
+
+            run.__name__ = view.__name__
+            return run
 
         def page(record: KeyRecord | None, error: str | None = None, status: int = 200) -> Response:
             nonce = secrets.token_urlsafe(16)
@@ -129,9 +157,9 @@ class UsagePage:
             response.delete_cookie(COOKIE, path=url_for(".ui_home"), httponly=True, samesite="Strict")
             return response
 
-        bp.add_url_rule("/ui/", endpoint="ui_home", view_func=home, methods=["GET"])
-        bp.add_url_rule("/ui/login", endpoint="ui_login", view_func=login, methods=["POST"])
-        bp.add_url_rule("/ui/logout", endpoint="ui_logout", view_func=logout, methods=["POST"])
+        bp.add_url_rule("/ui/", endpoint="ui_home", view_func=guarded(home), methods=["GET"])
+        bp.add_url_rule("/ui/login", endpoint="ui_login", view_func=guarded(login), methods=["POST"])
+        bp.add_url_rule("/ui/logout", endpoint="ui_logout", view_func=guarded(logout), methods=["POST"])
 
     def _user_view(self, record: KeyRecord) -> dict[str, Any]:
         store, now = self.store, time.time()
@@ -145,7 +173,7 @@ class UsagePage:
             budget = None if limits.monthly_budget_micros is None else limits.monthly_budget_micros / 1e6
             pct = min(10, int(spend / budget * 10)) if budget else 0
             rows.append({"label": label, "spend": spend, "budget": budget, "pct": pct,
-                         "in_flight": store.in_flight(scope), "max_concurrent": limits.max_concurrent})
+                         "in_flight": _in_flight(store, scope), "max_concurrent": limits.max_concurrent})
         failures = store.recent(key_id=record.id, failed=True, limit=20)
         for f in failures:
             f["time"] = iso(f["ts"])
@@ -174,9 +202,30 @@ class UsagePage:
             "teams": teams,
             "top_keys": _money(top),
             "by_model": _money(store.usage(group_by=["provider", "model"], since=start)),
-            "status": store.status(),
+            "status": _flat(store.status()),
             "audit": audit,
         }
+
+
+def _in_flight(store: Store, scope: str) -> int | None:
+    """Live requests in a scope; None ("-" on the page) when the limiter (Redis) cannot say, while the
+    ledger still can: the rest of the page is worth showing."""
+    try:
+        return store.in_flight(scope)
+    except STORE_ERRORS:
+        return None
+
+
+def _flat(status: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The store's status one figure a row: nested parts (PostgreSQL + Redis: each store's breaker, the
+    usage spool) under dotted names, rather than a Python dict printed into a cell."""
+    out: dict[str, Any] = {}
+    for name, value in status.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = value
+    return out
 
 
 def _money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

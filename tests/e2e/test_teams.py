@@ -1,7 +1,8 @@
 """Teams end to end: two `claude-proxy` instances × two gunicorn workers on one SQLite file, counted exactly.
 
 Keys come from the real CLI; requests go through real sockets to a local upstream that can hold its
-answers and counts its own peak concurrency. Counts, never timings.
+answers and counts its own peak concurrency. Counts, never timings. test_teams_distributed.py runs
+most of these tests again on PostgreSQL + Redis (its own `instances` and `store_kind` fixtures).
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ STATIC_KEY = "static-door-key-for-teams-tests"
 BODY = {"model": "claude-sonnet-4", "max_tokens": 16, "messages": [{"role": "user", "content": "hello there"}]}
 LEASE_SECONDS = 3
 CREATED_KEYS: list[str] = []
+# USD per million tokens for the upstream model: "hello there" is 2 prompt tokens and "echo: hello there"
+# 3 completion tokens at the local upstream, so each BODY request costs 2·3000 + 3·15000 µUSD = $0.051.
+PRICES = {"big-model": {"input": 3000, "output": 15000}}
+REQUEST_COST_MICROS = 2 * 3000 + 3 * 15000
+# What /admin/v1/status says on each backend when every store answers (test_teams_distributed: "postgres").
+STORE_STATUS: dict[str, dict[str, Any]] = {
+    "sqlite": {"store": "sqlite", "journal_mode": "wal"},
+    "postgres": {"store": "postgres", "ledger": "up", "limiter": "redis", "limiter_state": "up"},
+}
 
 
 class Holder:
@@ -75,6 +85,11 @@ def store_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
 def upstream(holder: Holder) -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
         up.handler = holder
@@ -87,6 +102,7 @@ def instances(upstream: FakeUpstream, store_dir: Path) -> Iterator[list[ProxySer
         upstream,
         server={"ping_interval": 0.5, "auth_keys": [STATIC_KEY]},
         teams={"path": str(store_dir / "teams.db"), "lease_seconds": LEASE_SECONDS},
+        prices=PRICES,
     )
     servers = [ProxyServer(config, workers=2, threads=48) for _ in range(2)]
     for server in servers:
@@ -116,6 +132,18 @@ def post(server: ProxyServer, key: str, body: dict[str, Any] | None = None, **he
 def many(servers: list[ProxyServer], key: str, n: int, threads: int = 64) -> list[requests.Response]:
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(lambda i: post(servers[i % len(servers)], key), range(n)))
+
+
+def settled(server: ProxyServer, key_id: str, n: int, timeout: float = 15) -> dict[str, Any]:
+    """The key's usage row once its `n` requests are in the store — settlement runs after the last byte,
+    and on PostgreSQL the record reaches the ledger from the worker's spool in a batch: polled, with a deadline."""
+    deadline, rows = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        rows = cli(server, "usage", "--key", key_id, "--by", "key")
+        if rows and rows[0]["requests"] == n:
+            return dict(rows[0])
+        time.sleep(0.05)
+    raise AssertionError(f"usage for {key_id} never reached {n} requests: {rows}")
 
 
 def chat_requests(upstream: FakeUpstream) -> int:
@@ -257,7 +285,8 @@ def test_a_gateway_key_attributes_usage_to_the_forwarded_user(instances: list[Pr
     assert "mallory@example.com" not in owners and "gateway" not in owners
 
 
-def test_admin_api_needs_an_admin_key_and_changes_apply_everywhere(instances: list[ProxyServer]) -> None:
+def test_admin_api_needs_an_admin_key_and_changes_apply_everywhere(instances: list[ProxyServer], store_kind: str
+                                                                   ) -> None:
     admin = cli(instances[0], "keys", "create", "--owner", "root@example.com", "--admin")["key"]
     user = cli(instances[0], "keys", "create", "--owner", "someone@example.com")["key"]
     denied = requests.get(instances[0].url + "/admin/v1/keys", headers={"x-api-key": user})
@@ -283,7 +312,7 @@ def test_admin_api_needs_an_admin_key_and_changes_apply_everywhere(instances: li
     me = requests.get(instances[0].url + "/v1/me", headers={"x-api-key": user}).json()
     assert me["owner"] == "someone@example.com" and me["role"] == "user"
     status = requests.get(instances[0].url + "/admin/v1/status", headers={"x-api-key": admin}).json()
-    assert status["journal_mode"] == "wal" and status["store"] == "sqlite"
+    assert {k: status.get(k) for k in STORE_STATUS[store_kind]} == STORE_STATUS[store_kind], status
 
 
 def _workers(server: ProxyServer) -> list[int]:
@@ -350,6 +379,7 @@ def _csrf(html: str) -> str:
 def test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session(instances: list[ProxyServer]) -> None:
     made = cli(instances[0], "keys", "create", "--owner", "page@example.com", "--admin")
     assert post(instances[0], made["key"]).status_code == 200
+    settled(instances[1], made["id"], 1)  # the page's usage table shows it (PostgreSQL: once uploaded)
     session = requests.Session()
     form = session.get(instances[1].url + "/ui/")
     csp = form.headers["content-security-policy"]
@@ -368,6 +398,74 @@ def test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session(inst
     cli(instances[0], "keys", "revoke", made["id"])
     after = session.get(instances[0].url + "/ui/")
     assert 'name="key"' in after.text and "page@example.com" not in after.text
+
+
+def _admin(server: ProxyServer, admin: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+    return requests.request(method, server.url + path, headers={"x-api-key": admin}, timeout=10, **kwargs)
+
+
+def test_admin_api_teams_usage_me_and_in_flight_agree_with_the_upstream(
+    instances: list[ProxyServer], holder: Holder, upstream: FakeUpstream
+) -> None:
+    """Teams, keys, usage, audit, status and /v1/me over HTTP, each call on either instance: in-flight
+    counts while requests are held at the upstream, then usage and spend equal to what the upstream
+    reported once the records are in the store."""
+    a, b = instances
+    admin = cli(a, "keys", "create", "--owner", "lead@example.com", "--admin")["key"]
+    made = _admin(a, admin, "POST", "/admin/v1/teams", json={"name": "api-team", "limits": {"max_concurrent": 10}})
+    assert made.status_code == 201 and made.json()["limits"]["max_concurrent"] == 10, made.text
+    patched = _admin(b, admin, "PATCH", "/admin/v1/teams/api-team",
+                     json={"display_name": "API team", "limits": {"monthly_budget_usd": 30}})
+    assert patched.status_code == 200 and patched.json()["display_name"] == "API team", patched.text
+    assert "api-team" in [t["name"] for t in _admin(b, admin, "GET", "/admin/v1/teams").json()["data"]]
+    created = _admin(b, admin, "POST", "/admin/v1/keys",
+                     json={"owner": "member@example.com", "team": "api-team", "name": "ci", "limits": {"max_concurrent": 3}})
+    assert created.status_code == 201, created.text
+    CREATED_KEYS.append(created.json()["key"])
+    key, key_id = created.json()["key"], created.json()["id"]
+    listed = _admin(a, admin, "GET", "/admin/v1/keys?team=api-team").json()["data"]
+    assert [k["id"] for k in listed] == [key_id] and "key" not in listed[0]
+
+    before = chat_requests(upstream)
+    holder.hold()  # two requests in flight, one through each instance, held at the upstream
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(post, server, key) for server in instances]
+            deadline = time.monotonic() + 10
+            while holder.active < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert holder.active == 2
+            me = requests.get(b.url + "/v1/me", headers={"x-api-key": key}, timeout=10).json()
+            assert [(s["kind"], s["in_flight"]) for s in me["scopes"]] == [("key", 2), ("team", 2)], me
+            assert _admin(a, admin, "GET", f"/admin/v1/keys/{key_id}").json()["in_flight"] == 2
+            assert _admin(b, admin, "GET", "/admin/v1/teams/api-team").json()["in_flight"] == 2
+            status = _admin(a, admin, "GET", "/admin/v1/status").json()
+            assert status["in_flight"] == 2, status  # requests in flight, not leases (each holds a key and a team one)
+            holder.release.set()
+            assert [f.result().status_code for f in futures] == [200, 200]
+    finally:
+        holder.release.set()
+    assert chat_requests(upstream) - before == 2
+
+    row = settled(a, key_id, 2)
+    cost = 2 * REQUEST_COST_MICROS
+    assert (row["requests"], row["input_tokens"], row["output_tokens"], row["cost_micros"]) == (2, 2 * 2, 2 * 3, cost)
+    usage = _admin(b, admin, "GET", "/admin/v1/usage?group_by=team,key,model&team=api-team").json()["data"]
+    assert [(u["team"], u["key"], u["model"], u["requests"], u["input_tokens"], u["output_tokens"], u["cost_micros"],
+             u["unpriced"], u["estimated"]) for u in usage] == [("api-team", key_id, "big-model", 2, 4, 6, cost, 0, 0)]
+    me = requests.get(a.url + "/v1/me", headers={"x-api-key": key}, timeout=10).json()
+    assert [(s["kind"], s["in_flight"], s["month_spend_usd"]) for s in me["scopes"]] == [
+        ("key", 0, cost / 1e6), ("team", 0, cost / 1e6)], me
+    team = _admin(b, admin, "GET", "/admin/v1/teams/api-team").json()
+    assert (team["in_flight"], team["month_spend_usd"], team["limits"]["monthly_budget_usd"]) == (0, cost / 1e6, 30.0)
+    assert _admin(a, admin, "GET", "/admin/v1/status").json()["in_flight"] == 0
+    trail = _admin(a, admin, "GET", "/admin/v1/audit?action=team.update").json()["data"]
+    assert [(e["target_id"], e["details"]["display_name"]) for e in trail if e["target_id"] == "api-team"] == [
+        ("api-team", "API team")]
+    # the CLI, on the same store, says the same
+    shown = cli(b, "teams", "show", "api-team")
+    assert (shown["month_spend_usd"], shown["in_flight"], shown["keys"]) == (cost / 1e6, 0, [key_id])
+    assert cli(a, "audit", "--action", "team.create")[0]["target_id"] == "api-team"
 
 
 def test_zz_no_raw_key_anywhere_on_disk_or_in_logs(instances: list[ProxyServer], store_dir: Path) -> None:

@@ -25,15 +25,20 @@ from claude_proxy.teams.spool import dir_backlog
 from tests.conftest import proxy_config
 from tests.e2e.test_teams import (  # noqa: F401 - collected again here, against this module's fixtures
     BODY,
+    PRICES,
     STATIC_KEY,
     Holder,
+    _csrf,
     cli,
     post,
     test_a_concurrency_limit_of_5_gives_an_upstream_peak_of_exactly_5,
     test_a_gateway_key_attributes_usage_to_the_forwarded_user,
     test_a_limit_of_100_per_hour_admits_exactly_100_of_400_across_2x2,
     test_a_sigkilled_workers_lease_frees_itself,
+    test_admin_api_needs_an_admin_key_and_changes_apply_everywhere,
+    test_admin_api_teams_usage_me_and_in_flight_agree_with_the_upstream,
     test_revocation_applies_on_the_next_request_on_every_worker,
+    test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session,
     test_unknown_keys_get_401_and_static_keys_keep_working,
     test_usage_is_recorded_once_per_request_and_queryable,
 )
@@ -75,6 +80,11 @@ def holder() -> Tally:
 
 
 @pytest.fixture(scope="module")
+def store_kind() -> str:
+    return "postgres"
+
+
+@pytest.fixture(scope="module")
 def store_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="claude-proxy-teams-dist-"))
 
@@ -109,7 +119,8 @@ def teams_table(store_dir: Path, name: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def instances(upstream: FakeUpstream, store_dir: Path, stores: Any) -> Iterator[list[ProxyServer]]:
     servers = [ProxyServer(proxy_config(upstream, server={"ping_interval": 0.5, "auth_keys": [STATIC_KEY]},
-                                        teams=teams_table(store_dir, f"i{n}")), workers=2, threads=48)
+                                        teams=teams_table(store_dir, f"i{n}"), prices=PRICES),
+                           workers=2, threads=48)
                for n in range(2)]
     for server in servers:
         server.start()
@@ -213,6 +224,54 @@ def test_unknown_keys_get_503_while_postgres_is_down_never_401(
         pg.start()
 
 
+def test_the_usage_page_says_the_store_is_down_and_keeps_the_session_while_postgres_is_down(
+    instances: list[ProxyServer], stores: tuple[PostgresServer, RedisServer]
+) -> None:
+    """A ledger outage is a 503 page saying so — never a signed-out session, a JSON error or a traceback —
+    and the same cookie shows the page again once PostgreSQL is back."""
+    pg, _ = stores
+    made = cli(instances[0], "keys", "create", "--owner", "outage@example.com")
+    session = requests.Session()
+    deadline = time.monotonic() + 20
+    while True:  # an earlier outage may still hold some worker's ledger breaker open (each has its own)
+        form = _page_when_up(session, instances[0])
+        signed = session.post(instances[0].url + "/ui/login", data={"key": made["key"], "csrf": _csrf(form.text)})
+        if signed.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert signed.status_code == 200 and "outage@example.com" in signed.text, signed.text[:500]
+    cookie = session.cookies["cp_session"]
+    pg.stop()
+    try:
+        for server in instances:
+            down = session.get(server.url + "/ui/")
+            assert down.status_code == 503 and down.headers["content-type"].startswith("text/html"), down.text[:500]
+            assert "The usage store is unavailable; try again shortly." in down.text and "Traceback" not in down.text
+            assert "set-cookie" not in down.headers and session.cookies["cp_session"] == cookie
+            assert "default-src 'none'" in down.headers["content-security-policy"]
+            fresh = requests.Session()  # signing in needs the ledger too: the same page, not a 500
+            fresh.cookies.clear()
+            refused = fresh.post(server.url + "/ui/login", data={"key": made["key"], "csrf": "x"})
+            assert refused.status_code in (400, 503) and "Traceback" not in refused.text
+    finally:
+        pg.start()
+    back = _page_when_up(session, instances[1])
+    assert "outage@example.com" in back.text  # the same cookie, signed in again
+
+
+def _page_when_up(session: requests.Session, server: ProxyServer, timeout: float = 20) -> requests.Response:
+    """GET /ui/ until the page answers 200: after PostgreSQL returns, a worker's ledger breaker lets a probe
+    through only after its cool-down (polled, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = session.get(server.url + "/ui/")
+        if page.status_code == 200 or time.monotonic() > deadline:
+            assert page.status_code == 200, page.text[:500]
+            return page
+        assert page.status_code == 503, page.text[:500]
+        time.sleep(0.2)
+
+
 def _status(server: ProxyServer, admin: str) -> dict[str, Any]:
     return requests.get(server.url + "/admin/v1/status", headers={"x-api-key": admin}, timeout=10).json()
 
@@ -230,11 +289,19 @@ def test_a_hung_redis_fails_open_or_closed_and_the_breaker_bounds_the_stalls(
         for _ in range(8):
             assert post(server, key).status_code == 200
         before = {s["worker_pid"]: s["breakers"]["redis"] for s in (_status(server, admin) for _ in range(16))}
+        session = requests.Session()
+        form = session.get(server.url + "/ui/")
+        signed = session.post(server.url + "/ui/login", data={"key": key, "csrf": _csrf(form.text)})
+        assert re.search(r"<td>key [^<]+</td>.*?<td>0</td></tr>", signed.text, re.S), signed.text[-3000:]
         rd.pause()  # SIGSTOP: connections hang instead of being refused
         try:
             with ThreadPoolExecutor(8) as pool:
                 codes = list(pool.map(lambda _: post(server, key).status_code, range(200)))
             after = {s["worker_pid"]: s for s in (_status(server, admin) for _ in range(16))}
+            # the usage page still shows what the ledger knows; the live in-flight figure is "-", not a guess
+            page = session.get(server.url + "/ui/")
+            assert page.status_code == 200 and f"{policy}@example.com" in page.text, page.text[:500]
+            assert re.search(r"<td>key [^<]+</td>.*?<td>-</td></tr>", page.text, re.S), page.text[-3000:]
         finally:
             rd.resume()
         if policy == "open":

@@ -1,5 +1,7 @@
 """The usage page (/ui/) in a real headless Chromium, driven by Selenium, against a real claude-proxy
-(gunicorn, two workers) with `[teams]` on and `[prices]` set, in front of a local upstream.
+(gunicorn, two workers) with `[teams]` on and `[prices]` set, in front of a local upstream — on each
+teams backend: the embedded SQLite file, and PostgreSQL + Redis (usage uploaded from the workers'
+spools in batches; every figure is read once the upload is done).
 
 What a person does: signs in with a key through the form, reads their usage (the numbers must be the
 store's), an admin reads the team view, signs out; a revoked key's session ends on the next page load;
@@ -24,6 +26,7 @@ from tests.conftest import proxy_config
 from tests.support.browser import chromium, console_errors, require_chromium, submit
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer
+from tests.support.teams_backend import BACKENDS, TeamsBackend, backend_for
 from tests.support.upstream import FakeUpstream, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -46,9 +49,10 @@ def _chromium_present() -> None:
     require_chromium()
 
 
-@pytest.fixture(scope="module")
-def store_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="claude-proxy-ui-"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> TeamsBackend:
+    """Every test below runs once per teams backend; the servers of one backend share its store."""
+    return backend_for(request, request.param, "ui")
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +62,19 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-def proxy(upstream: FakeUpstream, store_dir: Path) -> Iterator[ProxyServer]:
-    config = proxy_config(upstream, teams={"path": str(store_dir / "teams.db")}, prices={"big-model": PRICE},
+def proxy(upstream: FakeUpstream, backend: TeamsBackend) -> Iterator[ProxyServer]:
+    config = proxy_config(upstream, teams=backend.table("proxy"), prices={"big-model": PRICE},
                           server={"forwarded_prefix": True})  # for the nginx-under-/llm test; off elsewhere
-    with ProxyServer(config, workers=2) as server:
+    with ProxyServer(config, workers=2, env=backend.env) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def embedded(upstream: FakeUpstream, store_dir: Path) -> Iterator[GunicornServer]:
+def embedded(upstream: FakeUpstream, backend: TeamsBackend) -> Iterator[GunicornServer]:
     """The proxy's blueprint inside a host Flask app under /llm (tests/support/embedded_app.py), same store."""
-    config = proxy_config(upstream, teams={"path": str(store_dir / "teams.db")}, prices={"big-model": PRICE})
-    with GunicornServer(config, "tests.support.embedded_app:app", threads=8, health_path="/llm/health") as server:
+    config = proxy_config(upstream, teams=backend.table("embedded"), prices={"big-model": PRICE})
+    with GunicornServer(config, "tests.support.embedded_app:app", threads=8, health_path="/llm/health",
+                        env=backend.env) as server:
         yield server
 
 
@@ -89,9 +94,10 @@ def page(browser: Any, proxy: ProxyServer) -> Iterator[Any]:
 
 
 def cli(server: ProxyServer, *args: str) -> Any:
+    """The real `claude-proxy` command on the server's store (its env carries the PostgreSQL/Redis DSNs)."""
     out = subprocess.run(
         [sys.executable, "-m", "claude_proxy", *args, "--json", "-c", str(server.config_path)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=30, env=server.env,
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -108,7 +114,8 @@ def spend(server: ProxyServer, key: str, n: int) -> None:
 
 
 def settled_usage(server: ProxyServer, key_id: str, requests_expected: int) -> dict[str, Any]:
-    """The store's row for this key once every request has settled (settlement runs after the last byte)."""
+    """The store's row for this key once every request has settled (settlement runs after the last byte)
+    and, on PostgreSQL, been uploaded from the workers' spools: polled, with a deadline."""
     deadline, rows = time.monotonic() + 15, []
     while time.monotonic() < deadline:
         rows = cli(server, "usage", "--key", key_id, "--by", "key", "model")
@@ -179,6 +186,7 @@ def test_a_user_signs_in_sees_their_own_usage_as_the_store_has_it_and_signs_out(
     spend(proxy, made["key"], 4)
     spend(proxy, other["key"], 1)  # someone else's usage must not show as the reader's
     row = settled_usage(proxy, made["id"], 4)
+    settled_usage(proxy, other["id"], 1)  # in the team's spend below
     assert row["cost_micros"] == 4 * REQUEST_COST_MICROS and row["unpriced"] == 0
 
     sign_in(page, proxy, made["key"])
@@ -216,7 +224,16 @@ def test_a_user_signs_in_sees_their_own_usage_as_the_store_has_it_and_signs_out(
     assert page.find_elements(NAME, "key") and "reader@example.com" not in page.page_source
 
 
-def test_an_admin_key_sees_the_team_view(page: Any, proxy: ProxyServer) -> None:
+# What the admin's store table says on each backend when both stores answer.
+STORE_ROWS = {
+    "sqlite": {"store": "sqlite", "journal_mode": "wal"},
+    "postgres": {"store": "postgres", "ledger": "up", "limiter": "redis", "limiter_state": "up",
+                 "breakers.postgres.open": "False", "breakers.redis.open": "False", "spool.dropped": "0",
+                 "spool.last_error": "-"},
+}
+
+
+def test_an_admin_key_sees_the_team_view(page: Any, proxy: ProxyServer, backend: TeamsBackend) -> None:
     admin = cli(proxy, "keys", "create", "--owner", "boss@example.com", "--admin")
     cli(proxy, "teams", "create", "ops", "--budget", "20")
     worker = cli(proxy, "keys", "create", "--owner", "worker@example.com", "--team", "ops")
@@ -235,8 +252,13 @@ def test_an_admin_key_sees_the_team_view(page: Any, proxy: ProxyServer) -> None:
     assert [(r["provider"], r["model"], int(r["requests"]), r["cost_usd"]) for r in by_model] == [
         (t["provider"], t["model"], t["requests"], f"{t['cost_micros'] / 1e6:.4f}") for t in total
     ]
-    store = page.find_element(XPATH, "//h2[normalize-space()='Admin: store']/following-sibling::table[1]").text
-    assert "sqlite" in store and "wal" in store, store
+    table = page.find_element(XPATH, "//h2[normalize-space()='Admin: store']/following-sibling::table[1]")
+    store = {r.find_element(TAG, "th").text.strip(): r.find_element(TAG, "td").text.strip()
+             for r in table.find_elements(TAG, "tr")}
+    assert {k: store.get(k) for k in STORE_ROWS[backend.name]} == STORE_ROWS[backend.name], store
+    status = requests.get(proxy.url + "/admin/v1/status", headers={"x-api-key": admin["key"]}, timeout=10).json()
+    assert int(store["keys"]) == status["keys"] and int(store["usage_events"]) == status["usage_events"]
+    assert not any(v.startswith("{") for v in store.values()), store  # one figure a row, no dict printed in a cell
     audit = table_after(page, "Admin: audit")
     assert any(e["action"] == "key.create" and e["target"] == worker["id"] for e in audit), audit
     sign_out(page)

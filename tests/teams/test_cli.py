@@ -1,4 +1,5 @@
-"""The teams verbs as a user runs them: the real `claude-proxy` command on a real store file."""
+"""The teams verbs as a user runs them: the real `claude-proxy` command on a real store — a SQLite file,
+and PostgreSQL + Redis (private servers, DSNs from the environment as `[teams] store = "postgres"` wants)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from claude_proxy.config.loader import ConfigError, load_config
+from tests.support.proxy_server import toml_value
+from tests.support.teams_backend import BACKENDS, backend_for
 
 CONFIG = """
 [provider]
@@ -18,8 +21,7 @@ name = "deepseek"
 api_key = "sk-test-0000000000"
 
 [teams]
-store = "sqlite"
-path = "{path}"
+{teams}
 
 [teams.defaults]
 rpm = "100/hour"
@@ -28,10 +30,18 @@ monthly_budget_usd = 25
 """
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
+@pytest.fixture(params=BACKENDS)
+def config(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config on a fresh store of each backend; the CLI runs inherit the DSNs through the environment."""
+    if request.param == "sqlite":
+        teams = {"store": "sqlite", "path": str(tmp_path / "state" / "teams.db")}
+    else:
+        backend = backend_for(request, request.param, "cli")
+        for name, value in backend.env.items():
+            monkeypatch.setenv(name, value)
+        teams = backend.table("cli")
     path = tmp_path / "claude-proxy.toml"
-    path.write_text(CONFIG.format(path=tmp_path / "state" / "teams.db"))
+    path.write_text(CONFIG.format(teams="\n".join(f"{k} = {toml_value(v)}" for k, v in teams.items())))
     return path
 
 

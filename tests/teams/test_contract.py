@@ -120,6 +120,24 @@ def test_concurrency_is_counted_by_leases_released_at_settle(gate: Gate) -> None
     assert isinstance(gate.admit(p, 1), Admitted)
 
 
+def test_in_flight_counts_requests_per_scope_and_overall(gate: Gate) -> None:
+    """A request in a team with limits on both holds two leases; the store-wide figure (status, the
+    admin page) counts it once, as each scope's figure does."""
+    team = gate.store.create_team("busy", Limits(max_concurrent=5), ACTOR)
+    record, key = gate.store.create_key(owner="dan@example.com", team="busy", actor=ACTOR,
+                                        limits=Limits(max_concurrent=3))
+    p = gate.authenticate([key], {})
+    assert isinstance(p, Principal)
+    held = [gate.admit(p, 1) for _ in range(2)]
+    assert all(isinstance(a, Admitted) for a in held)
+    assert (gate.store.in_flight(f"k:{record.id}"), gate.store.in_flight(f"t:{team.id}")) == (2, 2)
+    assert gate.store.in_flight() == 2 and gate.store.status()["in_flight"] == 2
+    for admitted in held:
+        assert isinstance(admitted, Admitted)
+        gate.settle(admitted, Usage(status=200))
+    assert gate.store.in_flight() == 0 and gate.store.in_flight(f"t:{team.id}") == 0
+
+
 def test_a_budget_admits_until_settled_spend_reaches_it(gate: Gate) -> None:
     p, key_id = principal(gate, monthly_budget_micros=10)
     admitted = 0
