@@ -10,6 +10,7 @@ crashes; the last transactions may be lost on power loss. Local disk only: WAL d
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import queue
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from claude_proxy.config.teams import Limits, Rate
@@ -37,6 +39,16 @@ from claude_proxy.teams.records import (
 )
 from claude_proxy.teams.rows import GROUPS, KEY_SELECT, StoreError, key_from, limit_changes, rate_refusal, team_from
 from claude_proxy.teams.schema import DDL, VERSION
+
+
+def _fcntl() -> ModuleType | None:
+    try:
+        return importlib.import_module("fcntl")
+    except ImportError:  # Windows: SQLite's own locking alone
+        return None
+
+
+FCNTL = _fcntl()
 
 POOL_SIZE = 8
 # SQLite's own checkpoint runs in whichever commit crosses this many WAL pages (its default is 1,000: a
@@ -75,6 +87,9 @@ class SqliteStore:
         self._opened = 0
         self._writes = 0  # write transactions by this process (a checkpoint is due when it moved)
         self._checkpointed = 0
+        self._writer = threading.Lock()  # one writer per process at a time ...
+        self._lock_fd = -1  # ... and per machine: flock on `<db>.lock` (opened after the fork)
+        self._lock_pid = 0
 
     # -- connections -------------------------------------------------------------------------------------------
 
@@ -131,13 +146,38 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One read-then-write transaction holding the write lock from its first statement."""
-        with self._conn() as conn:
+        """One read-then-write transaction holding the write lock from its first statement.
+
+        Writers queue for it in the kernel first (a thread lock, then `flock` on `<db>.lock`, which every
+        process of ours takes, the CLI's too) instead of in SQLite: SQLite's busy handler polls by sleeping
+        1, 2, 5, 10 … 100 ms, so two writers that meet cost the second one milliseconds, while a queued
+        writer here wakes the moment the lock is free. busy_timeout still covers anyone else's writers."""
+        with self._writer, self._machine_lock(), self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             if conn.in_transaction:  # a refusal rolls back itself and returns
                 conn.execute("COMMIT")
                 self._writes += 1
+
+    @contextlib.contextmanager
+    def _machine_lock(self) -> Iterator[None]:
+        """The machine-wide writer lock (released by the kernel if the process dies holding it)."""
+        fcntl = FCNTL
+        if fcntl is None:
+            yield
+            return
+        if self._lock_fd < 0 or self._lock_pid != os.getpid():  # first write, or first after a fork
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreDown("sqlite", f"cannot open {self.path}.lock: {exc.strerror}") from None
+            self._lock_pid = os.getpid()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def migrate(self) -> int:
         """Create or upgrade the schema; safe to run from several processes at once."""
@@ -165,6 +205,9 @@ class SqliteStore:
         self._checkpointed = writes
 
     def close(self) -> None:
+        if self._lock_fd >= 0 and self._lock_pid == os.getpid():
+            os.close(self._lock_fd)
+        self._lock_fd = -1
         pool, self._pool = self._pool, None
         while pool is not None:
             try:

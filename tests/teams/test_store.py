@@ -257,3 +257,26 @@ def test_the_wal_is_checkpointed_by_the_keeper_not_inside_a_request(tmp_path: Pa
             assert conn.execute("SELECT count(*) FROM usage_events").fetchone()[0] == 100
     finally:
         gate.store.close()
+
+
+def test_writers_queue_on_the_machine_lock_and_wake_when_it_is_freed(gate: Gate, tmp_path: Path) -> None:
+    """Every process of ours takes `<db>.lock` (flock) around a write: a writer behind another process's
+    write sleeps in the kernel and wakes when it is released, not on SQLite's 1…100 ms busy-poll."""
+    import fcntl
+    import threading
+
+    _, key = gate.store.create_key(owner="lock@example.com", actor=ADMIN)
+    lock = tmp_path / "teams.db.lock"
+    assert lock.exists() and lock.stat().st_mode & 0o777 == 0o600
+    p = _principal(gate, key)
+    done: list[float] = []
+    with open(lock, "rb") as other:  # another process's open file description: its flock excludes ours
+        fcntl.flock(other, fcntl.LOCK_EX)
+        writer = threading.Thread(target=lambda: (gate.admit(p, 1), done.append(time.monotonic())))
+        writer.start()
+        time.sleep(0.3)
+        assert not done  # queued behind the holder
+        released = time.monotonic()
+        fcntl.flock(other, fcntl.LOCK_UN)
+    writer.join(5)
+    assert done and done[0] - released < 0.1
