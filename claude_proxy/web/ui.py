@@ -24,7 +24,7 @@ from claude_proxy.teams.base import STORE_ERRORS, Store
 from claude_proxy.teams.keys import hash_key
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import KeyRecord, iso
-from claude_proxy.teams.store import StoreError
+from claude_proxy.teams.rows import StoreError
 
 log = logging.getLogger("claude_proxy.teams")
 COOKIE = "cp_session"

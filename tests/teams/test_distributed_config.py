@@ -48,7 +48,11 @@ def test_a_worker_loads_only_its_own_backends_driver(store: str, absent: str, tm
 import sys
 from claude_proxy.config.teams import teams_settings
 from claude_proxy.teams.gate import open_store
-import claude_proxy.web.app, claude_proxy.web.admin
+import importlib, pkgutil
+import claude_proxy.web, claude_proxy.pipeline
+for package in (claude_proxy.web, claude_proxy.pipeline):  # everything a worker serving requests imports
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
 settings = teams_settings({{"store": {store!r}, "path": {str(tmp_path / "t.db")!r}}}, "c.toml", {ENV!r})
 open_store(settings)
 assert {absent!r} not in sys.modules, sorted(m for m in sys.modules if m.startswith({absent!r}))
