@@ -66,6 +66,8 @@ class Outcome:
     upstream_error: bool = False
     # an answer was translated: its usage and stop reason are journalled even where unknown (null)
     answered: bool = False
+    # the usage is the proxy's estimate, not the provider's (a stream the client cut before its usage came)
+    usage_estimated: bool | None = None
     # the request's spans when traces are on (pipeline.tracing); ended with the outcome
     trace: RequestTrace | None = None
     # fields a feature adds to the journal line (e.g. cost, key id); kept apart from the typed ones

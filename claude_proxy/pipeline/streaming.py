@@ -184,7 +184,12 @@ def translate_stream(
             upstream.release(response)  # complete: keep the connection for the next request
         else:
             upstream.discard(response)
-        outcome.answer(translator.usage or {}, translator.stop_reason)
+        if disconnected and translator.usage is None and translator.started:
+            usage, estimated = translator.usage_so_far()  # what the cancelled answer cost, not nothing
+            outcome.answer(usage, None)
+            outcome.usage_estimated = estimated or None
+        else:
+            outcome.answer(translator.usage or {}, translator.stop_reason)
         if first_byte is not None:
             outcome.ttfb_ms = round((first_byte - outcome.started) * 1000, 1)
         if translator.error:

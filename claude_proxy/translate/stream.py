@@ -91,6 +91,24 @@ class StreamTranslator:
 
     # -- public API ---------------------------------------------------------------
 
+    def usage_so_far(self) -> tuple[dict[str, int], bool]:
+        """(usage, estimated) for a stream that stops before `finish` (the client hung up): the provider's
+        own figures if its usage chunk already came, else the prompt and the output translated so far,
+        estimated — a provider bills a cancelled stream for at least that."""
+        usage = convert_usage(self.upstream_usage, self.context.dialect)
+        if usage is not None:
+            return usage, False
+        return self._estimated_usage(minimum_output=0), True
+
+    def _estimated_usage(self, minimum_output: int) -> dict[str, int]:
+        """~4 characters per output token; the prompt as the request context counts it."""
+        return {
+            "input_tokens": self.context.prompt_tokens(),
+            "output_tokens": max(minimum_output, self._output_chars // 4),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+
     @property
     def started(self) -> bool:
         return self.state != IDLE
@@ -182,14 +200,7 @@ class StreamTranslator:
             self.stop_reason = "end_turn"  # the answer came as the forced tool's arguments: it is text
         if self.stop_sequence and self.stop_reason == "end_turn":
             self.stop_reason = "stop_sequence"
-        usage = convert_usage(self.upstream_usage, self.context.dialect)
-        if usage is None:
-            usage = {
-                "input_tokens": self.context.prompt_tokens(),
-                "output_tokens": max(1, self._output_chars // 4),
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            }
+        usage = convert_usage(self.upstream_usage, self.context.dialect) or self._estimated_usage(minimum_output=1)
         self.usage = usage
         self.state = DONE
         events.append(

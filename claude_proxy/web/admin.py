@@ -348,7 +348,8 @@ class TeamsEdge:
 
 def usage_of(outcome: Outcome | None, status: int, reserve_tokens: int) -> Usage:
     """A finished request's usage as the provider reported it; estimated (and flagged) when it reported
-    none for an answer that went out; nothing for a failure before any byte."""
+    none for an answer that went out — a stream the client cut counts the prompt and the output sent so
+    far; nothing for a failure before any byte."""
     if outcome is None:
         return Usage(status=status)
     final = outcome.status or status
@@ -370,6 +371,7 @@ def usage_of(outcome: Outcome | None, status: int, reserve_tokens: int) -> Usage
             output_tokens=outcome.output_tokens or 0,
             cache_read_tokens=outcome.cache_read_tokens or 0,
             cache_write_tokens=outcome.cache_write_tokens or 0,
+            estimated=bool(outcome.usage_estimated),
             **common,
         )
     if final < 400 or outcome.answered:

@@ -254,6 +254,13 @@ def test_client_disconnect_closes_upstream(proxy, upstream) -> None:
         json={"model": "claude-sonnet-5", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]},
     )
     assert ok.json()["content"][0]["text"] == "still alive"
+    # its journal line counts what the cancelled answer used: the prompt estimate and the output so far
+    deadline = time.monotonic() + 5
+    while not (cut := [e for e in proxy.journal() if e.get("error_type") == "client_disconnected"]):
+        assert time.monotonic() < deadline, "no journal line for the cut stream"
+        time.sleep(0.05)
+    assert cut[-1]["usage_estimated"] is True
+    assert cut[-1]["input_tokens"] > 0 and cut[-1]["output_tokens"] == len("hello") // 4
 
 
 def test_pings_keep_a_silent_stream_alive(proxy, upstream) -> None:

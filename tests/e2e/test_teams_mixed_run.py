@@ -9,11 +9,12 @@ What counts, as the code decides it (claude_proxy/web/admin.py `usage_of`, pipel
 - An answered request is one usage row with the tokens the upstream reported, priced from `[prices]`
   (unpriced models flagged, never free).
 - A stream the client cuts is one row all the same (settled when the proxy's next write fails). What the
-  upstream reported before the cut is what counts, and for a translated (OpenAI-format) stream that is
-  nothing: the usage chunk comes last, and the translator only takes usage at the end of the stream. So
-  the row is the admission's estimate, flagged `estimated`: input = the request's bytes // 4, output 0,
-  priced at that. Here the upstream never sends its usage for those streams (it hangs after the first
-  words), so the upstream's tally for them is 1 request and 0 tokens and the estimate is asserted exactly.
+  upstream reported before the cut is what counts; for a translated (OpenAI-format) stream the usage chunk
+  comes last, so a stream cut before it gets the proxy's estimate, flagged `estimated`: input = the
+  prompt estimate the client already saw in `message_start`, output = the characters translated so far
+  // 4 (a provider bills a cancelled answer for at least what it generated), priced at that. Here the
+  upstream never sends its usage for those streams (it sends two pieces of text, then hangs), so both
+  figures are known to the test and the estimate is asserted exactly.
 - A request whose worker is SIGKILLed while it waits on the upstream never settles and is never answered:
   the upstream sees the connection go before it answers, and the store has no row for it.
 
@@ -69,6 +70,7 @@ class Answer:
     input: int
     output: int
     cut: bool
+    sent_chars: int = 0  # a cut stream: the text the upstream sent before it hung
 
 
 class Ledger:
@@ -112,6 +114,8 @@ class Ledger:
             assert isinstance(response, Stream)
             response = Stream([*response.items[:3], Hang()], done=False)
             reported = (0, 0)
+            sent = sum(len(item["choices"][0]["delta"].get("content") or "") for item in response.items[:3]
+                       if isinstance(item, dict) and item.get("choices"))
         elif isinstance(response, Json):
             reported = (response.body["usage"]["prompt_tokens"], response.body["usage"]["completion_tokens"])
         else:
@@ -120,7 +124,7 @@ class Ledger:
             reported = (usage["prompt_tokens"], usage["completion_tokens"])
         with self.lock:
             assert rid not in self.answers, f"request r{rid} reached the upstream twice"
-            self.answers[rid] = Answer(rid, found[2], str(req.json["model"]), *reported, cut)
+            self.answers[rid] = Answer(rid, found[2], str(req.json["model"]), *reported, cut, sent if cut else 0)
         return response
 
 
@@ -165,7 +169,7 @@ class Run:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.seen: dict[int, str] = {}  # rid -> "ok" | "cut" | "killed"
-        self.cut_bytes: dict[int, int] = {}  # rid -> the request's body size (the admission's estimate is // 4)
+        self.cut_input: dict[int, int] = {}  # rid -> the input tokens message_start announced (the estimate)
 
     def body(self, i: int) -> tuple[str, dict[str, Any]]:
         tag = f"k{i % KEYS}"
@@ -184,8 +188,9 @@ class Run:
             self.in_flight += 1
         try:
             if i % CUT_EVERY == 0:
-                seen = self._cut(server, key, data)
-                self.cut_bytes[i] = len(data)
+                seen, announced = self._cut(server, key, data)
+                if announced is not None:
+                    self.cut_input[i] = announced
             else:
                 seen = self._whole(server, key, data, body["stream"])
         finally:
@@ -208,19 +213,22 @@ class Run:
         return "ok"
 
     @staticmethod
-    def _cut(server: ProxyServer, key: str, data: bytes) -> str:
-        """Read up to the first text delta, then close the socket."""
+    def _cut(server: ProxyServer, key: str, data: bytes) -> tuple[str, int | None]:
+        """Read up to the first text delta, then close the socket; the input tokens message_start announced."""
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         try:
             conn.request("POST", "/v1/messages", body=data,
                          headers={"x-api-key": key, "content-type": "application/json"})
             response = conn.getresponse()
             assert response.status == 200
+            announced = None
             while b"content_block_delta" not in (line := response.readline()):
                 assert line, "the stream ended before its first words"
-            return "cut"
+                if line.startswith(b"data: ") and b'"message_start"' in line:
+                    announced = json.loads(line[6:])["message"]["usage"]["input_tokens"]
+            return "cut", announced
         except (ConnectionError, http.client.HTTPException):
-            return "killed"
+            return "killed", None
         finally:
             conn.close()
 
@@ -312,8 +320,7 @@ def test_10k_mixed_requests_with_a_worker_killed_count_every_token_once(
     ids = {m["id"]: f"k{n}" for n, m in enumerate(made)}
     expected: Counter[tuple[str, str, str]] = Counter()
     for a in answered.values():
-        cut_input = run.cut_bytes[a.rid] // 4 if a.cut else 0
-        tokens_in, tokens_out = (cut_input, 0) if a.cut else (a.input, a.output)
+        tokens_in, tokens_out = (run.cut_input[a.rid], a.sent_chars // 4) if a.cut else (a.input, a.output)
         expected[(a.tag, a.model, "requests")] += 1
         expected[(a.tag, a.model, "input_tokens")] += tokens_in
         expected[(a.tag, a.model, "output_tokens")] += tokens_out

@@ -1077,3 +1077,22 @@ def test_empty_data_line_is_a_keep_alive() -> None:
     assert translator.feed_data("") == []
     assert translator.feed_data("  ") == []
     assert not translator.ended
+
+
+def test_a_stream_stopped_before_its_usage_counts_the_prompt_and_the_output_so_far() -> None:
+    """The client hung up before the provider's usage chunk: an estimate, flagged, not nothing."""
+    stream = StreamTranslator(context(), message_id=MSG_ID)
+    stream.feed_data(json.dumps(chunk({"content": "x" * 41})))
+    stream.feed_data(json.dumps(calls(tc(0, "call_1", "Bash", '{"command": "l'))))
+    assert stream.usage is None
+    assert stream.usage_so_far() == (
+        {"input_tokens": INPUT_ESTIMATE, "output_tokens": (41 + len('{"command": "l')) // 4,
+         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}, True)
+
+
+def test_a_stream_stopped_after_its_usage_counts_what_the_provider_reported() -> None:
+    stream = StreamTranslator(context(), message_id=MSG_ID)
+    stream.feed_data(json.dumps(chunk({"content": "Hello"})))
+    stream.feed_data(json.dumps(chunk({}, "stop")))
+    stream.feed_data(json.dumps(usage_chunk(U)))  # the client leaves before [DONE]
+    assert stream.usage_so_far() == (AU, False)
