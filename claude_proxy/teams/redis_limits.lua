@@ -3,11 +3,12 @@
 -- KEYS[1] = the key's revocation flag; then per scope i (0-based) 4 keys from 2 + 4i:
 --   rpm state, tpm state, lease hash, spend prefix (the month is appended here, from Redis time);
 --   last, the fleet's epoch (cp:epoch).
--- ARGV: rid, reserve_tokens, reserve_micros, lease_ms, n_scopes, then per scope 6 values from 6 + 6i:
+-- ARGV[1]: a JSON array of: rid, reserve_tokens, reserve_micros, lease_ms, n_scopes, then per scope 6 values from 6 + 6i:
 --   rpm amount, rpm period, tpm amount, tpm period, max_concurrent, budget micros (-1 = none);
 --   last, the epoch the caller's key snapshot was taken under ('-' = no check: a static key).
 -- The epoch check makes the admission the request's only round trip: an admin change since the snapshot
 -- answers STALE before anything is written. (cp:epoch is fleet-wide, so this needs one Redis, not a Cluster.)
+local ARGV = cjson.decode(ARGV[1])  -- the arguments come as one JSON array: one bulk string to send, not ~30
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local EPS = 1e-9

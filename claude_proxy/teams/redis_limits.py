@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -35,7 +36,9 @@ KINDS = ("rpm", "tpm", "concurrent", "budget")
 
 SETTLE = """
 -- KEYS per scope i from 1 + 3i: tpm state, lease hash, spend key (month of admission)
--- ARGV: rid, n, then per scope 4 values from 3 + 4i: tpm amount, tpm period, token delta, cost micros
+-- ARGV[1]: a JSON array of: rid, n, then per scope 4 values from 3 + 4i: tpm amount, tpm period, token delta,
+-- cost micros
+local ARGV = cjson.decode(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rid, n = ARGV[1], tonumber(ARGV[2])
@@ -208,8 +211,9 @@ class RedisLimiter:
                      _n(lim.max_concurrent), _n(lim.monthly_budget_micros)]
         keys.append(EPOCH_KEY)
         args.append("-" if expected_epoch is None else expected_epoch)
+        packed = orjson.dumps(args)  # one argument: redis-py encodes and frames each argument on its own
         for _ in range(4):
-            out = self._call(lambda r: self.script("admit")(keys=keys, args=args, client=r))
+            out = self._call(lambda r: self.script("admit")(keys=keys, args=[packed], client=r))
             verdict = out[0].decode() if isinstance(out[0], bytes) else out[0]
             if verdict == "NO_EPOCH":  # Redis restarted empty: the ledger's epoch, then again
                 self.raise_epoch(ledger_epoch() if ledger_epoch is not None else 0)
@@ -257,7 +261,8 @@ class RedisLimiter:
                      scope_key(tag, scope.name, "spend:" + month)]
             delta = tokens - min(admitted.reserve_tokens, rate.amount) if rate else 0
             args += [rate.amount if rate else 0, rate.period_s if rate else 0, delta, usage.cost_micro_usd or 0]
-        self._call(lambda r: self.script("settle")(keys=keys, args=args, client=r))
+        packed = orjson.dumps(args)
+        self._call(lambda r: self.script("settle")(keys=keys, args=[packed], client=r))
 
     def renew(self, live: Sequence[Admitted]) -> int:
         """One pipelined round trip renewing every live request's leases (the keeper thread)."""
