@@ -296,7 +296,7 @@ class Gate:
     def _refresh(self, principal: Principal, epoch: int) -> Principal | Refused:
         """The key as it is under `epoch` (after an admin change): a new principal, or a refusal if the key
         was revoked or expired since. Store errors propagate."""
-        self._see_epoch(epoch)
+        self._see_epoch(epoch, forward_only=True)
         try:
             record: KeyRecord | None = self.store.key(principal.key_id)
         except StoreError:

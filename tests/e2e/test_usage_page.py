@@ -305,23 +305,28 @@ def test_an_empty_key_shows_an_error_too(page: Any, proxy: ProxyServer) -> None:
     assert page.find_element(CLASS, "err").text == "That key is not valid."
 
 
-def test_the_page_works_under_a_url_prefix(page: Any, proxy: ProxyServer, embedded: GunicornServer,
-                                           tmp_path: Path) -> None:
-    """Embedded under /llm in a host app: forms post under the prefix, the cookie is scoped to it."""
-    made = cli(proxy, "keys", "create", "--owner", "prefixed@example.com", "--name", "host app")
-    r = requests.post(embedded.url + "/llm/v1/messages", json=BODY, headers={"x-api-key": made["key"]}, timeout=30)
+def check_page_under_prefix(page: Any, proxy: ProxyServer, front: Any, owner: str, name: str) -> None:
+    """A request through `front` under /llm, then the page there: the form posts under the prefix, sign-in
+    lands on /llm/ui/, the cookie is scoped to it, and the usage shown is the store's."""
+    made = cli(proxy, "keys", "create", "--owner", owner, "--name", name)
+    r = requests.post(front.url + "/llm/v1/messages", json=BODY, headers={"x-api-key": made["key"]}, timeout=30)
     assert r.status_code == 200, r.text
     row = settled_usage(proxy, made["id"], 1)
-
-    open_ui(page, embedded, "/llm")
-    assert page.find_element(XPATH, "//form").get_attribute("action") == embedded.url + "/llm/ui/login"
-    sign_in(page, embedded, made["key"], "/llm")
-    assert page.current_url == embedded.url + "/llm/ui/"
-    assert "Signed in as prefixed@example.com" in page.find_element(TAG, "body").text
+    open_ui(page, front, "/llm")
+    assert page.find_element(XPATH, "//form").get_attribute("action") == front.url + "/llm/ui/login"
+    sign_in(page, front, made["key"], "/llm")
+    assert page.current_url == front.url + "/llm/ui/"
+    assert f"Signed in as {owner}" in page.find_element(TAG, "body").text
     cookie = session_cookie(page)
     assert cookie is not None and cookie["path"] == "/llm/ui/" and cookie["httpOnly"] is True
     [shown] = table_after(page, "Usage by model and day")
     assert (int(shown["requests"]), shown["cost_usd"]) == (1, f"{row['cost_micros'] / 1e6:.4f}")
+
+
+def test_the_page_works_under_a_url_prefix(page: Any, proxy: ProxyServer, embedded: GunicornServer,
+                                           tmp_path: Path) -> None:
+    """Embedded under /llm in a host app: forms post under the prefix, the cookie is scoped to it."""
+    check_page_under_prefix(page, proxy, embedded, "prefixed@example.com", "host app")
     shot = tmp_path / "usage-page.png"  # for a person to look at when this fails
     assert page.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     sign_out(page)
@@ -383,19 +388,7 @@ def nginx_llm(proxy: ProxyServer, tmp_path_factory: pytest.TempPathFactory) -> I
 def test_the_page_works_behind_nginx_under_a_prefix(page: Any, proxy: ProxyServer, nginx_llm: Behind) -> None:
     """nginx `location /llm/` with X-Forwarded-Prefix and `[server] forwarded_prefix = true`: links,
     forms and the cookie carry /llm, so the browser never leaves the prefix nginx serves."""
-    made = cli(proxy, "keys", "create", "--owner", "behind@example.com", "--name", "behind nginx")
-    r = requests.post(nginx_llm.url + "/llm/v1/messages", json=BODY, headers={"x-api-key": made["key"]}, timeout=30)
-    assert r.status_code == 200, r.text
-    row = settled_usage(proxy, made["id"], 1)
-    open_ui(page, nginx_llm, "/llm")
-    assert page.find_element(XPATH, "//form").get_attribute("action") == nginx_llm.url + "/llm/ui/login"
-    sign_in(page, nginx_llm, made["key"], "/llm")
-    assert page.current_url == nginx_llm.url + "/llm/ui/"
-    assert "Signed in as behind@example.com" in page.find_element(TAG, "body").text
-    cookie = session_cookie(page)
-    assert cookie is not None and cookie["path"] == "/llm/ui/" and cookie["httpOnly"] is True
-    [shown] = table_after(page, "Usage by model and day")
-    assert (int(shown["requests"]), shown["cost_usd"]) == (1, f"{row['cost_micros'] / 1e6:.4f}")
+    check_page_under_prefix(page, proxy, nginx_llm, "behind@example.com", "behind nginx")
     sign_out(page)
     assert page.current_url == nginx_llm.url + "/llm/ui/" and session_cookie(page) is None
 
