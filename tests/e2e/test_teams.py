@@ -129,6 +129,13 @@ def post(server: ProxyServer, key: str, body: dict[str, Any] | None = None, **he
                          timeout=60)
 
 
+def get_me(server: ProxyServer, key: str) -> Any:
+    """GET /v1/me for `key`: its scopes with live headroom and in-flight counts."""
+    r = requests.get(server.url + "/v1/me", headers={"x-api-key": key}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def many(servers: list[ProxyServer], key: str, n: int, threads: int = 64) -> list[requests.Response]:
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(lambda i: post(servers[i % len(servers)], key), range(n)))
@@ -185,6 +192,12 @@ def test_a_concurrency_limit_of_5_gives_an_upstream_peak_of_exactly_5(
             answered = [f.result() for f in futures]
         assert sum(r.status_code == 200 for r in answered) == 5
         assert holder.peak == 5
+        # a lease is released when its request settles, just after the client has its last byte: wait for
+        # that (well inside LEASE_SECONDS, so a lease that leaked and only expires would still fail here)
+        deadline = time.monotonic() + 1.0
+        while (busy := [s["in_flight"] for s in get_me(instances[0], key)["scopes"] if s["kind"] == "key"]) != [0]:
+            assert time.monotonic() < deadline, f"leases still held after the requests ended: {busy}"
+            time.sleep(0.02)
         assert all(r.status_code == 200 for r in many(instances, key, 5, threads=5))  # leases were released
     finally:
         holder.release.set()
