@@ -38,10 +38,25 @@ DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 _SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
          "cost_micros", "unpriced")
 # One spooled usage record's columns, in the order the upload inserts them.
-EVENT_COLUMNS = ("usage_id", "request_id", "ts", "day", "instance", "key_id", "team_id", "team", "owner", "endpoint",
-                 "client_model", "provider", "upstream_model", "stream", "status", "error_type", "input_tokens",
-                 "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated", "cost_micros", "priced",
-                 "latency_ms")
+# Column → its PostgreSQL type (the upload sends one array per column: `unnest` turns them back into rows).
+EVENT_TYPES = {
+    "usage_id": "text", "request_id": "text", "ts": "float8", "day": "text", "instance": "text", "key_id": "text",
+    "team_id": "int8", "team": "text", "owner": "text", "endpoint": "text", "client_model": "text",
+    "provider": "text", "upstream_model": "text", "stream": "bool", "status": "int4", "error_type": "text",
+    "input_tokens": "int8", "output_tokens": "int8", "cache_read_tokens": "int8", "cache_write_tokens": "int8",
+    "estimated": "bool", "cost_micros": "int8", "priced": "bool", "latency_ms": "float8",
+}
+EVENT_COLUMNS = tuple(EVENT_TYPES)
+# Each array holds one Python type (a spooled 1 and 1.0 alike become float8, say).
+_EVENT_CASTS: tuple[Callable[[Any], Any], ...] = tuple(
+    {"text": str, "float8": float, "int8": int, "int4": int, "bool": bool}[t] for t in EVENT_TYPES.values())
+# One statement for a whole batch, whatever its size: a constant text (prepared once per connection) with one
+# array parameter per column — ~4x less client CPU than a multi-row VALUES list of ~25 parameters per row.
+INSERT_EVENTS = (
+    f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%s::{t}[]" for t in EVENT_TYPES.values())
+    + ") ON CONFLICT (usage_id) DO NOTHING RETURNING usage_id"
+)
 
 
 class PostgresLedger:
@@ -285,18 +300,10 @@ class PostgresLedger:
         if not batch:
             return 0
         ordered = sorted(batch, key=lambda r: r["usage_id"])
-        placeholders = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
         with self._tx() as conn:
-            inserted: set[str] = set()
-            for start in range(0, len(ordered), 500):
-                chunk = ordered[start : start + 500]
-                rows = conn.execute(
-                    f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) VALUES "
-                    + ", ".join([placeholders] * len(chunk))
-                    + " ON CONFLICT (usage_id) DO NOTHING RETURNING usage_id",
-                    [r.get(c) for r in chunk for c in EVENT_COLUMNS],
-                ).fetchall()
-                inserted.update(row["usage_id"] for row in rows)
+            columns = [[None if (v := r.get(c)) is None else cast(v) for r in ordered]
+                       for c, cast in zip(EVENT_COLUMNS, _EVENT_CASTS, strict=True)]
+            inserted = {row["usage_id"] for row in conn.execute(INSERT_EVENTS, columns).fetchall()}
             fresh = [r for r in ordered if r["usage_id"] in inserted]
             daily: dict[tuple[str, str, str, str, str], list[Any]] = {}
             spend: dict[tuple[str, str], int] = {}

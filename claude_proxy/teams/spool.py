@@ -44,6 +44,7 @@ class _File:
         self.path = path
         self.fd = fd
         self.offset_path = path.with_name(path.name + ".offset")
+        self.end = self.size()  # kept by `append` for our own file (the only writer): no fstat per request
         try:
             self.offset = int(self.offset_path.read_text() or 0)
         except (OSError, ValueError):
@@ -114,9 +115,9 @@ class Spool:
                 return False
             if self._own is None:
                 self._own = self._open_own()
-            os.write(self._own.fd, line)
+            self._own.end += os.write(self._own.fd, line)
             self._appended += 1
-            if self._own.size() >= self.rotate_bytes:
+            if self._own.end >= self.rotate_bytes:
                 self._retired.append(self._own)
                 self._own = None
         if self._appended % BATCH == 0:
@@ -219,13 +220,10 @@ class Spool:
             log.info("teams: adopted usage spool %s", path.name)
 
     def pending_bytes(self) -> int:
-        """Bytes written by this process (and adopted) but not yet in the ledger."""
+        """Bytes written by this process (and adopted) but not yet in the ledger (from the sizes kept in
+        memory: only this process writes its files, and an adopted file's writer is gone)."""
         files = [f for f in (self._own, *self._retired, *self._adopted.values()) if f is not None]
-        total = 0
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += max(0, f.size() - f.offset)
-        return total
+        return sum(max(0, f.end - f.offset) for f in files)
 
     def backlog(self) -> dict[str, Any]:
         return {"pending_bytes": self.pending_bytes(), "uploaded": self.uploaded, "dropped": self.dropped,
