@@ -31,16 +31,13 @@ from claude_proxy.teams.gate import AuthFailure, Gate, StoreUnavailable
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage, iso, limits_dict
 from claude_proxy.teams.rows import StoreError
-from claude_proxy.web.envelope import error_response
+from claude_proxy.web.envelope import JOURNALLED_ENDPOINTS, NO_RETRY, error_response
 
 log = logging.getLogger("claude_proxy")
 
 ADMITTED_ENDPOINTS = {"messages"}  # count_tokens and models authenticate but consume no limits
-# The routes whose every request gets a journal line; a refusal at the door gets one too (design §2.12).
-JOURNALLED_ENDPOINTS = {"messages", "count_tokens"}
 ADMIN_PREFIX = "admin_"
 UI_PREFIX = "ui_"
-NO_RETRY = {"x-should-retry": "false"}
 CostFunction = Callable[[Usage], int | None]
 
 

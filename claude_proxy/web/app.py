@@ -25,7 +25,7 @@ from claude_proxy.pipeline.proxy import Proxy
 from claude_proxy.pipeline.reply import Reply
 from claude_proxy.translate.errors import error_type_for_status
 from claude_proxy.translate.response import random_hex
-from claude_proxy.web.envelope import error_response
+from claude_proxy.web.envelope import JOURNALLED_ENDPOINTS, NO_RETRY, error_response
 
 log = logging.getLogger("claude_proxy")
 
@@ -105,7 +105,8 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
             return _preflight()
         if teams is not None:  # stored keys beside the static ones, and admission (web/admin.py)
             return teams.begin(open_endpoints)
-        if auth_keys and request.endpoint and request.endpoint.rsplit(".", 1)[-1] not in open_endpoints:
+        endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
+        if auth_keys and endpoint and endpoint not in open_endpoints:
             bearer = request.headers.get("authorization", "")
             # Either header may carry it (Claude Code sends x-api-key from ANTHROPIC_API_KEY and
             # Bearer from ANTHROPIC_AUTH_TOKEN; a user may have both set).
@@ -118,11 +119,11 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
                 for candidate in presented:
                     ok |= hmac.compare_digest(candidate.encode(), key)
             if not ok:
-                return error_response(
-                    401,
-                    "authentication_error",
-                    "invalid or missing proxy key: send it as x-api-key or Authorization: Bearer",
-                )
+                message = "invalid or missing proxy key: send it as x-api-key or Authorization: Bearer"
+                if endpoint in JOURNALLED_ENDPOINTS:  # a journal line and request metrics, like any answer
+                    proxy.recorder.fail(Outcome(g.request_id, endpoint),
+                                        ProxyError(message, status=401, error_type="authentication_error"))
+                return error_response(401, "authentication_error", message, NO_RETRY)
         return None
 
     def _preflight() -> Response:

@@ -11,6 +11,11 @@ from flask import Response, g
 from claude_proxy.pipeline.reply import JSON
 from claude_proxy.translate.errors import envelope
 
+# Routes whose refusals at the door (a bad key, a limit) still get a journal line and request metrics.
+JOURNALLED_ENDPOINTS = frozenset({"messages", "count_tokens"})
+# A refusal retrying cannot change (a bad key, a spent budget): Anthropic's SDKs and Claude Code read it.
+NO_RETRY = {"x-should-retry": "false"}
+
 
 def error_response(
     status: int,

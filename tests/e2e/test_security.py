@@ -90,6 +90,28 @@ def test_proxy_keys(upstream: FakeUpstream, headers: dict[str, str], status: int
         assert response.get_json()["content"][0]["text"] == "echo: hello there"
 
 
+def test_a_refused_proxy_key_is_journalled_and_counted_without_the_key(keyed: ProxyServer) -> None:
+    """A wrong or missing static key: 401 not to be retried, one journal line and a request metric like any other
+    answer (operators see who is knocking), and the presented key nowhere on disk."""
+    wrong = "cp-wrong-key-5a5a5a5a5a5a5a5a"
+    answers = [requests.post(keyed.url + path, json=message_body(), headers=headers, timeout=10)
+               for path, headers in (("/v1/messages", {"x-api-key": wrong}), ("/v1/messages/count_tokens", {}))]
+    for answer in answers:
+        assert answer.status_code == 401 and answer.headers["x-should-retry"] == "false"
+    ids = {a.headers["request-id"]: a for a in answers}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len([x for x in keyed.journal() if x.get("request_id") in ids]) < 2:
+        time.sleep(0.05)
+    lines = {x["request_id"]: x for x in keyed.journal() if x.get("request_id") in ids}
+    assert {(x["endpoint"], x["status"], x["error_type"]) for x in lines.values()} == {
+        ("messages", 401, "authentication_error"), ("count_tokens", 401, "authentication_error")}
+    assert wrong not in keyed.log_file.read_text()
+    metrics = requests.get(keyed.url + "/metrics", headers=KEYED, timeout=10).text
+    refused = [m for m in metrics.splitlines() if m.startswith("claude_proxy_requests_total{")
+               and 'status="401"' in m and 'endpoint="messages"' in m]
+    assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 1
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
