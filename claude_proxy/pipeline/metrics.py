@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -130,6 +132,11 @@ class Metrics:
         self._client_models: set[str] = set()
         self._lock = threading.Lock()
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def remembered_children(self) -> Mapping[tuple[Any, ...], Any]:
+        """The label children `_child` holds on to (a read-only view; bounded by MAX_REMEMBERED_CHILDREN)."""
+        return MappingProxyType(self._children)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: prometheus_client checks and converts the labels

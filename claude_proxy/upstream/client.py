@@ -247,6 +247,11 @@ class Upstream:
 
     # -- reading bodies -----------------------------------------------------------------
 
+    def body_reader(self, response: requests.Response) -> Body | None:
+        """The reader serving `response`'s body once reading began (the fast path's or the public one), if any:
+        which path a response took, for diagnostics and tests."""
+        return self._bodies.get(response)
+
     def _body(self, response: requests.Response) -> Body:
         """The response's body reader, made on first use: the fast path's if it takes it, else the public one."""
         body = self._bodies.get(response)

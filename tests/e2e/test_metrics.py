@@ -93,15 +93,16 @@ def test_label_children_are_remembered_and_the_memory_of_them_is_bounded(monkeyp
     m = Metrics()
     record = {"endpoint": "messages", "provider": "p", "status": 200, "client_model": "c", "latency_ms": 5.0}
     observe(m, record)
-    remembered = dict(m._children)
+    remembered = dict(m.remembered_children)
     observe(m, record)
-    assert m._children.keys() == remembered.keys() and all(m._children[k] is v for k, v in remembered.items())
+    children = m.remembered_children
+    assert children.keys() == remembered.keys() and all(children[k] is v for k, v in remembered.items())
     labels = {"endpoint": "messages", "route": "", "client_model": "c", "upstream_model": "", "provider": "p"}
     assert sample_value(m, "claude_proxy_requests_total", **labels, status="200") == 2
     monkeypatch.setattr("claude_proxy.pipeline.metrics.MAX_REMEMBERED_CHILDREN", 3)
     for status in range(400, 420):
         observe(m, {**record, "status": status})
-    assert len(m._children) <= 3
+    assert len(m.remembered_children) <= 3
     assert sample_value(m, "claude_proxy_requests_total", **labels, status="419") == 1
     assert sample_value(m, "claude_proxy_requests_total", **labels, status="200") == 2  # counts kept, only the lookups went
 

@@ -63,7 +63,7 @@ def test_streams_and_whole_bodies_are_read_from_the_socket(up: FakeUpstream, ca:
     up.enqueue(Stream([chunk(content="a"), Sleep(0.05), chunk(content="b", finish_reason="stop")]))
     response = upstream.post_json("/chat/completions", BODY, stream=True)
     assert b"data: [DONE]" in b"".join(p for p in upstream.iter_body(response, time.monotonic() + 5) if isinstance(p, bytes))
-    assert isinstance(upstream._bodies[response], SocketBody)
+    assert isinstance(upstream.body_reader(response), SocketBody)
     upstream.release(response)
     up.enqueue(Json({"ok": True}))
     reply = upstream.post_json("/chat/completions", b"{}")
@@ -78,7 +78,7 @@ def test_with_the_switch_off_bodies_go_through_urllib3(plain: FakeUpstream, ca: 
     plain.enqueue(Stream([chunk(content="a", finish_reason="stop")]))
     response = upstream.post_json("/chat/completions", BODY, stream=True)
     assert b"data: [DONE]" in b"".join(p for p in upstream.iter_body(response, time.monotonic() + 5) if isinstance(p, bytes))
-    assert isinstance(upstream._bodies[response], PublicBody)
+    assert isinstance(upstream.body_reader(response), PublicBody)
     upstream.release(response)
     plain.enqueue(Json({"again": 1}))
     assert upstream.read(upstream.post_json("/chat/completions", b"{}"), time.monotonic() + 5) == b'{"again": 1}'
