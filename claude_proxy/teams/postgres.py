@@ -32,11 +32,20 @@ from claude_proxy.teams.breaker import Breaker
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.migrations import HEAD
 from claude_proxy.teams.records import Actor, KeyRecord, Team, limits_to_columns
-from claude_proxy.teams.rows import GROUPS, KEY_SELECT, StoreError, key_from, limit_changes, team_from
+from claude_proxy.teams.rows import (
+    KEY_SELECT,
+    POSTGRES,
+    StoreError,
+    audit_query,
+    key_from,
+    limit_changes,
+    recent_query,
+    team_from,
+    usage_query,
+    usage_totals,
+)
 
 DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
-_SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-         "cost_micros", "unpriced")
 # One spooled usage record's columns, in the order the upload inserts them.
 # Column → its PostgreSQL type (the upload sends one array per column: `unnest` turns them back into rows).
 EVENT_TYPES = {
@@ -360,66 +369,20 @@ class PostgresLedger:
 
     def usage(self, *, group_by: Sequence[str] = ("day",), since: float | None = None, until: float | None = None,
               filters: Mapping[str, str | None] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        unknown = [g for g in group_by if g not in GROUPS]
-        if unknown:
-            raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
-        clauses, args = [], []
-        if since is not None:
-            clauses.append("ts >= %s")
-            args.append(since)
-        if until is not None:
-            clauses.append("ts < %s")
-            args.append(until)
-        for name, value in (filters or {}).items():
-            if value is None:
-                continue
-            if name not in GROUPS:
-                raise StoreError(f"cannot filter usage by {name!r} (choose from {', '.join(GROUPS)})")
-            clauses.append(f"{GROUPS[name]} = %s")
-            args.append(value)
-        cols = [f"{GROUPS[g]} AS {g}" for g in group_by]
-        sql = (
-            "SELECT " + ", ".join([*cols, "count(*) AS requests", "sum((status >= 400)::int) AS errors",
-                                   "sum(estimated::int) AS estimated", "sum(input_tokens) AS input_tokens",
-                                   "sum(output_tokens) AS output_tokens", "sum(cache_read_tokens) AS cache_read_tokens",
-                                   "sum(cache_write_tokens) AS cache_write_tokens", "sum(cost_micros) AS cost_micros",
-                                   "sum(1 - priced::int) AS unpriced"])
-            + " FROM usage_events"
-            + (" WHERE " + " AND ".join(clauses) if clauses else "")
-            + (" GROUP BY " + ", ".join(GROUPS[g] for g in group_by) if group_by else "")
-            + " ORDER BY " + (", ".join(GROUPS[g] for g in group_by) if group_by else "1")
-            + f" LIMIT {int(limit)}"
-        )
+        sql, args = usage_query(POSTGRES, group_by, since, until, filters, limit)
         with self._tx() as conn:
-            rows = [dict(r) for r in conn.execute(sql, args)]
-        for row in rows:
-            row["requests"] = int(row["requests"])
-            for k in _SUMS:
-                row[k] = int(row[k] or 0)
-        return rows
+            return usage_totals(conn.execute(sql, args).fetchall())
 
     def recent(self, *, key_id: str | None = None, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        if key_id:
-            clauses.append("key_id = %s")
-            args.append(key_id)
-        if failed:
-            clauses.append("status >= 400")
+        sql, args = recent_query(POSTGRES, key_id, failed, limit)
         with self._tx() as conn:
-            return [dict(r) for r in conn.execute(
-                "SELECT * FROM usage_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                + f" ORDER BY ts DESC LIMIT {int(limit)}", args)]
+            return [dict(r) for r in conn.execute(sql, args)]
 
     def audit(self, *, since: float | None = None, actor: str | None = None, action: str | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        for sql, value in (("ts >= %s", since), ("actor = %s", actor), ("action = %s", action)):
-            if value is not None:
-                clauses.append(sql)
-                args.append(value)
+        sql, args = audit_query(POSTGRES, since, actor, action, limit)
         with self._tx() as conn:
-            rows = conn.execute("SELECT * FROM audit_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                                + f" ORDER BY id DESC LIMIT {int(limit)}", args).fetchall()
+            rows = conn.execute(sql, args).fetchall()
         return [dict(r) for r in rows]  # details: JSONB comes back as a dict
 
     def counts(self) -> dict[str, int]:

@@ -1,9 +1,11 @@
 """What both SQL ledgers (SQLite, PostgreSQL) share and neither driver is needed for: the key and team
-rows as records, the usage groupings, limit columns, refusals worded once, and the admin error."""
+rows as records, the usage groupings, the reading queries (their two dialects as data), limit columns,
+refusals worded once, and the admin error."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from claude_proxy.config.teams import Rate
@@ -18,6 +20,9 @@ GROUPS = {
     "client_model": "client_model",
     "provider": "provider",
 }
+# The usage totals every grouping returns, summed as integers.
+SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+        "cost_micros", "unpriced")
 KEY_SELECT = """
 SELECT k.*, t.id AS t_id, t.name AS t_name, t.display_name AS t_display_name, t.created_at AS t_created_at,
        t.archived_at AS t_archived_at, t.rpm AS t_rpm, t.rpm_period_s AS t_rpm_period_s, t.tpm AS t_tpm,
@@ -35,6 +40,87 @@ class StoreError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Where the two stores' SQL differs: the parameter marker, and how a boolean sums (SQLite stores it as an
+    integer already; PostgreSQL casts it)."""
+
+    param: str
+    as_int: str  # a format for an expression, "{}" or "({})::int"
+
+
+SQLITE = Dialect("?", "{}")
+POSTGRES = Dialect("%s", "({})::int")
+
+
+def _where(clauses: Sequence[str]) -> str:
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def usage_query(d: Dialect, group_by: Sequence[str], since: float | None, until: float | None,
+                filters: Mapping[str, str | None] | None, limit: int) -> tuple[str, list[Any]]:
+    """Totals of usage_events grouped by any of GROUPS (StoreError for an unknown grouping or filter)."""
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
+    clauses, args = [], []
+    for sql, value in ((f"ts >= {d.param}", since), (f"ts < {d.param}", until)):
+        if value is not None:
+            clauses.append(sql)
+            args.append(value)
+    for name, value in (filters or {}).items():
+        if value is None:
+            continue
+        if name not in GROUPS:
+            raise StoreError(f"cannot filter usage by {name!r} (choose from {', '.join(GROUPS)})")
+        clauses.append(f"{GROUPS[name]} = {d.param}")
+        args.append(value)
+    groups = ", ".join(GROUPS[g] for g in group_by)
+    totals = ["count(*) AS requests", f"sum({d.as_int.format('status >= 400')}) AS errors",
+              f"sum({d.as_int.format('estimated')}) AS estimated", "sum(input_tokens) AS input_tokens",
+              "sum(output_tokens) AS output_tokens", "sum(cache_read_tokens) AS cache_read_tokens",
+              "sum(cache_write_tokens) AS cache_write_tokens", "sum(cost_micros) AS cost_micros",
+              f"sum(1 - {d.as_int.format('priced')}) AS unpriced"]
+    sql = ("SELECT " + ", ".join([*(f"{GROUPS[g]} AS {g}" for g in group_by), *totals]) + " FROM usage_events"
+           + _where(clauses) + (" GROUP BY " + groups if group_by else "")
+           + " ORDER BY " + (groups or "1") + f" LIMIT {int(limit)}")
+    return sql, args
+
+
+def usage_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of `usage_query` with every total an int (a sum over nothing is NULL; PostgreSQL's are Decimal)."""
+    out = []
+    for r in rows:
+        row = dict(r)
+        row["requests"] = int(row["requests"])
+        for k in SUMS:
+            row[k] = int(row[k] or 0)
+        out.append(row)
+    return out
+
+
+def recent_query(d: Dialect, key_id: str | None, failed: bool, limit: int) -> tuple[str, list[Any]]:
+    """The latest usage events, newest first (one key's, failures only)."""
+    clauses, args = [], []
+    if key_id:
+        clauses.append(f"key_id = {d.param}")
+        args.append(key_id)
+    if failed:
+        clauses.append("status >= 400")
+    return "SELECT * FROM usage_events" + _where(clauses) + f" ORDER BY ts DESC LIMIT {int(limit)}", args
+
+
+def audit_query(d: Dialect, since: float | None, actor: str | None, action: str | None,
+                limit: int) -> tuple[str, list[Any]]:
+    """Audit events, newest first, filtered by any of time, actor and action."""
+    clauses, args = [], []
+    for sql, value in ((f"ts >= {d.param}", since), (f"actor = {d.param}", actor), (f"action = {d.param}", action)):
+        if value is not None:
+            clauses.append(sql)
+            args.append(value)
+    return "SELECT * FROM audit_events" + _where(clauses) + f" ORDER BY id DESC LIMIT {int(limit)}", args
 
 
 def team_from(row: Mapping[str, Any], prefix: str = "") -> Team:

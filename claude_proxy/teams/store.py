@@ -37,7 +37,19 @@ from claude_proxy.teams.records import (
     Usage,
     limits_to_columns,
 )
-from claude_proxy.teams.rows import GROUPS, KEY_SELECT, StoreError, key_from, limit_changes, rate_refusal, team_from
+from claude_proxy.teams.rows import (
+    KEY_SELECT,
+    SQLITE,
+    StoreError,
+    audit_query,
+    key_from,
+    limit_changes,
+    rate_refusal,
+    recent_query,
+    team_from,
+    usage_query,
+    usage_totals,
+)
 from claude_proxy.teams.schema import DDL, VERSION
 
 
@@ -624,75 +636,21 @@ class SqliteStore:
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Totals grouped by any of day, key, owner, team, model, client_model, provider."""
-        unknown = [g for g in group_by if g not in GROUPS]
-        if unknown:
-            raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
-        clauses, args = [], []
-        if since is not None:
-            clauses.append("ts >= ?")
-            args.append(since)
-        if until is not None:
-            clauses.append("ts < ?")
-            args.append(until)
-        for name, value in (filters or {}).items():
-            if value is None:
-                continue
-            if name not in GROUPS:
-                raise StoreError(f"cannot filter usage by {name!r} (choose from {', '.join(GROUPS)})")
-            clauses.append(f"{GROUPS[name]} = ?")
-            args.append(value)
-        cols = [f"{GROUPS[g]} AS {g}" for g in group_by]
-        sql = (
-            "SELECT " + ", ".join([*cols, "count(*) AS requests", "sum(status >= 400) AS errors",
-                                   "sum(estimated) AS estimated", "sum(input_tokens) AS input_tokens",
-                                   "sum(output_tokens) AS output_tokens", "sum(cache_read_tokens) AS cache_read_tokens",
-                                   "sum(cache_write_tokens) AS cache_write_tokens", "sum(cost_micros) AS cost_micros",
-                                   "sum(1 - priced) AS unpriced"])
-            + " FROM usage_events"
-            + (" WHERE " + " AND ".join(clauses) if clauses else "")
-            + (" GROUP BY " + ", ".join(GROUPS[g] for g in group_by) if group_by else "")
-            + " ORDER BY " + (", ".join(GROUPS[g] for g in group_by) if group_by else "1")
-            + f" LIMIT {int(limit)}"
-        )
+        sql, args = usage_query(SQLITE, group_by, since, until, filters, limit)
         with self._conn() as conn:
-            rows = [dict(r) for r in conn.execute(sql, args)]
-        for row in rows:
-            for k in ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                      "cost_micros", "unpriced"):
-                row[k] = int(row[k] or 0)
-        return rows
+            return usage_totals(conn.execute(sql, args).fetchall())
 
     def recent(self, *, key_id: str | None = None, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        if key_id:
-            clauses.append("key_id = ?")
-            args.append(key_id)
-        if failed:
-            clauses.append("status >= 400")
+        sql, args = recent_query(SQLITE, key_id, failed, limit)
         with self._conn() as conn:
-            return [
-                dict(r)
-                for r in conn.execute(
-                    "SELECT * FROM usage_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                    + f" ORDER BY ts DESC LIMIT {int(limit)}",
-                    args,
-                )
-            ]
+            return [dict(r) for r in conn.execute(sql, args)]
 
     def audit(
         self, *, since: float | None = None, actor: str | None = None, action: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        for sql, value in (("ts >= ?", since), ("actor = ?", actor), ("action = ?", action)):
-            if value is not None:
-                clauses.append(sql)
-                args.append(value)
+        sql, args = audit_query(SQLITE, since, actor, action, limit)
         with self._conn() as conn:
-            rows = conn.execute(
-                "SELECT * FROM audit_events" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                + f" ORDER BY id DESC LIMIT {int(limit)}",
-                args,
-            ).fetchall()
+            rows = conn.execute(sql, args).fetchall()
         out = []
         for r in rows:
             row = dict(r)
