@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, request_record  # noqa: E402
+from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, proxy_record, run_cli  # noqa: E402
 from tests.support.proxy_server import ProxyServer  # noqa: E402
 from tests.support.upstream import (  # noqa: E402
     FakeUpstream,
@@ -149,31 +147,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.context_window:
             config["context_windows"] = {UPSTREAM_MODEL: args.context_window}
         proxy = ProxyServer(config).start()
-        started = time.monotonic()
         try:
             env = cli_env(home, proxy.url)
             env["CLAUDE_CODE_GATEWAY_HINT_HEADERS"] = "1"
-            try:
-                done = subprocess.run(
-                    [args.claude, *claude_args], cwd=project, env=env, capture_output=True, text=True,
-                    timeout=args.timeout,
-                )  # fmt: skip
-                result["returncode"], result["stdout"], result["stderr"] = done.returncode, done.stdout, done.stderr
-            except subprocess.TimeoutExpired as exc:
-                result["returncode"], result["timeout"] = None, args.timeout
-                result["stdout"] = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-                result["stderr"] = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-            result["cli_seconds"] = round(time.monotonic() - started, 2)
-            try:
-                result["cli_json"] = json.loads(result["stdout"])
-            except (TypeError, ValueError):
-                result["cli_json"] = None
+            result.update(run_cli([args.claude, *claude_args], project, env, args.timeout))
         finally:
-            proxy.stop()
-            result["journal"] = proxy.journal()
-            result["proxy_output"] = proxy.output()
-            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
-            result["upstream_errors"] = upstream.errors
+            result.update(proxy_record(proxy, upstream))
     return result
 
 

@@ -172,6 +172,34 @@ def cli_env(home: Path, base_url: str | None) -> dict[str, str]:
     return env
 
 
+def _text(out: str | bytes | None) -> str:
+    return out.decode() if isinstance(out, bytes) else out or ""
+
+
+def run_cli(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run the CLI (or the launcher) to its end or `timeout`: its return code (None when it timed out), output,
+    seconds taken and the JSON it printed (`--output-format json`), if any."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        out: dict[str, Any] = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+    except subprocess.TimeoutExpired as exc:
+        out = {"returncode": None, "timeout": timeout, "stdout": _text(exc.stdout), "stderr": _text(exc.stderr)}
+    out["cli_seconds"] = round(time.monotonic() - started, 2)
+    try:
+        out["cli_json"] = json.loads(out["stdout"])
+    except (TypeError, ValueError):
+        out["cli_json"] = None
+    return out
+
+
+def proxy_record(proxy: ProxyServer, upstream: FakeUpstream) -> dict[str, Any]:
+    """After the CLI: the proxy stopped, its journal and output, and every request the upstream saw."""
+    proxy.stop()
+    return {"journal": proxy.journal(), "proxy_output": proxy.output(),
+            "upstream_requests": [request_record(r) for r in upstream.requests], "upstream_errors": upstream.errors}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     marker = args.marker or f"cc-marker-{secrets.token_hex(6)}"
     work = Path(tempfile.mkdtemp(prefix="cc-scenario-"))
@@ -194,7 +222,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.scenario == "subagent":  # routed by Claude Code's own headers
             config["routes"] = {"subagent": SUBAGENT_MODEL, "auxiliary": SUBAGENT_MODEL}
         proxy: ProxyServer | None = None
-        started = time.monotonic()
         try:
             if args.via_launcher:
                 config_path = write_config(work / "claude-proxy.toml", config)
@@ -210,32 +237,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.scenario == "subagent":
                     env["CLAUDE_CODE_GATEWAY_HINT_HEADERS"] = "1"
                 command = [args.claude, *claude_args]
-            try:
-                done = subprocess.run(
-                    command, cwd=project, env=env, capture_output=True, text=True, timeout=args.timeout
-                )
-                result["returncode"], result["stdout"], result["stderr"] = done.returncode, done.stdout, done.stderr
-            except subprocess.TimeoutExpired as exc:
-                result["returncode"] = None
-                result["stdout"] = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-                result["stderr"] = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-                result["timeout"] = args.timeout
-            result["cli_seconds"] = round(time.monotonic() - started, 2)
-            try:
-                result["cli_json"] = json.loads(result["stdout"])
-            except (TypeError, ValueError):
-                result["cli_json"] = None
+            result.update(run_cli(command, project, env, args.timeout))
         finally:
             if proxy is not None:
-                proxy.stop()
-                result["journal"] = proxy.journal()
-                result["proxy_output"] = proxy.output()
-            elif args.via_launcher:
-                journal_file = work / "requests.jsonl"
-                lines = journal_file.read_text().splitlines() if journal_file.exists() else []
-                result["journal"] = [json.loads(line) for line in lines if line.strip()]
-            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
-            result["upstream_errors"] = upstream.errors
+                result.update(proxy_record(proxy, upstream))
+            else:
+                if args.via_launcher:
+                    journal_file = work / "requests.jsonl"
+                    lines = journal_file.read_text().splitlines() if journal_file.exists() else []
+                    result["journal"] = [json.loads(line) for line in lines if line.strip()]
+                result["upstream_requests"] = [request_record(r) for r in upstream.requests]
+                result["upstream_errors"] = upstream.errors
     return result
 
 

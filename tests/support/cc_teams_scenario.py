@@ -34,7 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, make_handler, request_record  # noqa: E402
+from tests.support.cc_scenario import (  # noqa: E402
+    UPSTREAM_KEY,
+    UPSTREAM_MODEL,
+    cli_env,
+    make_handler,
+    proxy_record,
+    run_cli,
+)
 from tests.support.proxy_server import ProxyServer, write_config  # noqa: E402
 from tests.support.upstream import FakeUpstream  # noqa: E402
 
@@ -55,25 +62,6 @@ def claude_proxy(config: Path, *args: str) -> Any:
     if done.returncode != 0:
         raise RuntimeError(f"claude-proxy {' '.join(args)} failed ({done.returncode}): {done.stderr}")
     return json.loads(done.stdout)
-
-
-def run_cli(claude: str, env: dict[str, str], project: Path, timeout: float) -> dict[str, Any]:
-    started = time.monotonic()
-    command = [claude, "-p", PROMPT, "--output-format", "json", "--allowedTools", "Bash"]
-    try:
-        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
-        out: dict[str, Any] = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
-    except subprocess.TimeoutExpired as exc:
-        out = {"returncode": None, "timeout": timeout,
-               "stdout": exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or "",
-               "stderr": exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""}
-    out["seconds"] = round(time.monotonic() - started, 2)
-    try:
-        out["cli_json"] = json.loads(out["stdout"])
-    except (TypeError, ValueError):
-        out["cli_json"] = None
-    return out
-
 
 def refusals(proxy: ProxyServer, key: str) -> dict[str, float]:
     """`claude_proxy_limit_refusals_total` from /metrics by `limit,scope`: the 429s the proxy answered."""
@@ -118,18 +106,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 del env["ANTHROPIC_API_KEY"]
                 env["ANTHROPIC_API_KEY" if args.auth == "api-key" else "ANTHROPIC_AUTH_TOKEN"] = key
                 before = len(upstream.requests)
-                run_out = run_cli(args.claude, env, project, args.timeout)
+                command = [args.claude, "-p", PROMPT, "--output-format", "json", "--allowedTools", "Bash"]
+                run_out = run_cli(command, project, env, args.timeout)
                 run_out["upstream_requests"] = len(upstream.requests) - before
                 run_out["refusals_after"] = refusals(proxy, key)
                 result["runs"].append(run_out)
             result["usage"] = settled(config_path, made["id"], 1 if args.scenario == "budget" else 2)
             result["key"] = claude_proxy(config_path, "keys", "show", made["id"])
         finally:
-            proxy.stop()
-            result["journal"] = proxy.journal()
-            result["proxy_output"] = proxy.output()
-            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
-            result["upstream_errors"] = upstream.errors
+            result.update(proxy_record(proxy, upstream))
             result["raw_key_in_journal_or_output"] = key in json.dumps(result["journal"]) + result["proxy_output"]
     return result
 

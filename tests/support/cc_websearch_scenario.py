@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, request_record  # noqa: E402
+from tests.support.cc_scenario import UPSTREAM_KEY, UPSTREAM_MODEL, cli_env, proxy_record, run_cli  # noqa: E402
 from tests.support.proxy_server import ProxyServer  # noqa: E402
 from tests.support.search_backends import SearchService  # noqa: E402
 from tests.support.search_model import DOCS, FACT, answer_response, call_response  # noqa: E402
@@ -87,29 +85,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "web_search": {"backend": "searxng", "url": service.url},
         }
         proxy = ProxyServer(config).start()
-        started = time.monotonic()
         try:
-            try:
-                done = subprocess.run(
-                    [args.claude, *claude_args], cwd=project, env=cli_env(home, proxy.url), capture_output=True,
-                    text=True, timeout=args.timeout,
-                )
-                result["returncode"], result["stdout"], result["stderr"] = done.returncode, done.stdout, done.stderr
-            except subprocess.TimeoutExpired as exc:
-                result["returncode"] = None
-                result["stdout"] = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-                result["stderr"] = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-            result["cli_seconds"] = round(time.monotonic() - started, 2)
-            try:
-                result["cli_json"] = json.loads(result["stdout"])
-            except (TypeError, ValueError):
-                result["cli_json"] = None
+            result.update(run_cli([args.claude, *claude_args], project, cli_env(home, proxy.url), args.timeout))
         finally:
-            proxy.stop()
-            result["journal"] = proxy.journal()
-            result["proxy_output"] = proxy.output()
-            result["upstream_requests"] = [request_record(r) for r in upstream.requests]
-            result["upstream_errors"] = upstream.errors
+            result.update(proxy_record(proxy, upstream))
             result["search_queries"] = service.queries
     return result
 
