@@ -192,9 +192,17 @@ class SqliteStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def migrate(self) -> int:
-        """Create or upgrade the schema; safe to run from several processes at once."""
+        """Create or upgrade the schema; safe to run from several processes at once.
+
+        Every worker runs this as it boots, a respawned one too, often while its siblings write. A schema
+        that is current is only read: no write lock. One that is not is written in the writers' queue (thread
+        lock, then the machine-wide flock): waiting for the write lock in SQLite's busy handler instead, a
+        booting worker could starve behind a busy fleet for busy_timeout, fail to boot, and gunicorn would
+        then stop the whole instance."""
         with self._conn() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] == VERSION:
+                return VERSION
+        with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > VERSION:
                 conn.execute("ROLLBACK")
@@ -203,7 +211,6 @@ class SqliteStore:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {VERSION}")
-            conn.execute("COMMIT")
         return VERSION
 
     def maintain(self) -> None:

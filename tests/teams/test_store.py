@@ -280,3 +280,35 @@ def test_writers_queue_on_the_machine_lock_and_wake_when_it_is_freed(gate: Gate,
         fcntl.flock(other, fcntl.LOCK_UN)
     writer.join(5)
     assert done and done[0] - released < 0.1
+
+
+def test_a_worker_booting_on_a_current_schema_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
+    """Every worker migrates as it boots, a respawned one while its siblings keep writing: on a schema that is
+    current that is a read, so a writer holding the lock longer than busy_timeout cannot fail the boot (which
+    makes gunicorn stop the whole instance)."""
+    from claude_proxy.teams.store import VERSION, SqliteStore
+
+    path = str(tmp_path / "t.db")
+    first = SqliteStore(path)
+    assert first.migrate() == VERSION
+    first.close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # someone else's long write transaction
+    try:
+        booting = SqliteStore(path, busy_timeout_ms=200)
+        started = time.monotonic()
+        assert booting.migrate() == VERSION
+        assert time.monotonic() - started < 0.15
+        booting.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    behind = sqlite3.connect(path, isolation_level=None)
+    behind.execute("PRAGMA user_version = 0")  # an older file: the upgrade writes, in the writers' queue
+    behind.close()
+    upgrading = SqliteStore(path)
+    assert upgrading.migrate() == VERSION
+    upgrading.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == VERSION
+    check.close()
