@@ -48,6 +48,16 @@ from claude_proxy.teams.rows import (
 DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 # One spooled usage record's columns, in the order the upload inserts them.
 # Column → its PostgreSQL type (the upload sends one array per column: `unnest` turns them back into rows).
+# Past this many usage rows (by the planner's statistics) `status()` reports the estimate, not a count.
+EXACT_COUNT_BELOW = 1_000_000
+# The planner's row estimate for a table: rows per page at the last ANALYZE (or autovacuum) times the pages
+# the table has now, so growth since then is seen; -1 when it was never analysed.
+ESTIMATE_ROWS = (
+    "SELECT CASE WHEN c.reltuples < 0 OR c.relpages = 0 THEN -1"
+    " ELSE (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint"
+    " END AS n FROM pg_class c WHERE c.oid = to_regclass(%s)"
+)
+
 EVENT_TYPES = {
     "usage_id": "text", "request_id": "text", "ts": "float8", "day": "text", "instance": "text", "key_id": "text",
     "team_id": "int8", "team": "text", "owner": "text", "endpoint": "text", "client_model": "text",
@@ -385,8 +395,19 @@ class PostgresLedger:
             rows = conn.execute(sql, args).fetchall()
         return [dict(r) for r in rows]  # details: JSONB comes back as a dict
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, exact_below: int = EXACT_COUNT_BELOW) -> dict[str, Any]:
+        """Rows per table for `status()`. Keys, teams and audit are counted; usage rows are counted while
+        the planner's statistics put them under `exact_below`, and past that the planner's own estimate
+        is given (`usage_events_estimated: true`): `count(*)` reads the whole table, seconds at the tens of
+        millions of rows a company's ledger reaches, on every status call and admin page."""
+        out: dict[str, Any] = {}
         with self._tx() as conn:
-            return {name: int(conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"])
-                    for name, table in (("keys", "api_keys"), ("teams", "teams"), ("usage_events", "usage_events"),
-                                        ("audit_events", "audit_events"))}
+            for name, table in (("keys", "api_keys"), ("teams", "teams"), ("audit_events", "audit_events")):
+                out[name] = int(conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"])
+            row = conn.execute(ESTIMATE_ROWS, ("usage_events",)).fetchone()
+            estimate = int(row["n"]) if row is not None and row["n"] is not None else -1
+            if 0 <= exact_below <= estimate:
+                out["usage_events"], out["usage_events_estimated"] = estimate, True
+            else:  # small, or never analysed (no statistics yet): counted
+                out["usage_events"] = int(conn.execute("SELECT count(*) AS n FROM usage_events").fetchone()["n"])
+        return out

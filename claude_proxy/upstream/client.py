@@ -187,10 +187,10 @@ class Upstream:
             except requests.exceptions.SSLError as exc:  # not transient: a retry meets the same certificate
                 raise UpstreamUnavailable(self._tls_failure(exc)) from None
             except requests.exceptions.ProxyError as exc:
-                error = UpstreamUnavailable(
-                    f"{self.provider.name}: cannot reach {self.host} through the proxy "
-                    f"{redact_url(self.egress.proxy or '')} (from {self.egress.proxy_from}): {reason(exc)}"
-                )
+                via = f"the proxy {redact_url(self.egress.proxy or '')} (from {self.egress.proxy_from})"
+                if any(isinstance(e, ssl.SSLError) for e in chain(exc)):  # TLS with an https:// proxy itself
+                    raise UpstreamUnavailable(self._tls_failure(exc, via)) from None
+                error = UpstreamUnavailable(f"{self.provider.name}: cannot reach {self.host} through {via}: {reason(exc)}")
                 if last or not pause(self.retry, attempt, None, deadline, self.sleep):
                     raise error from None
                 continue
@@ -218,10 +218,14 @@ class Upstream:
             raise failure
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _tls_failure(self, exc: BaseException) -> str:
-        """A TLS failure that names the host and the setting to change (from the error's type, never its text)."""
+    def _tls_failure(self, exc: BaseException, peer: str = "") -> str:
+        """A TLS failure that names the peer (the host, or an https:// proxy) and the setting to change (from
+        the error's type, never its text). The proxy's certificate is checked against the same trusted CAs."""
         untrusted = any(isinstance(e, ssl.SSLCertVerificationError) for e in chain(exc))
-        return f"{self.provider.name}: TLS with {self.host} failed ({reason(exc)}): {self.egress.tls_hint(untrusted)}"
+        return (
+            f"{self.provider.name}: TLS with {peer or self.host} failed ({reason(exc)}): "
+            f"{self.egress.tls_hint(untrusted)}"
+        )
 
     def _http_error(self, response: requests.Response) -> UpstreamHTTPError:
         try:

@@ -22,7 +22,7 @@ import requests
 import trustme
 
 from tests.conftest import UPSTREAM_KEY, proxy_config
-from tests.support.forward_proxy import Tinyproxy, require_tinyproxy
+from tests.support.forward_proxy import Tinyproxy, TlsFront, require_tinyproxy
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ProxyServer, write_config
 from tests.support.upstream import FakeUpstream, Json, Sleep, Stream, chunk, usage_chunk
@@ -200,6 +200,49 @@ def test_upstream_proxy_setting_with_credentials_that_never_show(
         assert "[upstream] proxy" in message
         for text in (message, output, journal):
             assert "wrong-pass-77x" not in text and PROXY_PASSWORD not in text
+
+
+def _front_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.mark.parametrize("where", ["setting", "HTTPS_PROXY"])
+def test_an_https_proxy_is_spoken_to_in_tls_and_tunnels_both_kinds_of_request(
+    tls_upstream: FakeUpstream, tinyproxy: Tinyproxy, ca: trustme.CA, ca_file: str, where: str
+) -> None:
+    """`https://` egress proxy: TLS to the proxy (its certificate from the company CA too), CONNECT inside
+    it, TLS to the upstream inside the tunnel; streams still arrive piece by piece."""
+    before = len(tinyproxy.connects(tls_upstream.port))
+    with TlsFront(tinyproxy.port, _front_context(ca)) as front:
+        table = {"ca_bundle": ca_file, "max_retries": 0, **({"proxy": front.url} if where == "setting" else {})}
+        env = {"HTTPS_PROXY": front.url} if where == "HTTPS_PROXY" else {}
+        with Server(config_for(tls_upstream, table), env=env) as proxy:
+            check_both_ways(proxy, tls_upstream)
+            banner = proxy.output()
+        assert front.handshakes >= 1 and front.refused == 0
+    assert len(tinyproxy.connects(tls_upstream.port)) > before  # through the tunnel behind the TLS front
+    assert f"https://127.0.0.1:{front.port}" in banner  # the banner names the proxy as configured
+
+
+def test_an_https_proxy_with_an_untrusted_certificate_is_refused_with_a_clear_error(
+    tls_upstream: FakeUpstream, tinyproxy: Tinyproxy, ca_file: str
+) -> None:
+    """The proxy's own certificate is checked against the trusted CAs like the upstream's: from another
+    CA the call fails before any CONNECT, is not retried (the same certificate would come back), and the
+    error names the proxy, the setting that named it and the setting to change."""
+    before = len(tinyproxy.connects(tls_upstream.port))
+    with TlsFront(tinyproxy.port, _front_context(trustme.CA())) as front:
+        config = config_for(tls_upstream, {"ca_bundle": ca_file, "max_retries": 2, "proxy": front.url})
+        with Server(config, env={}) as proxy:
+            response = ask(proxy)
+        assert (front.refused, front.handshakes) == (1, 0)
+    assert response.status_code >= 500, response.text
+    message = response.json()["error"]["message"]
+    assert f"TLS with the proxy https://127.0.0.1:{front.port} (from [upstream] proxy) failed" in message, message
+    assert "TLS certificate error" in message and "set [upstream] ca_bundle" in message, message
+    assert len(tinyproxy.connects(tls_upstream.port)) == before
 
 
 @pytest.mark.parametrize("where", ["upstream", "provider", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])

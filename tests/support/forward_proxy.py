@@ -6,10 +6,14 @@ test can say whether a call went through the proxy or around it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,8 +68,6 @@ class Tinyproxy:
         self.process = subprocess.Popen([self.binary, "-d", "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT)
         out.close()
         deadline = time.monotonic() + timeout
-        import socket
-
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tinyproxy exited with {self.process.returncode}: {(self.dir / 'stdout.log').read_text()}")
@@ -102,3 +104,82 @@ class Tinyproxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TlsFront:
+    """An HTTPS proxy made of a real one: TLS (the test's certificate) on a free port, in front of a
+    plain proxy such as tinyproxy, every byte relayed both ways. A company's `https://` egress proxy is
+    this: the client speaks TLS to the proxy itself, then CONNECT, then TLS to the upstream inside it."""
+
+    def __init__(self, target_port: int, context: ssl.SSLContext) -> None:
+        self.target_port = target_port
+        self.context = context
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.handshakes = 0  # TLS sessions the front completed
+        self.refused = 0  # handshakes that failed (a client that did not trust the certificate)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="tls-front", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            raw.settimeout(10)
+            tls = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            self.refused += 1
+            raw.close()
+            return
+        self.handshakes += 1
+        try:
+            inner = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        except OSError:
+            tls.close()
+            return
+        tls.settimeout(None)
+        inner.settimeout(None)
+        back = threading.Thread(target=_pump, args=(inner, tls), daemon=True)
+        back.start()
+        _pump(tls, inner)
+        back.join(10)
+        tls.close()
+        inner.close()
+
+    def __enter__(self) -> TlsFront:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._thread.join(5)
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Bytes from src to dst until either side closes; then both are shut."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)

@@ -88,3 +88,26 @@ def test_a_batch_bigger_than_any_old_chunk_lands_whole(ledger: tuple[PostgresLed
     assert led.record_usage(batch) == 1200
     assert rows(dsn, "SELECT count(*), sum(input_tokens) FROM usage_events") == [(1200, sum(range(1200)))]
     assert rows(dsn, "SELECT requests, input_tokens FROM usage_daily") == [(1200, sum(range(1200)))]
+
+
+def test_status_counts_small_ledgers_and_estimates_big_ones_without_reading_them(
+    ledger: tuple[PostgresLedger, str],
+) -> None:
+    """`counts()` feeds /admin/v1/status and the admin page: exact while small, the planner's estimate past
+    `exact_below` (here lowered to what a test can insert), never a `count(*)` over a company's ledger."""
+    led, dsn = ledger
+    assert led.record_usage([record(request_id=f"r{i}") for i in range(3000)]) == 3000
+    small = led.counts()
+    assert small["usage_events"] == 3000 and "usage_events_estimated" not in small
+    assert (small["keys"], small["teams"], small["audit_events"]) == (0, 0, 0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE usage_events")
+    big = led.counts(exact_below=1000)
+    assert big["usage_events_estimated"] is True
+    assert 2900 <= big["usage_events"] <= 3100  # the planner's figure (exact here, right after ANALYZE)
+    # growth since the statistics is seen: rows per page at ANALYZE times the pages there are now
+    assert led.record_usage([record(request_id=f"s{i}") for i in range(3000)]) == 3000
+    grown = led.counts(exact_below=1000)
+    assert grown["usage_events_estimated"] is True and 5700 <= grown["usage_events"] <= 6300
+    # with statistics that say "small", it counts
+    assert led.counts(exact_below=10_000) == {"keys": 0, "teams": 0, "audit_events": 0, "usage_events": 6000}
