@@ -16,7 +16,7 @@ import requests
 
 from claude_proxy import __version__
 from tests.conftest import UPSTREAM_KEY, proxy_config
-from tests.support.proxy_server import ROOT, ProxyServer, write_config
+from tests.support.proxy_server import CLOSE, ROOT, ProxyServer, write_config
 from tests.support.upstream import FakeUpstream, Json, completion, free_port
 
 pytestmark = pytest.mark.e2e
@@ -180,7 +180,7 @@ def test_missing_api_key_starts_warns_and_answers_401(upstream: FakeUpstream) ->
     seen = len(upstream.requests)
     with ProxyServer(config) as server:
         output = server.output()
-        response = requests.post(server.url + "/v1/messages", json=BODY, timeout=10)
+        response = requests.post(server.url + "/v1/messages", json=BODY, headers=CLOSE, timeout=10)
         health = requests.get(server.url + "/health", timeout=5).json()
     assert banner_value(output, "API key").startswith(f"MISSING — set {UNSET_KEY_VAR}")
     assert response.status_code == 401

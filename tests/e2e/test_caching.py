@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.support.fixtures import CLAUDE_CODE_FIXTURES
-from tests.support.proxy_server import ProxyServer
+from tests.support.proxy_server import CLOSE, ProxyServer
 from tests.support.upstream import FakeUpstream, Json, completion
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ def backup() -> Iterator[FakeUpstream]:
 
 
 def post(server: ProxyServer, session: str | None, model: str = "claude-sonnet-5", **extra: Any) -> requests.Response:
-    headers = {"anthropic-version": "2023-06-01"}
+    headers = {"anthropic-version": "2023-06-01", **CLOSE}
     if session:
         headers["x-claude-code-session-id"] = session
     body = {"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}], **extra}
@@ -85,7 +85,7 @@ def test_the_providers_cache_handle_reaches_the_upstream(
     body["stream"] = False
     with ProxyServer(config) as server:
         before = len(main.requests)
-        headers = {"anthropic-version": "2023-06-01", "x-claude-code-session-id": "sess-abc-123"}
+        headers = {"anthropic-version": "2023-06-01", "x-claude-code-session-id": "sess-abc-123", **CLOSE}
         for _ in range(2):
             response = requests.post(server.url + "/v1/messages", json=body, headers=headers, timeout=30)
             assert response.status_code == 200, response.text

@@ -93,8 +93,9 @@ def proxy(upstream: FakeUpstream) -> Iterator[ProxyServer]:
 
 
 @pytest.fixture
-def client(proxy: ProxyServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=30)
+def client(proxy: ProxyServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=30) as made:
+        yield made  # closed: its kept-alive connections would hold the server's stop at the module's end
 
 
 def refusals(proxy: ProxyServer, since: int) -> list[dict[str, Any]]:

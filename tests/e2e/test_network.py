@@ -24,7 +24,7 @@ import trustme
 from tests.conftest import UPSTREAM_KEY, proxy_config
 from tests.support.forward_proxy import Tinyproxy, TlsFront, require_tinyproxy
 from tests.support.gunicorn_server import GunicornServer
-from tests.support.proxy_server import ProxyServer, write_config
+from tests.support.proxy_server import CLOSE, ProxyServer, write_config
 from tests.support.upstream import FakeUpstream, Json, Sleep, Stream, chunk, usage_chunk
 
 pytestmark = pytest.mark.e2e
@@ -102,7 +102,8 @@ def paced_stream(pause: float = 1.0) -> Stream:
 def ask(proxy: ProxyServer, stream: bool = False, model: str = "claude-sonnet-5") -> requests.Response:
     body = {"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}], "stream": stream}
     return requests.post(
-        proxy.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}, timeout=20, stream=stream
+        proxy.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01", **CLOSE}, timeout=20,
+        stream=stream,
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.conftest import proxy_config
-from tests.support.proxy_server import ProxyServer
+from tests.support.proxy_server import CLOSE, ProxyServer
 from tests.support.upstream import FakeUpstream, Json
 
 pytestmark = pytest.mark.e2e
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def ask(server: ProxyServer, text: str, max_tokens: int = 4000) -> requests.Response:
     body = {"model": "claude-sonnet-5", "max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]}
-    return requests.post(server.url + "/v1/messages", json=body, timeout=20)
+    return requests.post(server.url + "/v1/messages", json=body, headers=CLOSE, timeout=20)
 
 
 def test_a_configured_window_answers_before_any_upstream_call(upstream: FakeUpstream) -> None:
@@ -59,7 +59,7 @@ def test_a_provider_overflow_without_a_maximum_takes_the_configured_window(upstr
         upstream.enqueue(Json(ollama, 400), path="/chat/completions")
         body = {"model": "claude-sonnet-5", "max_tokens": 4000, "stream": stream,
                 "messages": [{"role": "user", "content": "word " * 500}]}
-        response = requests.post(server.url + "/v1/messages", json=body, timeout=20)
+        response = requests.post(server.url + "/v1/messages", json=body, headers=CLOSE, timeout=20)
         assert response.status_code == 400
         assert response.json()["error"] == {
             "type": "invalid_request_error", "message": "prompt is too long: 100001 tokens > 100000 maximum"
@@ -91,7 +91,7 @@ def test_a_thread_is_refused_the_way_the_sdks_recover_from(upstream: FakeUpstrea
             "messages": [{"role": "user", "content": "hi"}],
             "thread": {"type": "create"},
         }
-        response = requests.post(server.url + "/v1/messages", json=body, timeout=20)
+        response = requests.post(server.url + "/v1/messages", json=body, headers=CLOSE, timeout=20)
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error"

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.support.fixtures import CLAUDE_CODE_FIXTURES
-from tests.support.proxy_server import ProxyServer
+from tests.support.proxy_server import CLOSE, ProxyServer
 from tests.support.upstream import (
     FakeUpstream,
     HangBeforeHeaders,
@@ -182,7 +182,7 @@ class Sent:
 def post(
     proxy: ProxyServer, body: dict[str, Any], headers: dict[str, str] | None = None, **kw: Any
 ) -> requests.Response:
-    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01", **(headers or {})}
+    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01", **CLOSE, **(headers or {})}
     return requests.post(proxy.url + "/v1/messages", json=body, headers=headers, timeout=20, **kw)
 
 

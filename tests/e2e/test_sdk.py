@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import anthropic
 import pytest
@@ -50,8 +51,9 @@ def stream_request(proxy) -> requests.Response:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def client(proxy) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20)
+def client(proxy) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20) as made:
+        yield made  # closed: its kept-alive connections would hold the server's stop at the module's end
 
 
 def test_create_text(client: anthropic.Anthropic, upstream: FakeUpstream) -> None:

@@ -28,7 +28,7 @@ from claude_proxy.web import app as app_module
 from claude_proxy.web.app import create_app
 from tests.conftest import UPSTREAM_KEY, proxy_config
 from tests.support.grammar import check_grammar
-from tests.support.proxy_server import ProxyServer, write_config
+from tests.support.proxy_server import CLOSE, ProxyServer, write_config
 from tests.support.sse_client import assert_envelope, message_body, parse_sse, stream_events, text_of
 from tests.support.upstream import FakeUpstream, Json, Stream, chunk, completion, free_port
 
@@ -450,7 +450,8 @@ def test_unreachable_upstream_errors_carry_no_url_credentials(upstream: FakeUpst
     config["provider"] = {**config["provider"], "base_url": f"http://user:{URL_SECRET}@127.0.0.1:{free_port()}/v1"}
     with ProxyServer(config) as server:
         for stream in (False, True):
-            response = requests.post(server.url + "/v1/messages", json=message_body(stream=stream), timeout=10)
+            response = requests.post(server.url + "/v1/messages", json=message_body(stream=stream), headers=CLOSE,
+                                     timeout=10)
             assert "connection refused" in assert_envelope(response, 502, "api_error")
             assert_clean(response.text)
         assert_clean(server.output())

@@ -15,7 +15,7 @@ import requests
 
 from tests.conftest import proxy_config
 from tests.support.otlp import OTLPReceiver
-from tests.support.proxy_server import ProxyServer
+from tests.support.proxy_server import CLOSE, ProxyServer
 from tests.support.upstream import FakeUpstream, Json, Stream, chunk, usage_chunk
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +49,7 @@ def ask(proxy: ProxyServer, stream: bool = False, model: str = "claude-sonnet-5"
         "messages": [{"role": "user", "content": SECRET_TEXT}],
         "stream": stream,
     }
-    headers = {"traceparent": f"00-{trace}-{CLIENT_SPAN}-01", "anthropic-version": "2023-06-01"}
+    headers = {"traceparent": f"00-{trace}-{CLIENT_SPAN}-01", "anthropic-version": "2023-06-01", **CLOSE}
     return requests.post(proxy.url + "/v1/messages", json=body, headers=headers, timeout=20)
 
 

@@ -12,7 +12,7 @@ import time
 import requests
 
 from tests.conftest import proxy_config
-from tests.support.proxy_server import ProxyServer
+from tests.support.proxy_server import CLOSE, ProxyServer
 from tests.support.upstream import FakeUpstream
 
 
@@ -20,7 +20,7 @@ def test_the_real_server_sends_a_current_date(upstream: FakeUpstream) -> None:
     with ProxyServer(proxy_config(upstream)) as server:
         sent = []
         for _ in range(2):
-            response = requests.get(server.url + "/health", timeout=5)
+            response = requests.get(server.url + "/health", headers=CLOSE, timeout=5)
             assert response.status_code == 200
             sent.append(email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp())
             assert abs(sent[-1] - time.time()) < 5

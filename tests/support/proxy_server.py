@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -51,6 +52,13 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
                 lines.extend(f"{toml_value(k)} = {toml_value(v)}" for k, v in value.items())
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# Headers for a helper whose test keeps its response while the server stops: requests (urllib3 2) keeps
+# a finished response's socket open as long as the response object lives, and gunicorn gives a kept-alive
+# connection up to 2 s on a stop (gthread's STOP_KEEPALIVE_LINGER), so every such test paid 2 s at its end.
+# Tests of keep-alive itself, and the module-scoped servers, keep their connections.
+CLOSE = {"connection": "close"}
 
 
 class ProxyServer:
@@ -127,6 +135,7 @@ class ProxyServer:
         if self.process is None:
             return None
         if self.process.poll() is None:
+            gc.collect()  # connections the test dropped but the collector has not closed yet would hold the stop
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
