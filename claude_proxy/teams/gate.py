@@ -314,11 +314,12 @@ class Gate:
         with self._lock:
             self._live[admitted.rid] = admitted
 
-    def settle(self, admitted: Admitted, usage: Usage) -> None:
-        """Close an admitted request exactly once (the integrator may call it from the pipeline too)."""
+    def settle(self, admitted: Admitted, usage: Usage) -> bool:
+        """Close an admitted request exactly once (the integrator may call it from the pipeline too): True
+        for the call that closed it (even if the store then failed: the answer went out, its cost was spent)."""
         with self._lock:
             if admitted.settled:
-                return
+                return False
             admitted.settled = True
             self._live.pop(admitted.rid, None)
         try:
@@ -327,6 +328,7 @@ class Gate:
         except STORE_ERRORS as exc:  # the lease frees itself at expiry; SQLite: the usage row is lost, and said so
             log.error("teams: could not settle %s for key %s: %s", admitted.rid, admitted.principal.key_id, exc)
             self.events("store", {"op": "settle", "result": "error", "store": getattr(exc, "store", self.store.name)})
+        return True
 
     # -- keeper ----------------------------------------------------------------------------------------------------
 

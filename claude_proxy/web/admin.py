@@ -13,6 +13,7 @@ import calendar
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,32 +46,64 @@ class PermissionDenied(ProxyError):
     status, error_type = 403, "permission_error"
 
 
+# The teams counters, once per process and registry: every app made in the process (an embedding service
+# may make several) records into the same ones instead of registering them twice.
+_COUNTERS: list[tuple[Any, dict[str, Any]]] = []  # (registry, its counters)
+_COUNTERS_LOCK = threading.Lock()
+
+
+def _teams_counters() -> dict[str, Any]:
+    registry = proxy_metrics.metrics().registry
+    with _COUNTERS_LOCK:
+        for known, made in _COUNTERS:
+            if known is registry:
+                return made
+        made = _make_counters(registry)
+        _COUNTERS.append((registry, made))
+        return made
+
+
+def _make_counters(registry: Any) -> dict[str, Any]:
+    from prometheus_client import Counter
+
+    ns = proxy_metrics.NAMESPACE
+    return {
+        "refusal": Counter("limit_refusals", "Requests refused by a limit or budget", ("limit", "scope"),
+                           namespace=ns, registry=registry),
+        "auth": Counter("auth", "Authentication results", ("result",), namespace=ns, registry=registry),
+        "store": Counter("store_operations", "Teams store operations", ("store", "op", "result"),
+                         namespace=ns, registry=registry),
+        "fail_open": Counter("store_fail_open", "Requests admitted unchecked: the store failed",
+                             ("store",), namespace=ns, registry=registry),
+        "spool_uploaded": Counter("usage_spool_uploaded", "Usage records uploaded from the local spool",
+                                  namespace=ns, registry=registry),
+        "spool_dropped": Counter("usage_spool_dropped", "Usage records dropped: the spool was full",
+                                 namespace=ns, registry=registry),
+        "cost": Counter("team_cost_usd", "What answers cost in USD (from [prices]) by the key's team "
+                        "(\"\" for a key in none), provider and upstream model",
+                        ("team", "provider", "upstream_model"), namespace=ns, registry=registry),
+    }
+
+
 class TeamsMetrics:
-    """Refusals, auth results, store operations and fail-opens in the proxy's own registry (created lazily)."""
+    """Refusals, auth results, store operations, fail-opens and cost by team in the proxy's own registry
+    (created on first use)."""
 
     def __init__(self, store: str = "sqlite") -> None:
         self.store = store
-        self._made: dict[str, Any] | None = None
 
     def _metrics(self) -> dict[str, Any]:
-        if self._made is None:
-            from prometheus_client import Counter
+        return _teams_counters()
 
-            registry, ns = proxy_metrics.metrics().registry, proxy_metrics.NAMESPACE
-            self._made = {
-                "refusal": Counter("limit_refusals", "Requests refused by a limit or budget", ("limit", "scope"),
-                                   namespace=ns, registry=registry),
-                "auth": Counter("auth", "Authentication results", ("result",), namespace=ns, registry=registry),
-                "store": Counter("store_operations", "Teams store operations", ("store", "op", "result"),
-                                 namespace=ns, registry=registry),
-                "fail_open": Counter("store_fail_open", "Requests admitted unchecked: the store failed",
-                                     ("store",), namespace=ns, registry=registry),
-                "spool_uploaded": Counter("usage_spool_uploaded", "Usage records uploaded from the local spool",
-                                          namespace=ns, registry=registry),
-                "spool_dropped": Counter("usage_spool_dropped", "Usage records dropped: the spool was full",
-                                         namespace=ns, registry=registry),
-            }
-        return self._made
+    def cost(self, usage: Usage, team: str | None) -> None:
+        """A settled answer's cost under its team (teams are few and named by admins: a bounded label)."""
+        if not usage.cost_micro_usd:
+            return
+        try:
+            labels = {"team": team or "", "provider": usage.provider or "", "upstream_model": usage.upstream_model or ""}
+            self._metrics()["cost"].labels(**labels).inc(usage.cost_micro_usd / 1_000_000)
+        except Exception:  # pragma: no cover - metrics never break serving
+            log.exception("claude-proxy: recording teams metrics failed")
 
     def __call__(self, name: str, labels: Mapping[str, str]) -> None:
         try:
@@ -93,7 +126,8 @@ class TeamsEdge:
         assert config.teams is not None
         self.config = config
         self.recorder = recorder  # the proxy's journal and request metrics, for refusals
-        self.gate = gate or Gate(config.teams, config.auth_keys, events=TeamsMetrics(config.teams.store))
+        self.metrics = TeamsMetrics(config.teams.store)
+        self.gate = gate or Gate(config.teams, config.auth_keys, events=self.metrics)
         self.gate.prepare()
         # A finished request's usage → its cost in micro-USD from [prices] (None = unpriced).
         self.cost_of: CostFunction = self._cost
@@ -189,7 +223,8 @@ class TeamsEdge:
             from dataclasses import replace
 
             usage = replace(usage, cost_micro_usd=self.cost_of(usage))
-        self.gate.settle(admitted, usage)
+        if self.gate.settle(admitted, usage):
+            self.metrics.cost(usage, admitted.principal.team_name)
 
     # -- routes ----------------------------------------------------------------------------------------------------------
 

@@ -413,6 +413,22 @@ def test_the_usage_page_signs_in_with_a_key_and_revocation_ends_the_session(inst
     assert 'name="key"' in after.text and "page@example.com" not in after.text
 
 
+def team_cost(instances: list[ProxyServer], team: str, timeout: float = 5.0) -> float:
+    """`claude_proxy_team_cost_usd_total` of `team`, summed over its series on every instance's /metrics
+    (once it stops changing: the counter moves as each answer settles)."""
+    series = re.compile(r"^claude_proxy_team_cost_usd_total\{([^}]*)\} (\S+)$", re.M)
+    deadline, last = time.monotonic() + timeout, -1.0
+    while True:
+        total = 0.0
+        for server in instances:
+            text = requests.get(server.url + "/metrics", headers={"x-api-key": STATIC_KEY}, timeout=10).text
+            total += sum(float(v) for labels, v in series.findall(text) if f'team="{team}"' in labels)
+        if total == last or time.monotonic() > deadline:
+            return total
+        last = total
+        time.sleep(0.2)
+
+
 def _admin(server: ProxyServer, admin: str, method: str, path: str, **kwargs: Any) -> requests.Response:
     return requests.request(method, server.url + path, headers={"x-api-key": admin}, timeout=10, **kwargs)
 
@@ -469,6 +485,8 @@ def test_admin_api_teams_usage_me_and_in_flight_agree_with_the_upstream(
     me = requests.get(a.url + "/v1/me", headers={"x-api-key": key}, timeout=10).json()
     assert [(s["kind"], s["in_flight"], s["month_spend_usd"]) for s in me["scopes"]] == [
         ("key", 0, cost / 1e6), ("team", 0, cost / 1e6)], me
+    # /metrics: each instance sums its own workers (one answer each here); the fleet's sum is the ledger's cost
+    assert team_cost(instances, "api-team") == pytest.approx(cost / 1e6)
     team = _admin(b, admin, "GET", "/admin/v1/teams/api-team").json()
     assert (team["in_flight"], team["month_spend_usd"], team["limits"]["monthly_budget_usd"]) == (0, cost / 1e6, 30.0)
     assert _admin(a, admin, "GET", "/admin/v1/status").json()["in_flight"] == 0

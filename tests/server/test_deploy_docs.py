@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 import shutil
 import subprocess
@@ -74,3 +75,24 @@ def test_readme_points_at_the_shipped_files() -> None:
     for name in ("docs/nginx.conf", "docs/claude-proxy.service", "tests/support/embedded_app.py"):
         assert f"]({name})" in readme, name
         assert (ROOT / name).is_file(), name
+
+
+def test_the_readmes_teams_example_loads_as_documented(tmp_path: Path) -> None:
+    """The `[teams]` example of the README's Teams section is a config the loader takes, with the meaning
+    its comments give (defaults per period, the budget in micro-USD, a price per million tokens)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Teams: a key per person"):]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    path = tmp_path / "config.toml"
+    path.write_text('[provider]\nname = "openai"\napi_key = "sk-test"\n\n' + block.group(1))
+    config = load_config(str(path), env={})
+    assert config.teams is not None and config.teams.store == "sqlite"
+    assert config.teams.path == "/var/lib/claude-proxy/teams.db" and config.teams.on_store_error == "open"
+    defaults = config.teams.defaults
+    assert defaults.rpm is not None and (defaults.rpm.amount, defaults.rpm.period_s) == (60, 60)
+    assert defaults.tpm is not None and (defaults.tpm.amount, defaults.tpm.period_s) == (2_000_000, 3600)
+    assert (defaults.max_concurrent, defaults.monthly_budget_micros) == (8, 200_000_000)
+    cost = config.prices.cost("openai", "gpt-5.1", {"input_tokens": 1_000_000, "output_tokens": 1_000_000,
+                                                     "cache_read_input_tokens": 1_000_000})
+    assert cost == 1_250_000 + 10_000_000 + 125_000
