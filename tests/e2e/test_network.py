@@ -227,6 +227,31 @@ def test_an_https_proxy_is_spoken_to_in_tls_and_tunnels_both_kinds_of_request(
     assert f"https://127.0.0.1:{front.port}" in banner  # the banner names the proxy as configured
 
 
+def test_an_https_proxy_with_credentials_gets_them_inside_tls_and_never_shows_them(
+    tls_upstream: FakeUpstream, ca: trustme.CA, ca_file: str
+) -> None:
+    """Basic proxy credentials in an `https://` proxy URL travel inside the TLS session to the proxy (the
+    proxy behind the TLS front checks them) and are masked in the banner, the journal and errors."""
+    with Tinyproxy(user="builder", password=PROXY_PASSWORD) as authed, TlsFront(authed.port, _front_context(ca)) as front:
+        url = f"https://builder:{PROXY_PASSWORD}@127.0.0.1:{front.port}"
+        config = config_for(tls_upstream, {"proxy": url, "ca_bundle": ca_file, "max_retries": 0})
+        with Server(config, env={}) as proxy:
+            check_both_ways(proxy, tls_upstream)
+            banner, journal = proxy.output(), proxy.log_file.read_text()
+        assert authed.connects(tls_upstream.port) and front.handshakes >= 1
+        assert PROXY_PASSWORD not in banner and PROXY_PASSWORD not in journal
+        assert f"https://***@127.0.0.1:{front.port}" in banner
+
+        wrong = url.replace(PROXY_PASSWORD, "wrong-pass-77x")  # the proxy refuses the tunnel: said, never the password
+        with Server(config_for(tls_upstream, {"proxy": wrong, "ca_bundle": ca_file, "max_retries": 0}), env={}) as proxy:
+            response = ask(proxy)
+            output, journal = proxy.output(), proxy.log_file.read_text()
+        message = response.json()["error"]["message"]
+        assert response.status_code >= 500 and f"through the proxy https://***@127.0.0.1:{front.port}" in message, message
+        for text in (message, output, journal):
+            assert "wrong-pass-77x" not in text and PROXY_PASSWORD not in text
+
+
 def test_an_https_proxy_with_an_untrusted_certificate_is_refused_with_a_clear_error(
     tls_upstream: FakeUpstream, tinyproxy: Tinyproxy, ca_file: str
 ) -> None:
