@@ -23,6 +23,7 @@ TEAMS_KEYS = {
     "lease_seconds",
     "busy_timeout_ms",
     "tpm_counts_cache_reads",
+    "unpriced",
     "ui",
     "ui_cookie_secure",
     "defaults",
@@ -111,6 +112,9 @@ class TeamsSettings:
     lease_seconds: float = 60.0
     busy_timeout_ms: int = 5000
     tpm_counts_cache_reads: bool = False
+    # A key or team with a monthly budget on a model [prices] has no price for: "deny" (403 before any upstream
+    # call: its cost could never be charged) or "allow" (served, recorded as unpriced, never charged).
+    unpriced: str = "deny"
     ui: bool = True
     ui_cookie_secure: str = "auto"
     defaults: Limits = Limits()
@@ -159,6 +163,9 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
     on_error = table.get("on_store_error", "open")
     if on_error not in ("open", "closed"):
         raise fail("on_store_error", '"open" or "closed"', on_error)
+    unpriced = table.get("unpriced", "deny")
+    if unpriced not in ("deny", "allow"):
+        raise fail("unpriced", '"deny" (budgeted keys only on priced models) or "allow"', unpriced)
     lease = table.get("lease_seconds", 60)
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0:
         raise fail("lease_seconds", "a number of seconds above 0", lease)
@@ -187,6 +194,7 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
         lease_seconds=float(lease),
         busy_timeout_ms=busy,
         tpm_counts_cache_reads=flags["tpm_counts_cache_reads"],
+        unpriced=unpriced,
         ui=flags["ui"],
         ui_cookie_secure=str(secure).lower() if isinstance(secure, bool) else secure,
         defaults=defaults,

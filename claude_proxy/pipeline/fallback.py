@@ -16,7 +16,7 @@ from claude_proxy.config.loader import Config
 from claude_proxy.errors import MissingProviderKey, ProxyError
 from claude_proxy.pipeline.outcome import FailedAttempt, Outcome, Recorder
 from claude_proxy.pipeline.reply import Reply
-from claude_proxy.pipeline.route import Attempt, falls_back
+from claude_proxy.pipeline.route import Attempt, TargetPolicy, falls_back
 from claude_proxy.routing.router import Plan, ProviderHealth
 from claude_proxy.upstream.client import Upstream
 
@@ -54,7 +54,9 @@ class Chains:
             for n, target in enumerate(targets)
         ]
 
-    def serve(self, plan: Plan, outcome: Outcome, serve: Serve, session: str | None = None) -> Reply:
+    def serve(
+        self, plan: Plan, outcome: Outcome, serve: Serve, session: str | None = None, policy: TargetPolicy | None = None
+    ) -> Reply:
         """The first target's answer that is not the provider's fault (or the last target's failure).
 
         With a session (Claude Code's), the target that served its previous request is tried first
@@ -62,7 +64,10 @@ class Chains:
         rest of the chain less time, never more.
         """
         deadline = time.monotonic() + self.config.timeouts.total
-        for attempt in self.attempts(plan, session):
+        attempts = self.attempts(plan, session)
+        if policy is not None:
+            attempts = policy.check(attempts)
+        for attempt in attempts:
             outcome.provider, outcome.upstream_model = attempt.label, attempt.target.model
             served = {
                 "x-claude-proxy-route": plan.route,

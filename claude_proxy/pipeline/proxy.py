@@ -26,7 +26,7 @@ from claude_proxy.pipeline.journal import Journal
 from claude_proxy.pipeline.outcome import Outcome, Recorder
 from claude_proxy.pipeline.passthrough import Passthrough
 from claude_proxy.pipeline.reply import JSON, Reply, decode_json, json_reply, too_deep
-from claude_proxy.pipeline.route import Attempt
+from claude_proxy.pipeline.route import Attempt, TargetPolicy
 from claude_proxy.pipeline.tracing import tracing_for
 from claude_proxy.pipeline.validate import validate_messages_request
 from claude_proxy.routing.router import ProviderHealth, Router
@@ -97,12 +97,14 @@ class Proxy:
 
     # -- POST /v1/messages -----------------------------------------------------------
 
-    def messages(self, raw: bytes, headers: Mapping[str, str], outcome: Outcome) -> Reply:
+    def messages(
+        self, raw: bytes, headers: Mapping[str, str], outcome: Outcome, policy: TargetPolicy | None = None
+    ) -> Reply:
         if self.tracing is not None:
             self.tracing.start(outcome, headers)
         try:
             try:
-                return self._messages(raw, headers, outcome)
+                return self._messages(raw, headers, outcome, policy)
             except RecursionError:  # JSON nested deeper than Python recurses (orjson reads 1024 levels)
                 raise too_deep() from None
         except ProxyError as error:
@@ -121,7 +123,9 @@ class Proxy:
             outcome.request_body = body
         return body
 
-    def _messages(self, raw: bytes, headers: Mapping[str, str], outcome: Outcome) -> Reply:
+    def _messages(
+        self, raw: bytes, headers: Mapping[str, str], outcome: Outcome, policy: TargetPolicy | None = None
+    ) -> Reply:
         body = self._validated(raw, outcome)
         stream = bool(body.get("stream"))
         plan = self.router.plan(body, headers)
@@ -136,7 +140,7 @@ class Proxy:
                 return self.passthrough.send(attempt, "/v1/messages", raw, body, headers, outcome, stream, deadline)
             return self.openai.send(attempt, body, headers, outcome, stream, deadline, session)
 
-        return self.chains.serve(plan, outcome, serve, session)
+        return self.chains.serve(plan, outcome, serve, session, policy)
 
     # -- other endpoints --------------------------------------------------------------
 

@@ -220,7 +220,7 @@ class Gate:
             owner = user
             scopes.append(Scope(f"u:{record.id}:{user}", "user", f"user {user}", key_limits))
         else:
-            scopes.append(Scope(f"k:{record.id}", "key", f"key {record.name}", key_limits))
+            scopes.append(Scope(f"k:{record.id}", "key", f"key {record.name or record.id}", key_limits))
         if record.team is not None:
             team = record.team
             scopes.append(Scope(f"t:{team.id}", "team", f"team {team.name}", team.limits.over(defaults)))

@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from claude_proxy.errors import InvalidRequest, NotFound, ProxyError
 from claude_proxy.pipeline import metrics as proxy_metrics
 from claude_proxy.pipeline.outcome import Outcome, Recorder
 from claude_proxy.pipeline.reply import JSON
+from claude_proxy.pipeline.route import TargetPolicy
 from claude_proxy.teams.base import STORE_ERRORS
 from claude_proxy.teams.gate import AuthFailure, Gate, StoreUnavailable
 from claude_proxy.teams.limits import month_of
@@ -131,6 +132,27 @@ class TeamsEdge:
         self.gate.prepare()
         # A finished request's usage → its cost in micro-USD from [prices] (None = unpriced).
         self.cost_of: CostFunction = self._cost
+
+    def target_policy(self, principal: Principal | None) -> TargetPolicy | None:
+        """For a key with a monthly budget (its own, its team's or [teams.defaults]'), only targets with a price:
+        an unpriced answer's cost could never be charged, so the budget would not hold. None = any target."""
+        teams = self.config.teams
+        if principal is None or teams is None or teams.unpriced == "allow":
+            return None
+        budgeted = [s for s in principal.scopes if s.limits.monthly_budget_micros is not None]
+        if not budgeted:
+            return None
+        prices = self.config.prices
+
+        def refusal(targets: Sequence[tuple[str, str]]) -> str:
+            named = ", ".join(f"{model} on {provider}" for provider, model in targets)
+            return (f"{named} has no price in this proxy's [prices], and {budgeted[0].label} has a monthly budget: "
+                    "a budgeted key can only use priced models")
+
+        def refused() -> None:
+            self.metrics("refusal", {"limit": "unpriced", "scope": budgeted[0].kind})
+
+        return TargetPolicy(lambda provider, model: prices.find(provider, model) is not None, refusal, refused)
 
     def _cost(self, usage: Usage) -> int | None:
         prices = self.config.prices

@@ -192,7 +192,8 @@ def create_blueprint(config: Config, *, proxy: Proxy | None = None, name: str = 
     def messages() -> Response:
         _only("POST")
         raw = _read_body(config.max_body_bytes)
-        return _to_response(proxy.messages(raw, request.headers, _call("messages")))
+        policy = bp.teams.target_policy(g.get("principal")) if bp.teams is not None else None
+        return _to_response(proxy.messages(raw, request.headers, _call("messages"), policy))
 
     @bp.route("/v1/messages/count_tokens", methods=ALL_METHODS)
     def count_tokens() -> Response:

@@ -279,6 +279,33 @@ def test_usage_is_recorded_once_per_request_and_queryable(instances: list[ProxyS
     assert sum(line["input_tokens"] for line in journal) == row["input_tokens"]
 
 
+def test_a_budgeted_key_is_refused_an_unpriced_model_before_any_upstream_call(
+    instances: list[ProxyServer], upstream: FakeUpstream
+) -> None:
+    """[teams] unpriced = "deny" (the default): a key with a monthly budget may only use priced models, since an
+    unpriced answer's cost could never be charged. `claude-haiku-*` goes to `fast-model`, which [prices] leaves
+    unpriced: 403 before any upstream call, journalled and counted; a key without a budget is served on it."""
+    a, b = instances
+    budgeted = cli(a, "keys", "create", "--owner", "priced@example.com", "--name", "capped", "--budget", "5")
+    free = cli(a, "keys", "create", "--owner", "free@example.com", "--name", "uncapped")
+    haiku = {**BODY, "model": "claude-haiku-4"}
+    before = chat_requests(upstream)
+    refused = post(b, budgeted["key"], haiku)
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "permission_error", error
+    assert error["message"] == ("fast-model on custom has no price in this proxy's [prices], and key capped has a "
+                                "monthly budget: a budgeted key can only use priced models"), error
+    assert chat_requests(upstream) == before  # nothing reached the upstream
+    assert post(a, budgeted["key"]).status_code == 200  # a priced model: served
+    assert post(a, free["key"], haiku).status_code == 200  # no budget: served (and recorded as unpriced)
+    assert chat_requests(upstream) == before + 2
+    line = [r for r in b.journal() if r.get("key_id") == budgeted["id"]][-1]
+    assert (line["status"], line["error_type"], line["client_model"]) == (403, "permission_error", "claude-haiku-4")
+    metrics = requests.get(b.url + "/metrics", headers={"x-api-key": STATIC_KEY}, timeout=10).text
+    assert re.search(r'^claude_proxy_limit_refusals_total\{limit="unpriced",scope="key"\} [1-9]', metrics, re.M), metrics
+
+
 def test_a_gateway_key_attributes_usage_to_the_forwarded_user(instances: list[ProxyServer]) -> None:
     gw = cli(instances[0], "keys", "create", "--owner", "gateway", "--gateway", "--rpm", "2/hour")
     plain = cli(instances[0], "keys", "create", "--owner", "plain-owner", "--rpm", "50/hour")

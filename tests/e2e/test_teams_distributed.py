@@ -31,6 +31,7 @@ from tests.e2e.test_teams import (  # noqa: F401 - collected again here, against
     _csrf,
     cli,
     post,
+    test_a_budgeted_key_is_refused_an_unpriced_model_before_any_upstream_call,
     test_a_concurrency_limit_of_5_gives_an_upstream_peak_of_exactly_5,
     test_a_gateway_key_attributes_usage_to_the_forwarded_user,
     test_a_limit_of_100_per_hour_admits_exactly_100_of_400_across_2x2,

@@ -89,6 +89,7 @@ def test_the_readmes_teams_example_loads_as_documented(tmp_path: Path) -> None:
     config = load_config(str(path), env={})
     assert config.teams is not None and config.teams.store == "sqlite"
     assert config.teams.path == "/var/lib/claude-proxy/teams.db" and config.teams.on_store_error == "open"
+    assert config.teams.unpriced == "deny"
     defaults = config.teams.defaults
     assert defaults.rpm is not None and (defaults.rpm.amount, defaults.rpm.period_s) == (60, 60)
     assert defaults.tpm is not None and (defaults.tpm.amount, defaults.tpm.period_s) == (2_000_000, 3600)
