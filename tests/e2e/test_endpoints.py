@@ -71,8 +71,9 @@ def down() -> Iterator[ProxyServer]:
 
 
 @pytest.fixture
-def client(proxy: ProxyServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20)
+def client(proxy: ProxyServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20) as made:
+        yield made  # closed: its kept-alive connections would hold the server's stop at the module's end
 
 
 def journal_line(server: ProxyServer, request_id: str, timeout: float = 5.0) -> dict[str, Any]:

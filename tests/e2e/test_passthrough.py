@@ -121,8 +121,9 @@ def client_keyed(upstream: FakeUpstream) -> Iterator[ProxyServer]:
 
 
 @pytest.fixture
-def client(proxy: ProxyServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+def client(proxy: ProxyServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=20) as made:
+        yield made  # closed: its kept-alive connections would hold the server's stop at the module's end
 
 
 def post(server: ProxyServer, raw: bytes, path: str = "/v1/messages?beta=true", **kw: Any) -> requests.Response:

@@ -643,8 +643,8 @@ def test_models_page_like_anthropic(proxy: ProxyServer) -> None:
     back = get(f"?before_id={ids[3]}&limit=4").json()
     assert ([m["id"] for m in back["data"]], back["has_more"], back["first_id"]) == (ids[:3], False, ids[0])
     # the official SDK pages through all of it with the default page size
-    client = anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=10)
-    assert [m.id for m in client.models.list()] == ids
+    with anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=10) as client:
+        assert [m.id for m in client.models.list()] == ids
     for query, needle in (
         ("?limit=0", "limit: must be an integer from 1 to 1000"),
         ("?limit=1001", "limit: must be an integer from 1 to 1000"),

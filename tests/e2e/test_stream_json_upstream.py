@@ -9,6 +9,7 @@ The answer must instead be translated and streamed to the client as the normal e
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import anthropic
 import pytest
@@ -29,8 +30,9 @@ STREAM_BODY = {
 
 
 @pytest.fixture
-def client(proxy: ProxyServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20)
+def client(proxy: ProxyServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=20) as made:
+        yield made  # closed: its kept-alive connections would hold the server's stop at the module's end
 
 
 def _events(proxy: ProxyServer, body: dict) -> list[dict]:

@@ -67,12 +67,13 @@ def unconfigured(model: FakeUpstream) -> Iterator[ProxyServer]:
 
 
 def client_for(proxy: ProxyServer) -> anthropic.Anthropic:
+    """An SDK client, used in a `with` block: closed, its kept-alive connections do not hold the server's stop."""
     return anthropic.Anthropic(base_url=proxy.url, api_key="client-key", max_retries=0, timeout=30)
 
 
 def test_sdk_streaming_search_turn(proxy: ProxyServer, service: SearchService) -> None:
     before = len(service.queries)
-    with client_for(proxy).messages.stream(
+    with client_for(proxy) as client, client.messages.stream(
         model="claude-opus-5-5", max_tokens=1000, messages=PROMPT, tools=[SERVER_TOOL],
     ) as stream:
         message = stream.get_final_message()
@@ -90,9 +91,10 @@ def test_sdk_streaming_search_turn(proxy: ProxyServer, service: SearchService) -
 
 
 def test_sdk_non_streaming_search_turn(proxy: ProxyServer) -> None:
-    message = client_for(proxy).messages.create(
-        model="claude-opus-5-5", max_tokens=1000, messages=PROMPT, tools=[SERVER_TOOL],
-    )
+    with client_for(proxy) as client:
+        message = client.messages.create(
+            model="claude-opus-5-5", max_tokens=1000, messages=PROMPT, tools=[SERVER_TOOL],
+        )
     assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
     answer = message.content[2]
     assert isinstance(answer, TextBlock) and FACT in answer.text
@@ -113,8 +115,8 @@ def test_the_raw_stream_keeps_the_grammar(proxy: ProxyServer) -> None:
 
 
 def test_without_a_backend_the_client_gets_a_clear_400(unconfigured: ProxyServer) -> None:
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        client_for(unconfigured).messages.create(
+    with client_for(unconfigured) as client, pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
             model="claude-opus-5-5", max_tokens=100, messages=PROMPT, tools=[SERVER_TOOL],
         )
     assert "[web_search]" in str(caught.value) and "web_search_20250305" in str(caught.value)
