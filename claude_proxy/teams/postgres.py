@@ -46,8 +46,6 @@ from claude_proxy.teams.rows import (
 )
 
 DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
-# One spooled usage record's columns, in the order the upload inserts them.
-# Column → its PostgreSQL type (the upload sends one array per column: `unnest` turns them back into rows).
 # Past this many usage rows (by the planner's statistics) `status()` reports the estimate, not a count.
 EXACT_COUNT_BELOW = 1_000_000
 # The planner's row estimate for a table: rows per page at the last ANALYZE (or autovacuum) times the pages
@@ -58,6 +56,8 @@ ESTIMATE_ROWS = (
     " END AS n FROM pg_class c WHERE c.oid = to_regclass(%s)"
 )
 
+# One spooled usage record's columns, in the order the upload inserts them.
+# Column → its PostgreSQL type (the upload sends one array per column: `unnest` turns them back into rows).
 EVENT_TYPES = {
     "usage_id": "text", "request_id": "text", "ts": "float8", "day": "text", "instance": "text", "key_id": "text",
     "team_id": "int8", "team": "text", "owner": "text", "endpoint": "text", "client_model": "text",

@@ -92,9 +92,12 @@ class TeamsMetrics:
 
     def __init__(self, store: str = "sqlite") -> None:
         self.store = store
+        self._made: dict[str, Any] | None = None
 
     def _metrics(self) -> dict[str, Any]:
-        return _teams_counters()
+        if self._made is None:  # the shared lookup (a lock) once, not on every event of every request
+            self._made = _teams_counters()
+        return self._made
 
     def cost(self, usage: Usage, team: str | None) -> None:
         """A settled answer's cost under its team (teams are few and named by admins: a bounded label)."""
