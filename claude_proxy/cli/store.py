@@ -3,7 +3,7 @@
 PostgreSQL is migrated with alembic in this separate process (workers never import it): `migrate`
 applies the revisions under an advisory lock, `--sql` prints their DDL for a DBA without connecting.
 SQLite creates or upgrades its file in place. `status` shows the schema revision, reachability, the
-breakers and this host's usage spool backlog.
+breakers, the fleet's fail-open count and this host's usage spool backlog.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--sql", action="store_true", help="print the DDL instead of applying it (no connection)")
     migrate.add_argument("--from-worker", action="store_true", help=argparse.SUPPRESS)
     common(migrate)
-    status = verbs.add_parser("status", help="schema revision, reachability, breakers, spool backlog")
+    status = verbs.add_parser("status", help="schema revision, reachability, breakers, fail-opens, spool backlog")
     common(status)
     return parser
 

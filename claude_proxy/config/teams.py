@@ -24,6 +24,7 @@ TEAMS_KEYS = {
     "busy_timeout_ms",
     "tpm_counts_cache_reads",
     "unpriced",
+    "metrics_per_key",
     "ui",
     "ui_cookie_secure",
     "defaults",
@@ -115,6 +116,9 @@ class TeamsSettings:
     # A key or team with a monthly budget on a model [prices] has no price for: "deny" (403 before any upstream
     # call: its cost could never be charged) or "allow" (served, recorded as unpriced, never charged).
     unpriced: str = "deny"
+    # A key_id label on per-key cost and token counters (claude_proxy_key_*): one series per key, model and
+    # provider, so off by default (500 keys make too many series); key-level views come from the ledger.
+    metrics_per_key: bool = False
     ui: bool = True
     ui_cookie_secure: str = "auto"
     defaults: Limits = Limits()
@@ -173,7 +177,7 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
     if isinstance(busy, bool) or not isinstance(busy, int) or busy < 0:
         raise fail("busy_timeout_ms", "an integer ≥ 0", busy)
     flags = {}
-    for key, default in (("tpm_counts_cache_reads", False), ("ui", True)):
+    for key, default in (("tpm_counts_cache_reads", False), ("metrics_per_key", False), ("ui", True)):
         flags[key] = table.get(key, default)
         if not isinstance(flags[key], bool):
             raise fail(key, "true or false", flags[key])
@@ -195,6 +199,7 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
         busy_timeout_ms=busy,
         tpm_counts_cache_reads=flags["tpm_counts_cache_reads"],
         unpriced=unpriced,
+        metrics_per_key=flags["metrics_per_key"],
         ui=flags["ui"],
         ui_cookie_secure=str(secure).lower() if isinstance(secure, bool) else secure,
         defaults=defaults,

@@ -231,11 +231,15 @@ class DistributedStore:
     def audit(self, **kwargs: Any) -> list[dict[str, Any]]:
         return self.ledger.audit(**kwargs)
 
+    def note_fail_open(self, count: int, last_at: float) -> None:
+        self.ledger.note_fail_open(count, last_at)
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"store": self.name, "limiter": "redis"}
         try:
             out["schema_version"] = self.ledger.schema_version()
             out.update(self.ledger.counts())
+            out.update(self.ledger.fail_open())
             out["ledger"] = "up"
         except StoreDown as exc:
             out["ledger"] = f"down: {exc}"

@@ -93,7 +93,11 @@ class Gate:
         self.store: Store = open_store(settings, clock=clock, events=self.events)
         self._cache: dict[bytes, tuple[KeyRecord | None, float]] = {}
         self._stale: dict[bytes, tuple[KeyRecord | None, float]] = {}  # the snapshots before the last epoch change
-        self.fail_open = 0
+        self.fail_open = 0  # this worker's admissions without the limits store, since it started
+        # Not yet added to the store's fleet-wide count (`store status`): the keeper writes them, and keeps
+        # them while the store cannot take them.
+        self._fail_open_pending = 0
+        self._fail_open_last = 0.0
         self._epoch = -1
         self._live: dict[str, Admitted] = {}
         self._lock = threading.Lock()
@@ -288,6 +292,8 @@ class Gate:
             principal = checked
         with self._lock:
             self.fail_open += 1
+            self._fail_open_pending += 1
+            self._fail_open_last = self.clock()
         self.events("fail_open", {"store": store})
         admitted = Admitted(rid, principal, reserve_tokens, self.clock(), -1)
         self._hold(admitted)
@@ -356,6 +362,7 @@ class Gate:
                 self.store.maintain()
             except STORE_ERRORS as exc:
                 log.warning("teams: store upkeep failed: %s", exc)
+            self.flush_fail_open()
             if time.monotonic() - renewed < renew_every:
                 continue
             renewed = time.monotonic()
@@ -371,6 +378,24 @@ class Gate:
             except STORE_ERRORS as exc:
                 log.warning("teams: lease renewal failed: %s", exc)
                 self.events("store", {"op": "renew", "result": "error", "store": self._limiter_name()})
+
+    def flush_fail_open(self) -> int:
+        """Add this worker's fail-opens since the last flush to the store's count (what `store status`, the
+        admin API and the page show for the whole fleet); kept for the next try when the store is down.
+        Returns how many were written."""
+        with self._lock:
+            count, last_at = self._fail_open_pending, self._fail_open_last
+            self._fail_open_pending = 0
+        if not count:
+            return 0
+        try:
+            self.store.note_fail_open(count, last_at)
+        except STORE_ERRORS as exc:
+            with self._lock:
+                self._fail_open_pending += count
+            log.warning("teams: recording %d fail-open admissions failed (kept for the next try): %s", count, exc)
+            return 0
+        return count
 
     def _limiter_name(self) -> str:
         return "redis" if self.store.name == "postgres" else self.store.name

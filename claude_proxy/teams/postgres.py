@@ -33,10 +33,13 @@ from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.migrations import HEAD
 from claude_proxy.teams.records import Actor, KeyRecord, Team, limits_to_columns
 from claude_proxy.teams.rows import (
+    FAIL_OPEN_LAST_AT,
+    FAIL_OPEN_TOTAL,
     KEY_SELECT,
     POSTGRES,
     StoreError,
     audit_query,
+    fail_open_status,
     key_from,
     limit_changes,
     recent_query,
@@ -173,6 +176,15 @@ class PostgresLedger:
         with self._tx() as conn:
             conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, make()))
             return str(conn.execute("SELECT value FROM meta WHERE name = %s", (name,)).fetchone()["value"])
+
+    def note_fail_open(self, count: int, last_at: float) -> None:
+        """Add `count` admissions that went unchecked (Redis down) to the fleet's count in `meta`."""
+        with self._tx() as conn:
+            conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
+                         " SET value = (meta.value::bigint + EXCLUDED.value::bigint)::text", (FAIL_OPEN_TOTAL, str(count)))
+            conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
+                         " SET value = GREATEST(meta.value::float8, EXCLUDED.value::float8)::text",
+                         (FAIL_OPEN_LAST_AT, repr(float(last_at))))
 
     # -- teams -------------------------------------------------------------------------------------------------
 
@@ -411,3 +423,10 @@ class PostgresLedger:
             else:  # small, or never analysed (no statistics yet): counted
                 out["usage_events"] = int(conn.execute("SELECT count(*) AS n FROM usage_events").fetchone()["n"])
         return out
+
+    def fail_open(self) -> dict[str, Any]:
+        """The fleet's fail-open count and the last one's time, for `status()`."""
+        with self._tx() as conn:
+            meta = conn.execute("SELECT name, value FROM meta WHERE name IN (%s, %s)",
+                                (FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT)).fetchall()
+        return fail_open_status({r["name"]: r["value"] for r in meta})

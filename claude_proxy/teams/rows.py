@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claude_proxy.config.teams import Rate
-from claude_proxy.teams.records import KeyRecord, Refused, Scope, Team, limits_from_row
+from claude_proxy.teams.records import KeyRecord, Refused, Scope, Team, iso, limits_from_row
 
 GROUPS = {
     "day": "day",
@@ -23,6 +23,9 @@ GROUPS = {
 # The usage totals every grouping returns, summed as integers.
 SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
         "cost_micros", "unpriced")
+# The fleet's count of admissions let through unchecked because the limits store failed (`on_store_error =
+# "open"`), as rows of `meta`: each worker's keeper adds its own a few times a second.
+FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT = "fail_open_total", "fail_open_last_at"
 KEY_SELECT = """
 SELECT k.*, t.id AS t_id, t.name AS t_name, t.display_name AS t_display_name, t.created_at AS t_created_at,
        t.archived_at AS t_archived_at, t.rpm AS t_rpm, t.rpm_period_s AS t_rpm_period_s, t.tpm AS t_tpm,
@@ -53,6 +56,13 @@ class Dialect:
 
 SQLITE = Dialect("?", "{}")
 POSTGRES = Dialect("%s", "({})::int")
+
+
+def fail_open_status(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """`status()`'s fail-open figures from the two `meta` rows (absent: none ever)."""
+    last = meta.get(FAIL_OPEN_LAST_AT)
+    return {"fail_open_total": int(meta.get(FAIL_OPEN_TOTAL) or 0),
+            "fail_open_last_at": iso(float(last)) if last else None}
 
 
 def _where(clauses: Sequence[str]) -> str:

@@ -38,10 +38,13 @@ from claude_proxy.teams.records import (
     limits_to_columns,
 )
 from claude_proxy.teams.rows import (
+    FAIL_OPEN_LAST_AT,
+    FAIL_OPEN_TOTAL,
     KEY_SELECT,
     SQLITE,
     StoreError,
     audit_query,
+    fail_open_status,
     key_from,
     limit_changes,
     rate_refusal,
@@ -276,6 +279,20 @@ class SqliteStore:
                 conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)", (name, value))
                 return value
             return str(row[0])
+
+    def note_fail_open(self, count: int, last_at: float) -> None:
+        """Add `count` admissions that went unchecked to the store's running count (rows of `meta`)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET value = CAST(CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)",
+                (FAIL_OPEN_TOTAL, str(count)),
+            )
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET value = CAST(max(CAST(value AS REAL), CAST(excluded.value AS REAL)) AS TEXT)",
+                (FAIL_OPEN_LAST_AT, repr(float(last_at))),
+            )
 
     # -- teams ---------------------------------------------------------------------------------------------------
 
@@ -674,6 +691,8 @@ class SqliteStore:
                 for name, table in (("keys", "api_keys"), ("teams", "teams"), ("usage_events", "usage_events"),
                                     ("audit_events", "audit_events"))
             }
+            fail_open = fail_open_status(dict(conn.execute(
+                "SELECT name, value FROM meta WHERE name IN (?, ?)", (FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT)).fetchall()))
         return {
             "store": self.name,
             "path": self.path,
@@ -682,6 +701,7 @@ class SqliteStore:
             "epoch": self.epoch(),
             "in_flight": self.in_flight(),
             **counts,
+            **fail_open,
         }
 
 

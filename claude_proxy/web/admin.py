@@ -83,6 +83,12 @@ def _make_counters(registry: Any) -> dict[str, Any]:
         "cost": Counter("team_cost_usd", "What answers cost in USD (from [prices]) by the key's team "
                         "(\"\" for a key in none), provider and upstream model",
                         ("team", "provider", "upstream_model"), namespace=ns, registry=registry),
+        # [teams] metrics_per_key only: one series per key (cardinality), the ledger has the rest.
+        "key_cost": Counter("key_cost_usd", "What answers cost in USD (from [prices]) by key, its team, provider and "
+                            "upstream model", ("key_id", "team", "provider", "upstream_model"), namespace=ns,
+                            registry=registry),
+        "key_tokens": Counter("key_tokens", "Tokens by key, its team and kind (input, output, cache_read, "
+                              "cache_write)", ("key_id", "team", "kind"), namespace=ns, registry=registry),
     }
 
 
@@ -90,8 +96,9 @@ class TeamsMetrics:
     """Refusals, auth results, store operations, fail-opens and cost by team in the proxy's own registry
     (created on first use)."""
 
-    def __init__(self, store: str = "sqlite") -> None:
+    def __init__(self, store: str = "sqlite", per_key: bool = False) -> None:
         self.store = store
+        self.per_key = per_key  # [teams] metrics_per_key
         self._made: dict[str, Any] | None = None
 
     def _metrics(self) -> dict[str, Any]:
@@ -99,13 +106,22 @@ class TeamsMetrics:
             self._made = _teams_counters()
         return self._made
 
-    def cost(self, usage: Usage, team: str | None) -> None:
-        """A settled answer's cost under its team (teams are few and named by admins: a bounded label)."""
-        if not usage.cost_micro_usd:
-            return
+    def cost(self, usage: Usage, team: str | None, key_id: str = "") -> None:
+        """A settled answer's cost under its team (teams are few and named by admins: a bounded label); with
+        `metrics_per_key`, its cost and tokens under its key too."""
         try:
-            labels = {"team": team or "", "provider": usage.provider or "", "upstream_model": usage.upstream_model or ""}
-            self._metrics()["cost"].labels(**labels).inc(usage.cost_micro_usd / 1_000_000)
+            made = self._metrics()
+            cost = (usage.cost_micro_usd or 0) / 1_000_000
+            if cost:
+                made["cost"].labels(team or "", usage.provider or "", usage.upstream_model or "").inc(cost)
+            if not self.per_key or not key_id:
+                return
+            if cost:
+                made["key_cost"].labels(key_id, team or "", usage.provider or "", usage.upstream_model or "").inc(cost)
+            for kind in ("input", "output", "cache_read", "cache_write"):
+                tokens = getattr(usage, f"{kind}_tokens")
+                if tokens > 0:
+                    made["key_tokens"].labels(key_id, team or "", kind).inc(tokens)
         except Exception:  # pragma: no cover - metrics never break serving
             log.exception("claude-proxy: recording teams metrics failed")
 
@@ -130,7 +146,7 @@ class TeamsEdge:
         assert config.teams is not None
         self.config = config
         self.recorder = recorder  # the proxy's journal and request metrics, for refusals
-        self.metrics = TeamsMetrics(config.teams.store)
+        self.metrics = TeamsMetrics(config.teams.store, per_key=config.teams.metrics_per_key)
         self.gate = gate or Gate(config.teams, config.auth_keys, events=self.metrics)
         self.gate.prepare()
         # A finished request's usage → its cost in micro-USD from [prices] (None = unpriced).
@@ -249,7 +265,7 @@ class TeamsEdge:
 
             usage = replace(usage, cost_micro_usd=self.cost_of(usage))
         if self.gate.settle(admitted, usage):
-            self.metrics.cost(usage, admitted.principal.team_name)
+            self.metrics.cost(usage, admitted.principal.team_name, admitted.principal.key_id)
 
     # -- routes ----------------------------------------------------------------------------------------------------------
 

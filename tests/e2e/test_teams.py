@@ -104,7 +104,8 @@ def instances(upstream: FakeUpstream, store_dir: Path) -> Iterator[list[ProxySer
         teams={"path": str(store_dir / "teams.db"), "lease_seconds": LEASE_SECONDS},
         prices=PRICES,
     )
-    servers = [ProxyServer(config, workers=2, threads=48) for _ in range(2)]
+    per_key = {**config, "teams": {**config["teams"], "metrics_per_key": True}}
+    servers = [ProxyServer(per_key if n == 0 else config, workers=2, threads=48) for n in range(2)]  # key metrics on 0
     for server in servers:
         server.start()
     yield servers
@@ -456,6 +457,19 @@ def team_cost(instances: list[ProxyServer], team: str, timeout: float = 5.0) -> 
         time.sleep(0.2)
 
 
+def key_series(server: ProxyServer, key_id: str) -> dict[str, float]:
+    """The `claude_proxy_key_*` series of `key_id` on one instance's /metrics ([teams] metrics_per_key), by
+    metric and kind ("key_cost_usd" or "key_tokens:input", ...)."""
+    text = requests.get(server.url + "/metrics", headers={"x-api-key": STATIC_KEY}, timeout=10).text
+    out: dict[str, float] = {}
+    for name, labels, value in re.findall(r"^claude_proxy_(key_\w+)_total\{([^}]*)\} (\S+)$", text, re.M):
+        if f'key_id="{key_id}"' in labels:
+            kind = re.search(r'kind="(\w+)"', labels)
+            name = f"{name}:{kind[1]}" if kind else name
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
 def _admin(server: ProxyServer, admin: str, method: str, path: str, **kwargs: Any) -> requests.Response:
     return requests.request(method, server.url + path, headers={"x-api-key": admin}, timeout=10, **kwargs)
 
@@ -514,6 +528,10 @@ def test_admin_api_teams_usage_me_and_in_flight_agree_with_the_upstream(
         ("key", 0, cost / 1e6), ("team", 0, cost / 1e6)], me
     # /metrics: each instance sums its own workers (one answer each here); the fleet's sum is the ledger's cost
     assert team_cost(instances, "api-team") == pytest.approx(cost / 1e6)
+    # [teams] metrics_per_key, on for the first instance only: its one answer under the key; none on the other
+    assert key_series(a, key_id) == pytest.approx(
+        {"key_cost_usd": REQUEST_COST_MICROS / 1e6, "key_tokens:input": 2, "key_tokens:output": 3})
+    assert key_series(b, key_id) == {}
     team = _admin(b, admin, "GET", "/admin/v1/teams/api-team").json()
     assert (team["in_flight"], team["month_spend_usd"], team["limits"]["monthly_budget_usd"]) == (0, cost / 1e6, 30.0)
     assert _admin(a, admin, "GET", "/admin/v1/status").json()["in_flight"] == 0

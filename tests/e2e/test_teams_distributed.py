@@ -120,7 +120,7 @@ def teams_table(store_dir: Path, name: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def instances(upstream: FakeUpstream, store_dir: Path, stores: Any) -> Iterator[list[ProxyServer]]:
     servers = [ProxyServer(proxy_config(upstream, server={"ping_interval": 0.5, "auth_keys": [STATIC_KEY]},
-                                        teams=teams_table(store_dir, f"i{n}"), prices=PRICES),
+                                        teams=teams_table(store_dir, f"i{n}", metrics_per_key=n == 0), prices=PRICES),
                            workers=2, threads=48)
                for n in range(2)]
     for server in servers:
@@ -303,6 +303,7 @@ def test_a_hung_redis_fails_open_or_closed_and_the_breaker_bounds_the_stalls(
         form = session.get(server.url + "/ui/")
         signed = session.post(server.url + "/ui/login", data={"key": key, "csrf": _csrf(form.text)})
         assert re.search(r"<td>key [^<]+</td>.*?<td>0</td></tr>", signed.text, re.S), signed.text[-3000:]
+        fleet_before = cli(server, "store", "status")["fail_open_total"]  # the ledger is shared by the two runs
         rd.pause()  # SIGSTOP: connections hang instead of being refused
         try:
             with ThreadPoolExecutor(8) as pool:
@@ -319,8 +320,20 @@ def test_a_hung_redis_fails_open_or_closed_and_the_breaker_bounds_the_stalls(
             assert sum(s["worker_fail_open"] for s in after.values()) == 200
             metrics = requests.get(server.url + "/metrics", headers={"x-api-key": admin}).text
             assert re.search(r'claude_proxy_store_fail_open_total\{store="redis"\} 200\.0', metrics), metrics[-2000:]
+            # the fleet's count, in the ledger: what `store status` (acting on the store) and the page show
+            deadline = time.monotonic() + 10
+            expected = fleet_before + 200
+            while (status := cli(server, "store", "status"))["fail_open_total"] < expected and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert status["fail_open_total"] == expected and status["fail_open_last_at"], status
+            admin_page = requests.Session()
+            form = admin_page.get(server.url + "/ui/")
+            signed = admin_page.post(server.url + "/ui/login", data={"key": admin, "csrf": _csrf(form.text)})
+            assert f"<th>fail_open_total</th><td>{expected}</td>" in signed.text, signed.text[-3000:]
         else:
             assert codes == [503] * 200
+            time.sleep(0.5)  # two of the keepers' ticks: nothing to write
+            assert cli(server, "store", "status")["fail_open_total"] == fleet_before
         for pid, s in after.items():
             breaker = s["breakers"]["redis"]
             assert breaker["trips"] >= 1 and breaker["skipped"] >= 1

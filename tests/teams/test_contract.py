@@ -13,10 +13,10 @@ import pytest
 
 from claude_proxy.config.teams import Limits, Rate, TeamsSettings
 from claude_proxy.teams import keys as keyfmt
-from claude_proxy.teams.base import Store
+from claude_proxy.teams.base import Store, StoreDown
 from claude_proxy.teams.gate import Gate
 from claude_proxy.teams.limits import month_of
-from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage
+from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage, iso
 
 ACTOR = Actor("test", remote_addr="127.0.0.1")
 _n = itertools.count()
@@ -276,3 +276,29 @@ def test_a_change_redis_missed_applies_within_a_second(gate: Gate) -> None:
         time.sleep(0.05)
     assert decision.limit == "rpm" and "1 request per hour" in decision.message
     assert store.limiter.epoch() == store.ledger.epoch()  # pushed to Redis for every other worker
+
+
+def test_fail_open_admissions_are_counted_for_the_whole_fleet_in_status(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`on_store_error = "open"`: admissions the limiter could not check reach the store's count (kept by the
+    worker while the store cannot take them), which `store status`, the admin API and the page show."""
+    found, _ = principal(gate, rpm=Rate(1, 60))
+    assert gate.store.status()["fail_open_total"] == 0 and gate.store.status()["fail_open_last_at"] is None
+
+    def limiter_down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreDown(gate.store.name, "the limiter is down (test)")
+
+    monkeypatch.setattr(gate.store, "admit", limiter_down)
+    admitted = [gate.admit(found, 10) for _ in range(3)]  # rpm 1: only unchecked admissions let 3 through
+    assert all(isinstance(a, Admitted) for a in admitted) and gate.fail_open == 3
+    monkeypatch.setattr(gate.store, "note_fail_open", limiter_down)
+    assert gate.flush_fail_open() == 0  # the store is down too: kept
+    monkeypatch.undo()
+    assert gate.flush_fail_open() == 3 and gate.flush_fail_open() == 0  # written once
+    gate.store.note_fail_open(2, 4_102_444_800.0)  # another worker's, later (2100-01-01)
+    status = gate.store.status()
+    assert status["fail_open_total"] == 5 and status["fail_open_last_at"] == iso(4_102_444_800.0)
+    for a in admitted:
+        assert isinstance(a, Admitted)
+        gate.settle(a, Usage(input_tokens=1))

@@ -20,6 +20,8 @@ def test_postgres_reads_dsn_variable_names_and_defaults_auto_migrate_off() -> No
     assert (s.store, s.auto_migrate, s.spool_dir, s.on_store_error) == ("postgres", False, "/var/spool/cp", "open")
     assert "postgresql://" not in repr(s)  # the DSN is never kept in the settings
     assert teams_settings({}, "c.toml", ENV).auto_migrate is True  # SQLite migrates itself
+    assert teams_settings({}, "c.toml", ENV).metrics_per_key is False  # one series per key: only when asked
+    assert teams_settings({"metrics_per_key": True}, "c.toml", ENV).metrics_per_key is True
 
 
 def test_a_missing_dsn_variable_is_named() -> None:
@@ -35,6 +37,7 @@ def test_a_missing_dsn_variable_is_named() -> None:
     ({"store": "postgres", "postgres_url_env": "not a name"}, "'teams.postgres_url_env' must be"),
     ({"store": "postgres", "flush_interval": 0}, "'teams.flush_interval' must be"),
     ({"store": "postgres", "auto_migrate": "yes"}, "'teams.auto_migrate' must be"),
+    ({"metrics_per_key": "yes"}, "'teams.metrics_per_key' must be true or false"),
 ])
 def test_bad_values_are_one_line_errors(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
