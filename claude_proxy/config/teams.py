@@ -25,6 +25,7 @@ TEAMS_KEYS = {
     "tpm_counts_cache_reads",
     "unpriced",
     "metrics_per_key",
+    "event_retention_days",
     "ui",
     "ui_cookie_secure",
     "defaults",
@@ -119,6 +120,10 @@ class TeamsSettings:
     # A key_id label on per-key cost and token counters (claude_proxy_key_*): one series per key, model and
     # provider, so off by default (500 keys make too many series); key-level views come from the ledger.
     metrics_per_key: bool = False
+    # usage_events older than this many whole UTC days are folded into daily totals (usage_daily) and deleted,
+    # so the ledger stops growing; 0 keeps every event. Usage by day, key, owner, team, model and provider
+    # stays exact; past it a day counts whole, and its client model and single requests are gone.
+    event_retention_days: int = 30
     ui: bool = True
     ui_cookie_secure: str = "auto"
     defaults: Limits = Limits()
@@ -176,6 +181,9 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
     busy = table.get("busy_timeout_ms", 5000)
     if isinstance(busy, bool) or not isinstance(busy, int) or busy < 0:
         raise fail("busy_timeout_ms", "an integer ≥ 0", busy)
+    retention = table.get("event_retention_days", 30)
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention < 0:
+        raise fail("event_retention_days", "a whole number of days ≥ 0 (0: keep every usage event)", retention)
     flags = {}
     for key, default in (("tpm_counts_cache_reads", False), ("metrics_per_key", False), ("ui", True)):
         flags[key] = table.get(key, default)
@@ -200,6 +208,7 @@ def teams_settings(table: Mapping[str, Any], where: str, env: Mapping[str, str])
         tpm_counts_cache_reads=flags["tpm_counts_cache_reads"],
         unpriced=unpriced,
         metrics_per_key=flags["metrics_per_key"],
+        event_retention_days=retention,
         ui=flags["ui"],
         ui_cookie_secure=str(secure).lower() if isinstance(secure, bool) else secure,
         defaults=defaults,

@@ -27,6 +27,7 @@ from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.postgres import PostgresLedger
 from claude_proxy.teams.records import Actor, Admitted, KeyRecord, Principal, Refused, Stale, Team, Usage
 from claude_proxy.teams.redis_limits import RedisLimiter
+from claude_proxy.teams.rows import PRUNE_EVERY
 from claude_proxy.teams.spool import Spool
 
 log = logging.getLogger("claude_proxy.teams")
@@ -54,6 +55,7 @@ class DistributedStore:
                            events=events)
         self._ledger_epoch = -1
         self._ledger_epoch_at = -1e9
+        self._prune_due = 0.0  # monotonic time of this process's next check for usage events past the retention
         self._lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------------------------------------------
@@ -77,7 +79,11 @@ class DistributedStore:
         self.limiter.close()
 
     def maintain(self) -> None:
-        """Nothing: the spool's uploader thread does this backend's background work."""
+        """Once an hour, prune the ledger's usage events past the retention (every worker checks; the first
+        to find any deletes them). Uploads are the spool's uploader thread's."""
+        if self.settings.event_retention_days and time.monotonic() >= self._prune_due:
+            self._prune_due = time.monotonic() + PRUNE_EVERY
+            self.ledger.prune_usage(self.settings.event_retention_days)
 
     # -- epoch -----------------------------------------------------------------------------------------------------
 
@@ -240,6 +246,8 @@ class DistributedStore:
             out["schema_version"] = self.ledger.schema_version()
             out.update(self.ledger.counts())
             out.update(self.ledger.fail_open())
+            out["event_retention_days"] = self.settings.event_retention_days
+            out["usage_events_kept_from"] = self.ledger.kept_from()
             out["ledger"] = "up"
         except StoreDown as exc:
             out["ledger"] = f"down: {exc}"

@@ -74,7 +74,8 @@ def open_store(settings: TeamsSettings, *, clock: Callable[[], float] = time.tim
     from claude_proxy.teams.store import SqliteStore  # here: a PostgreSQL worker never loads sqlite3
 
     return SqliteStore(settings.path, busy_timeout_ms=settings.busy_timeout_ms, lease_seconds=settings.lease_seconds,
-                       clock=clock, tpm_counts_cache_reads=settings.tpm_counts_cache_reads)
+                       clock=clock, tpm_counts_cache_reads=settings.tpm_counts_cache_reads,
+                       event_retention_days=settings.event_retention_days)
 
 
 class Gate:

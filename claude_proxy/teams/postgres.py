@@ -37,8 +37,12 @@ from claude_proxy.teams.rows import (
     FAIL_OPEN_TOTAL,
     KEY_SELECT,
     POSTGRES,
+    USAGE_KEPT_FROM,
+    Retained,
     StoreError,
     audit_query,
+    day_of,
+    day_start,
     fail_open_status,
     key_from,
     limit_changes,
@@ -341,13 +345,14 @@ class PostgresLedger:
             last_used: dict[str, float] = {}
             for r in fresh:
                 pk = (r["day"], r["key_id"], r.get("owner") or "", r.get("provider") or "", r.get("upstream_model") or "")
-                agg = daily.setdefault(pk, [r.get("team_id"), 0, 0, 0, 0, 0, 0, 0, 0])
+                agg = daily.setdefault(pk, [r.get("team_id"), 0, 0, 0, 0, 0, 0, 0, 0, 0])
                 agg[1] += 1
                 agg[2] += int((r.get("status") or 0) >= 400)
                 agg[3] += int(bool(r.get("estimated")))
                 for i, col in enumerate(("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                                          "cost_micros"), start=4):
                     agg[i] += int(r.get(col) or 0)
+                agg[9] += int(not r.get("priced"))
                 if r.get("cost_micros"):
                     for scope in r.get("scopes") or ():
                         month = month_of(float(r.get("admitted_at") or r["ts"]))
@@ -357,8 +362,8 @@ class PostgresLedger:
             if daily:  # primary-key order: concurrent uploaders lock rows in the same order (no deadlocks)
                 conn.cursor().executemany(
                     "INSERT INTO usage_daily (day, key_id, owner, provider, upstream_model, team_id, requests, errors,"
-                    " estimated, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " estimated, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros,"
+                    " unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (day, key_id, owner, provider, upstream_model) DO UPDATE SET"
                     " requests = usage_daily.requests + EXCLUDED.requests,"
                     " errors = usage_daily.errors + EXCLUDED.errors,"
@@ -367,7 +372,8 @@ class PostgresLedger:
                     " output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens,"
                     " cache_read_tokens = usage_daily.cache_read_tokens + EXCLUDED.cache_read_tokens,"
                     " cache_write_tokens = usage_daily.cache_write_tokens + EXCLUDED.cache_write_tokens,"
-                    " cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
+                    " cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros,"
+                    " unpriced = usage_daily.unpriced + EXCLUDED.unpriced",
                     [(*pk, *agg) for pk, agg in sorted(daily.items())],
                 )
             if spend:
@@ -391,9 +397,40 @@ class PostgresLedger:
 
     def usage(self, *, group_by: Sequence[str] = ("day",), since: float | None = None, until: float | None = None,
               filters: Mapping[str, str | None] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        sql, args = usage_query(POSTGRES, group_by, since, until, filters, limit)
         with self._tx() as conn:
+            kept = conn.execute("SELECT value FROM meta WHERE name = %s", (USAGE_KEPT_FROM,)).fetchone()
+            retained = Retained(str(kept["value"]), daily_complete=True) if kept else None
+            sql, args = usage_query(POSTGRES, group_by, since, until, filters, limit, retained)
             return usage_totals(conn.execute(sql, args).fetchall())
+
+    def prune_usage(self, retention_days: int, batch: int = 10_000) -> int:
+        """Delete the usage events of whole UTC days past `retention_days`; usage_daily (written with each
+        upload) already holds those days. The boundary moves first, in its own transaction, so usage
+        queries read those days from usage_daily from then on, while the deletes run in batches (short
+        transactions, no long lock on the table). Returns how many events went."""
+        if retention_days <= 0:
+            return 0
+        before_day = day_of(self.clock() - retention_days * 86400)
+        before_ts = day_start(before_day)
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM usage_events WHERE ts < %s LIMIT 1", (before_ts,)).fetchone() is None:
+                return 0
+            conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
+                         " SET value = GREATEST(meta.value, EXCLUDED.value)", (USAGE_KEPT_FROM, before_day))
+        total = 0
+        while True:
+            with self._tx() as conn:
+                gone = conn.execute("DELETE FROM usage_events WHERE usage_id IN (SELECT usage_id FROM usage_events"
+                                    " WHERE ts < %s ORDER BY ts LIMIT %s)", (before_ts, batch)).rowcount
+            total += gone
+            if gone < batch:
+                return total
+
+    def kept_from(self) -> str | None:
+        """The first day whose usage events are all kept (None: none were ever pruned)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE name = %s", (USAGE_KEPT_FROM,)).fetchone()
+        return str(row["value"]) if row else None
 
     def recent(self, *, key_id: str | None = None, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
         sql, args = recent_query(POSTGRES, key_id, failed, limit)

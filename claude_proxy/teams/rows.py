@@ -4,6 +4,8 @@ refusals worded once, and the admin error."""
 
 from __future__ import annotations
 
+import calendar
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,9 @@ SUMS = ("errors", "estimated", "input_tokens", "output_tokens", "cache_read_toke
 # The fleet's count of admissions let through unchecked because the limits store failed (`on_store_error =
 # "open"`), as rows of `meta`: each worker's keeper adds its own a few times a second.
 FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT = "fail_open_total", "fail_open_last_at"
+# The first UTC day whose usage events are all kept (`event_retention_days`); absent until a prune removed any.
+USAGE_KEPT_FROM = "usage_kept_from"
+PRUNE_EVERY = 3600.0  # seconds between each worker's checks for usage events past the retention
 KEY_SELECT = """
 SELECT k.*, t.id AS t_id, t.name AS t_name, t.display_name AS t_display_name, t.created_at AS t_created_at,
        t.archived_at AS t_archived_at, t.rpm AS t_rpm, t.rpm_period_s AS t_rpm_period_s, t.tpm AS t_tpm,
@@ -69,34 +74,91 @@ def _where(clauses: Sequence[str]) -> str:
     return " WHERE " + " AND ".join(clauses) if clauses else ""
 
 
-def usage_query(d: Dialect, group_by: Sequence[str], since: float | None, until: float | None,
-                filters: Mapping[str, str | None] | None, limit: int) -> tuple[str, list[Any]]:
-    """Totals of usage_events grouped by any of GROUPS (StoreError for an unknown grouping or filter)."""
-    unknown = [g for g in group_by if g not in GROUPS]
-    if unknown:
-        raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
+@dataclass(frozen=True)
+class Retained:
+    """Where a ledger's usage is once old events were pruned (`event_retention_days`): events from the day
+    `kept_from` on, whole-day totals in `usage_daily` before it. `daily_complete`: PostgreSQL's daily
+    table holds every day (written with each upload), so only its days before `kept_from` are read; SQLite's
+    holds just the days rolled up when pruned, all of them read (no day is in both tables)."""
+
+    kept_from: str  # YYYY-MM-DD (UTC)
+    daily_complete: bool
+
+
+# usage_daily's expression for each grouping: the team by its current name; the client's model is not kept.
+DAILY_GROUPS = {**{g: f"d.{c}" for g, c in GROUPS.items()}, "team": "t.name", "client_model": "NULL"}
+# What one usage event adds to each total (usage_daily holds the same totals per day, under these names).
+_EVENT_TOTALS = {"requests": "1", "errors": "{status}", "estimated": "{estimated}", "input_tokens": "input_tokens",
+                 "output_tokens": "output_tokens", "cache_read_tokens": "cache_read_tokens",
+                 "cache_write_tokens": "cache_write_tokens", "cost_micros": "cost_micros", "unpriced": "1 - {priced}"}
+
+
+def day_start(day: str) -> float:
+    """The first second (UTC epoch) of a YYYY-MM-DD day."""
+    return float(calendar.timegm(time.strptime(day, "%Y-%m-%d")))
+
+
+def day_of(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _filters(d: Dialect, filters: Mapping[str, str | None] | None, columns: Mapping[str, str]
+             ) -> tuple[list[str], list[Any]]:
     clauses, args = [], []
-    for sql, value in ((f"ts >= {d.param}", since), (f"ts < {d.param}", until)):
-        if value is not None:
-            clauses.append(sql)
-            args.append(value)
     for name, value in (filters or {}).items():
         if value is None:
             continue
         if name not in GROUPS:
             raise StoreError(f"cannot filter usage by {name!r} (choose from {', '.join(GROUPS)})")
-        clauses.append(f"{GROUPS[name]} = {d.param}")
+        clauses.append(f"{columns[name]} = {d.param}")
         args.append(value)
+    return clauses, args
+
+
+def usage_query(d: Dialect, group_by: Sequence[str], since: float | None, until: float | None,
+                filters: Mapping[str, str | None] | None, limit: int,
+                retained: Retained | None = None) -> tuple[str, list[Any]]:
+    """Totals of usage grouped by any of GROUPS (StoreError for an unknown grouping or filter): from
+    usage_events, plus usage_daily's whole days once events were pruned (`retained`). A pruned day counts
+    whole when [since, until) overlaps it, and has no client model."""
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        raise StoreError(f"cannot group usage by {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
     groups = ", ".join(GROUPS[g] for g in group_by)
-    totals = ["count(*) AS requests", f"sum({d.as_int.format('status >= 400')}) AS errors",
-              f"sum({d.as_int.format('estimated')}) AS estimated", "sum(input_tokens) AS input_tokens",
-              "sum(output_tokens) AS output_tokens", "sum(cache_read_tokens) AS cache_read_tokens",
-              "sum(cache_write_tokens) AS cache_write_tokens", "sum(cost_micros) AS cost_micros",
-              f"sum(1 - {d.as_int.format('priced')}) AS unpriced"]
-    sql = ("SELECT " + ", ".join([*(f"{GROUPS[g]} AS {g}" for g in group_by), *totals]) + " FROM usage_events"
-           + _where(clauses) + (" GROUP BY " + groups if group_by else "")
-           + " ORDER BY " + (groups or "1") + f" LIMIT {int(limit)}")
-    return sql, args
+    clauses, args = _filters(d, filters, GROUPS)
+    first = since
+    if retained is not None and retained.daily_complete:
+        first = max(since or 0.0, day_start(retained.kept_from))
+    for sql, value in ((f"ts >= {d.param}", first), (f"ts < {d.param}", until)):
+        if value is not None:
+            clauses.append(sql)
+            args.append(value)
+    totals = {name: expr.format(status=d.as_int.format("status >= 400"), estimated=d.as_int.format("estimated"),
+                                priced=d.as_int.format("priced")) for name, expr in _EVENT_TOTALS.items()}
+    if retained is None:  # every usage row is an event
+        sql = ("SELECT " + ", ".join([*(f"{GROUPS[g]} AS {g}" for g in group_by),
+                                      *(f"sum({expr}) AS {name}" for name, expr in totals.items())])
+               + " FROM usage_events" + _where(clauses)
+               + (" GROUP BY " + groups if group_by else "") + " ORDER BY " + (groups or "1") + f" LIMIT {int(limit)}")
+        return sql, args
+    events = ("SELECT " + ", ".join([*(f"{GROUPS[g]} AS {g}" for g in group_by),
+                                     *(f"{expr} AS {name}" for name, expr in totals.items())])
+              + " FROM usage_events" + _where(clauses))
+    daily_clauses, daily_args = _filters(d, filters, DAILY_GROUPS)
+    bounds = [(f"d.day >= {d.param}", day_of(since) if since is not None else None),
+              (f"d.day <= {d.param}", day_of(until - 0.001) if until is not None else None),
+              (f"d.day < {d.param}", retained.kept_from if retained.daily_complete else None)]
+    for sql, value in bounds:
+        if value is not None:
+            daily_clauses.append(sql)
+            daily_args.append(value)
+    daily = ("SELECT " + ", ".join([*(f"{DAILY_GROUPS[g]} AS {g}" for g in group_by), *(f"d.{n}" for n in totals)])
+             + " FROM usage_daily d LEFT JOIN teams t ON t.id = d.team_id" + _where(daily_clauses))
+    outer = ", ".join(group_by)
+    sql = ("SELECT " + ", ".join([*group_by, *(f"sum({n}) AS {n}" for n in totals)])
+           + f" FROM ({events} UNION ALL {daily}) u"
+           + (" GROUP BY " + outer if group_by else "") + " ORDER BY " + (outer or "1") + f" LIMIT {int(limit)}")
+    return sql, [*args, *daily_args]
 
 
 def usage_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -104,7 +166,7 @@ def usage_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         row = dict(r)
-        row["requests"] = int(row["requests"])
+        row["requests"] = int(row["requests"] or 0)
         for k in SUMS:
             row[k] = int(row[k] or 0)
         out.append(row)

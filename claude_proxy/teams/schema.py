@@ -6,7 +6,7 @@ The audit table refuses UPDATE and DELETE by trigger: append-only is enforced by
 
 from __future__ import annotations
 
-VERSION = 1
+VERSION = 2  # 2: usage_daily (event_retention_days); a version-1 file gains it in place
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -50,6 +50,18 @@ CREATE TABLE IF NOT EXISTS usage_events (
 CREATE INDEX IF NOT EXISTS usage_ts ON usage_events (ts);
 CREATE INDEX IF NOT EXISTS usage_key_ts ON usage_events (key_id, ts);
 CREATE INDEX IF NOT EXISTS usage_team_ts ON usage_events (team_id, ts);
+
+-- Whole-day totals of usage events pruned past event_retention_days (rolled up and deleted in one
+-- transaction: a request is in exactly one of the two tables). Same columns as PostgreSQL's usage_daily.
+CREATE TABLE IF NOT EXISTS usage_daily (
+  day TEXT NOT NULL, key_id TEXT NOT NULL, owner TEXT NOT NULL, provider TEXT NOT NULL, upstream_model TEXT NOT NULL,
+  team_id INTEGER,
+  requests INTEGER NOT NULL, errors INTEGER NOT NULL, estimated INTEGER NOT NULL,
+  input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+  cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
+  unpriced INTEGER NOT NULL,
+  PRIMARY KEY (day, key_id, owner, provider, upstream_model)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS audit_events (
   id INTEGER PRIMARY KEY AUTOINCREMENT,

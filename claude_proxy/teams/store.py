@@ -41,9 +41,14 @@ from claude_proxy.teams.rows import (
     FAIL_OPEN_LAST_AT,
     FAIL_OPEN_TOTAL,
     KEY_SELECT,
+    PRUNE_EVERY,
     SQLITE,
+    USAGE_KEPT_FROM,
+    Retained,
     StoreError,
     audit_query,
+    day_of,
+    day_start,
     fail_open_status,
     key_from,
     limit_changes,
@@ -75,6 +80,24 @@ AUTOCHECKPOINT_PAGES = 10_000
 # that will be read again from the OS cache anyway: measured, 8 busy connections held ~4 MB more per
 # worker at the default and ran no faster.
 CACHE_KIB = 256
+PRUNE_BATCH = 5000  # usage events folded into usage_daily per write transaction
+# The events matching `cond` as daily totals, added to the day's row (the key, owner, provider and model of
+# an event without one are "", as in PostgreSQL's usage_daily).
+ROLLUP = """
+INSERT INTO usage_daily (day, key_id, owner, provider, upstream_model, team_id, requests, errors, estimated,
+  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros, unpriced)
+SELECT day, key_id, coalesce(owner, ''), coalesce(provider, ''), coalesce(upstream_model, ''), max(team_id),
+  count(*), coalesce(sum(status >= 400), 0), sum(estimated), sum(input_tokens), sum(output_tokens),
+  sum(cache_read_tokens), sum(cache_write_tokens), coalesce(sum(cost_micros), 0), sum(1 - priced)
+FROM usage_events WHERE {cond} GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (day, key_id, owner, provider, upstream_model) DO UPDATE SET
+  requests = requests + excluded.requests, errors = errors + excluded.errors,
+  estimated = estimated + excluded.estimated, input_tokens = input_tokens + excluded.input_tokens,
+  output_tokens = output_tokens + excluded.output_tokens,
+  cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+  cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+  cost_micros = cost_micros + excluded.cost_micros, unpriced = unpriced + excluded.unpriced
+"""
 
 
 class SqliteStore:
@@ -90,8 +113,11 @@ class SqliteStore:
         lease_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
         tpm_counts_cache_reads: bool = False,
+        event_retention_days: int = 0,
     ) -> None:
         self.path = path
+        self.retention_days = event_retention_days  # 0: keep every usage event
+        self._prune_due = 0.0  # monotonic time of this process's next check
         self.busy_timeout_ms = busy_timeout_ms
         self.lease_seconds = lease_seconds
         self.clock = clock
@@ -217,8 +243,12 @@ class SqliteStore:
         return VERSION
 
     def maintain(self) -> None:
-        """Checkpoint the WAL into the database file if this process wrote since the last time: PASSIVE, so
-        it waits for no reader or writer, and the WAL starts over from its beginning once it is all copied."""
+        """Once an hour, prune usage events past the retention. Then checkpoint the WAL into the database file
+        if this process wrote since the last time: PASSIVE, so it waits for no reader or writer, and the WAL
+        starts over from its beginning once it is all copied."""
+        if self.retention_days and time.monotonic() >= self._prune_due:
+            self._prune_due = time.monotonic() + PRUNE_EVERY
+            self.prune_usage()
         writes = self._writes
         if writes == self._checkpointed:
             return
@@ -293,6 +323,33 @@ class SqliteStore:
                 " SET value = CAST(max(CAST(value AS REAL), CAST(excluded.value AS REAL)) AS TEXT)",
                 (FAIL_OPEN_LAST_AT, repr(float(last_at))),
             )
+
+    def prune_usage(self, now: float | None = None, batch: int = PRUNE_BATCH) -> int:
+        """Fold the usage events of whole UTC days past `event_retention_days` into usage_daily and delete
+        them, oldest first, at most ~`batch` events per write transaction (requests queue behind each one
+        briefly, not behind the whole prune). Rolled up and deleted together: an event is counted in exactly
+        one of the two tables at every moment. Returns how many events went."""
+        if not self.retention_days:
+            return 0
+        before_day = day_of((self.clock() if now is None else now) - self.retention_days * 86400)
+        before_ts = day_start(before_day)
+        with self._conn() as conn:  # the hourly check of every worker: a read, no write lock
+            if conn.execute("SELECT 1 FROM usage_events WHERE ts < ? LIMIT 1", (before_ts,)).fetchone() is None:
+                return 0
+        total = 0
+        while True:
+            with self._write() as conn:
+                edge = conn.execute("SELECT ts FROM usage_events WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?",
+                                    (before_ts, max(batch, 1) - 1)).fetchone()
+                cond, bound = ("ts <= ?", float(edge[0])) if edge is not None else ("ts < ?", before_ts)
+                conn.execute(ROLLUP.format(cond=cond), (bound,))
+                gone = conn.execute(f"DELETE FROM usage_events WHERE {cond}", (bound,)).rowcount
+                if gone:
+                    conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                                 " SET value = max(value, excluded.value)", (USAGE_KEPT_FROM, before_day))
+            total += gone
+            if edge is None:
+                return total
 
     # -- teams ---------------------------------------------------------------------------------------------------
 
@@ -659,9 +716,12 @@ class SqliteStore:
         filters: Mapping[str, str | None] | None = None,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Totals grouped by any of day, key, owner, team, model, client_model, provider."""
-        sql, args = usage_query(SQLITE, group_by, since, until, filters, limit)
+        """Totals grouped by any of day, key, owner, team, model, client_model, provider (pruned days from
+        usage_daily)."""
         with self._conn() as conn:
+            kept = conn.execute("SELECT value FROM meta WHERE name = ?", (USAGE_KEPT_FROM,)).fetchone()
+            retained = Retained(str(kept[0]), daily_complete=False) if kept else None
+            sql, args = usage_query(SQLITE, group_by, since, until, filters, limit, retained)
             return usage_totals(conn.execute(sql, args).fetchall())
 
     def recent(self, *, key_id: str | None = None, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
@@ -691,8 +751,8 @@ class SqliteStore:
                 for name, table in (("keys", "api_keys"), ("teams", "teams"), ("usage_events", "usage_events"),
                                     ("audit_events", "audit_events"))
             }
-            fail_open = fail_open_status(dict(conn.execute(
-                "SELECT name, value FROM meta WHERE name IN (?, ?)", (FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT)).fetchall()))
+            meta = dict(conn.execute("SELECT name, value FROM meta WHERE name IN (?, ?, ?)",
+                                     (FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT, USAGE_KEPT_FROM)).fetchall())
         return {
             "store": self.name,
             "path": self.path,
@@ -701,7 +761,9 @@ class SqliteStore:
             "epoch": self.epoch(),
             "in_flight": self.in_flight(),
             **counts,
-            **fail_open,
+            "event_retention_days": self.retention_days,
+            "usage_events_kept_from": meta.get(USAGE_KEPT_FROM),
+            **fail_open_status(meta),
         }
 
 

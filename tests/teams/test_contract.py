@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from claude_proxy.teams.base import Store, StoreDown
 from claude_proxy.teams.gate import Gate
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage, iso
+from claude_proxy.teams.rows import day_start
 
 ACTOR = Actor("test", remote_addr="127.0.0.1")
 _n = itertools.count()
@@ -302,3 +304,74 @@ def test_fail_open_admissions_are_counted_for_the_whole_fleet_in_status(
     for a in admitted:
         assert isinstance(a, Admitted)
         gate.settle(a, Usage(input_tokens=1))
+
+
+def test_usage_past_the_retention_becomes_daily_totals_and_every_grouping_reads_the_same(gate: Gate) -> None:
+    """`event_retention_days`: a worker's upkeep deletes the events of whole days past it, whose totals stay in
+    usage_daily; usage by day, key, owner, team, model and provider, filtered or not, is what it was. Only the
+    client's model of those days is gone. An event of a pruned day that arrives late still counts once."""
+    day = 86400.0
+    start = day_start("2026-11-01") + 10 * 3600  # 10:00 UTC
+    now = [start]
+    aged = Gate(replace(gate.settings, event_retention_days=2), clock=lambda: now[0])
+    aged.prepare()
+    try:
+        aged.store.create_team("retained", Limits(), ACTOR)
+        keys = []
+        for owner, team in (("old1@example.com", "retained"), ("old2@example.com", None)):
+            record, key = aged.store.create_key(owner=owner, team=team, actor=ACTOR)
+            found = aged.authenticate([key], {})
+            assert isinstance(found, Principal)
+            keys.append((record.id, found))
+
+        def answer(p: Principal, n: int, **usage: Any) -> None:
+            admitted = aged.admit(p, 1)
+            assert isinstance(admitted, Admitted)
+            aged.settle(admitted, Usage(input_tokens=10 + n, output_tokens=n, cache_read_tokens=n % 3,
+                                        cache_write_tokens=1, client_model=f"claude-{n % 2}", **usage))
+
+        n = 0
+        for offset in (0, 1, 2, 9):  # Nov 1, 2, 3 (past the retention at Nov 10 12:00) and Nov 10 (kept)
+            now[0] = start + offset * day
+            for _, p in keys:
+                for model, cost in (("m1", 5), ("m2", None)):  # m2 is unpriced
+                    n += 1
+                    answer(p, n, provider="prov" if n % 4 else "other", upstream_model=model, cost_micro_usd=cost,
+                           status=500 if n % 5 == 0 else 200, estimated=n % 7 == 0)
+        flush(aged.store)
+        queries: list[dict[str, Any]] = [
+            {"group_by": ["day"]}, {"group_by": ["key"]}, {"group_by": ["owner", "model"]},
+            {"group_by": ["team", "provider"]}, {"group_by": []}, {"group_by": ["day"], "filters": {"team": "retained"}},
+            {"group_by": ["model"], "filters": {"key": keys[1][0], "provider": "prov"}},
+            {"group_by": ["day"], "since": day_start("2026-11-02"), "until": day_start("2026-11-04")},  # Nov 2 and 3
+        ]
+        partial = {"group_by": ["day"], "since": day_start("2026-11-02"), "until": day_start("2026-11-03") + 9 * 3600}
+        before = [aged.store.usage(**q) for q in queries]
+        by_client = aged.store.usage(group_by=["client_model"])
+        events = aged.store.status()["usage_events"]
+        assert [r["day"] for r in aged.store.usage(**partial)] == ["2026-11-02"]
+        assert aged.store.status()["usage_events_kept_from"] is None
+
+        now[0] = start + 9 * day + 2 * 3600  # Nov 10 12:00: Nov 1-3 are past two whole days
+        aged.store.maintain()  # the keeper's upkeep: the first call checks at once
+        status = aged.store.status()
+        assert status["usage_events"] == events - 12 and status["usage_events_kept_from"] == "2026-11-08"
+        assert status["event_retention_days"] == 2
+        assert [aged.store.usage(**q) for q in queries] == before
+        # a range that cuts a pruned day counts the day whole (Nov 3's answers came at 10:00, after its end)
+        assert [r["day"] for r in aged.store.usage(**partial)] == ["2026-11-02", "2026-11-03"]
+        assert {r["client_model"]: r["requests"] for r in by_client} == {"claude-0": 8, "claude-1": 8}
+        pruned_client = {r["client_model"]: r["requests"] for r in aged.store.usage(group_by=["client_model"])}
+        assert pruned_client == {None: 12, "claude-0": 2, "claude-1": 2}  # the pruned days' client model is gone
+        assert len(aged.store.recent(limit=100)) == 4  # single requests: only the kept days'
+
+        # an answer of a pruned day uploaded (or settled) late: counted once, on its day
+        now[0] = start + day + 60
+        answer(keys[0][1], 99, provider="prov", upstream_model="m1", cost_micro_usd=5, status=200)
+        flush(aged.store)
+        now[0] = start + 9 * day + 2 * 3600
+        late = aged.store.usage(group_by=["day"])
+        assert [(r["day"], r["requests"]) for r in late] == [
+            (r["day"], r["requests"] + (r["day"] == "2026-11-02")) for r in before[0]]
+    finally:
+        aged.store.close()

@@ -22,6 +22,8 @@ def test_postgres_reads_dsn_variable_names_and_defaults_auto_migrate_off() -> No
     assert teams_settings({}, "c.toml", ENV).auto_migrate is True  # SQLite migrates itself
     assert teams_settings({}, "c.toml", ENV).metrics_per_key is False  # one series per key: only when asked
     assert teams_settings({"metrics_per_key": True}, "c.toml", ENV).metrics_per_key is True
+    assert teams_settings({}, "c.toml", ENV).event_retention_days == 30  # the design's default
+    assert teams_settings({"event_retention_days": 0}, "c.toml", ENV).event_retention_days == 0  # keep every event
 
 
 def test_a_missing_dsn_variable_is_named() -> None:
@@ -38,6 +40,8 @@ def test_a_missing_dsn_variable_is_named() -> None:
     ({"store": "postgres", "flush_interval": 0}, "'teams.flush_interval' must be"),
     ({"store": "postgres", "auto_migrate": "yes"}, "'teams.auto_migrate' must be"),
     ({"metrics_per_key": "yes"}, "'teams.metrics_per_key' must be true or false"),
+    ({"event_retention_days": -1}, "'teams.event_retention_days' must be a whole number of days"),
+    ({"event_retention_days": 1.5}, "'teams.event_retention_days' must be a whole number of days"),
 ])
 def test_bad_values_are_one_line_errors(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

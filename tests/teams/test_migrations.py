@@ -75,3 +75,37 @@ def test_a_worker_on_an_older_schema_refuses_to_start_with_one_line(
     assert "run `claude-proxy store migrate`" in lines[0]
     assert "Traceback" not in server.output() and dsn not in server.output()
     assert "exited with" in str(failed.value)
+
+
+def test_0002_counts_unpriced_answers_in_the_daily_totals_filled_in_from_the_events(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer
+) -> None:
+    """A ledger at 0001 with days already uploaded: 0002 adds usage_daily.unpriced, counted from the events
+    still there, so those days read the same once their events are pruned; and it goes back down cleanly."""
+    from alembic import command
+
+    from claude_proxy.cli.store import alembic_config
+
+    dsn = postgres_server.database("upgrade_0002")
+    command.upgrade(alembic_config(dsn), "0001")
+    event = ("INSERT INTO usage_events (usage_id, ts, day, key_id, owner, provider, upstream_model, input_tokens,"
+             " output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, priced)"
+             " VALUES (%s, 0, %s, 'k1', 'o', %s, 'm', 1, 1, 0, 0, false, %s, %s)")
+    with psycopg.connect(dsn) as conn:
+        for usage_id, day, provider, priced in (("u1", "2026-11-01", "p", True), ("u2", "2026-11-01", "p", False),
+                                                ("u3", "2026-11-01", "p", False), ("u4", "2026-11-02", None, False)):
+            conn.execute(event, (usage_id, day, provider, 5 if priced else None, priced))
+        conn.execute("INSERT INTO usage_daily (day, key_id, owner, provider, upstream_model, requests, errors,"
+                     " estimated, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros)"
+                     " VALUES ('2026-11-01', 'k1', 'o', 'p', 'm', 3, 0, 0, 3, 3, 0, 0, 5),"
+                     " ('2026-11-02', 'k1', 'o', '', 'm', 1, 0, 0, 1, 1, 0, 0, 0)")
+    command.upgrade(alembic_config(dsn), "head")
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT day, provider, unpriced FROM usage_daily ORDER BY day").fetchall()
+        assert rows == [("2026-11-01", "p", 2), ("2026-11-02", "", 1)]
+    command.downgrade(alembic_config(dsn), "0001")
+    with psycopg.connect(dsn) as conn:
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'usage_daily'")}
+        assert "unpriced" not in columns and "cost_micros" in columns
+    command.upgrade(alembic_config(dsn), "head")

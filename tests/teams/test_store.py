@@ -312,3 +312,59 @@ def test_a_worker_booting_on_a_current_schema_does_not_wait_for_the_write_lock(t
     check = sqlite3.connect(path)
     assert check.execute("PRAGMA user_version").fetchone()[0] == VERSION
     check.close()
+
+
+def test_pruning_folds_old_events_in_batches_ties_and_all_and_a_second_prune_finds_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Batches of 3 events per write transaction over 11 old events, five of them in the same second (a batch's
+    edge falls inside the tie): every event is folded into usage_daily exactly once, then deleted."""
+    from claude_proxy.teams.rows import day_start
+
+    gate = Gate(TeamsSettings(path=str(tmp_path / "teams.db"), event_retention_days=1), clock=clock)
+    gate.prepare()
+    try:
+        _, key = gate.store.create_key(owner="batch@example.com", actor=ADMIN)
+        p = _principal(gate, key)
+        first = day_start("2027-01-10") + 3600
+        for i in range(12):  # 11 on Jan 10 (i 3..7 at one instant), one on Jan 15 (kept)
+            clock.now = first + (i if i < 3 else 3 if i < 8 else i) if i < 11 else day_start("2027-01-15") + 60
+            admitted = gate.admit(p, 1)
+            assert isinstance(admitted, Admitted)
+            gate.store.settle(admitted, Usage(input_tokens=i, output_tokens=1, upstream_model="m", provider="p",
+                                              cost_micro_usd=None if i % 2 else 3, status=200))
+        before = gate.store.usage(group_by=["day", "model"])
+        clock.now = day_start("2027-01-15") + 3600
+        assert gate.store.prune_usage(batch=3) == 11
+        assert gate.store.prune_usage(batch=3) == 0
+        assert gate.store.usage(group_by=["day", "model"]) == before
+        assert [(r["day"], r["requests"], r["input_tokens"], r["unpriced"]) for r in before] == [
+            ("2027-01-10", 11, sum(range(11)), 5), ("2027-01-15", 1, 11, 1)]
+        assert gate.store.status()["usage_events"] == 1
+    finally:
+        gate.store.close()
+
+
+def test_a_version_1_file_gains_the_daily_table_in_place_and_keeps_its_events(tmp_path: Path, clock: Clock) -> None:
+    from claude_proxy.teams.store import VERSION
+
+    path = tmp_path / "teams.db"
+    gate = Gate(TeamsSettings(path=str(path)), clock=clock)
+    gate.prepare()
+    _, key = gate.store.create_key(owner="v1@example.com", actor=ADMIN)
+    admitted = gate.admit(_principal(gate, key), 1)
+    assert isinstance(admitted, Admitted)
+    gate.store.settle(admitted, Usage(input_tokens=4, status=200))
+    gate.store.close()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("DROP TABLE usage_daily")
+    old.execute("PRAGMA user_version = 1")  # as the previous release left it
+    old.close()
+    again = Gate(TeamsSettings(path=str(path)), clock=clock)
+    again.prepare()
+    try:
+        assert again.store.status()["schema_version"] == VERSION == 2
+        assert [r["input_tokens"] for r in again.store.usage(group_by=[])] == [4]
+        assert again.store.prune_usage() == 0  # the new table is there to fold into
+    finally:
+        again.store.close()

@@ -4,4 +4,4 @@ Raw SQL revisions, so neither the gunicorn master nor the workers import SQLAlch
 compare `alembic_version` with `HEAD` (below, checked against the revisions by a test).
 """
 
-HEAD = "0001"
+HEAD = "0002"
