@@ -170,6 +170,7 @@ class GracefulThreadWorker(ThreadWorker):
         from claude_proxy.server.memory import (  # the master has no heap of requests to trim
             Trimmer,
             defer_charset_detection,
+            defer_redis_asyncio,
         )
 
         config = getattr(self.app, "proxy_config", None)  # `serve()`'s; None under `gunicorn wsgi:app`
@@ -178,6 +179,7 @@ class GracefulThreadWorker(ThreadWorker):
         if note:
             self.log.warning(note)
         defer_charset_detection(config)  # before the app (and with it requests) is loaded
+        defer_redis_asyncio(config)  # before the teams store (and with it redis) is loaded
         if "envelope_errors" in self.items:
             util.write_error = write_envelope  # this process only: the worker is ours after the fork
         if "coalescing_response" in self.items:

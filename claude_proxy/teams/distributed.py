@@ -27,7 +27,7 @@ from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.postgres import PostgresLedger
 from claude_proxy.teams.records import Actor, Admitted, KeyRecord, Principal, Refused, Stale, Team, Usage
 from claude_proxy.teams.redis_limits import RedisLimiter
-from claude_proxy.teams.rows import PRUNE_EVERY
+from claude_proxy.teams.rows import PRUNE_AGAIN, PRUNE_BUDGET, PRUNE_EVERY
 from claude_proxy.teams.spool import Spool
 
 log = logging.getLogger("claude_proxy.teams")
@@ -82,8 +82,9 @@ class DistributedStore:
         """Once an hour, prune the ledger's usage events past the retention (every worker checks; the first
         to find any deletes them). Uploads are the spool's uploader thread's."""
         if self.settings.event_retention_days and time.monotonic() >= self._prune_due:
-            self._prune_due = time.monotonic() + PRUNE_EVERY
-            self.ledger.prune_usage(self.settings.event_retention_days)
+            self._prune_due = time.monotonic() + PRUNE_EVERY  # a store error waits for the next hour too
+            if not self.ledger.prune_usage(self.settings.event_retention_days, budget_s=PRUNE_BUDGET).done:
+                self._prune_due = time.monotonic() + PRUNE_AGAIN
 
     # -- epoch -----------------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ log = logging.getLogger("claude_proxy.teams")
 NEGATIVE_TTL = 2.0  # unknown keys are remembered this long (a key created since is found after it)
 CACHE_MAX = 10_000
 MAINTAIN_EVERY = 0.25  # seconds between the keeper's calls to the store's upkeep
+FAIL_OPEN_RETRY = 5.0  # seconds the keeper waits to write the fail-open count again after the store refused it
 GATEWAY_USER_ID = "x-claude-gateway-user-id"
 GATEWAY_USER_EMAIL = "x-claude-gateway-user-email"
 _MAX_USER = 256
@@ -99,6 +100,7 @@ class Gate:
         # them while the store cannot take them.
         self._fail_open_pending = 0
         self._fail_open_last = 0.0
+        self._fail_open_retry_at = 0.0  # monotonic; after a failed write the keeper waits FAIL_OPEN_RETRY
         self._epoch = -1
         self._live: dict[str, Admitted] = {}
         self._lock = threading.Lock()
@@ -363,7 +365,8 @@ class Gate:
                 self.store.maintain()
             except STORE_ERRORS as exc:
                 log.warning("teams: store upkeep failed: %s", exc)
-            self.flush_fail_open()
+            if time.monotonic() >= self._fail_open_retry_at:
+                self.flush_fail_open()
             if time.monotonic() - renewed < renew_every:
                 continue
             renewed = time.monotonic()
@@ -394,6 +397,7 @@ class Gate:
         except STORE_ERRORS as exc:
             with self._lock:
                 self._fail_open_pending += count
+                self._fail_open_retry_at = time.monotonic() + FAIL_OPEN_RETRY
             log.warning("teams: recording %d fail-open admissions failed (kept for the next try): %s", count, exc)
             return 0
         return count

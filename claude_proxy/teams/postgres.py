@@ -38,6 +38,7 @@ from claude_proxy.teams.rows import (
     KEY_SELECT,
     POSTGRES,
     USAGE_KEPT_FROM,
+    Pruned,
     Retained,
     StoreError,
     audit_query,
@@ -403,18 +404,19 @@ class PostgresLedger:
             sql, args = usage_query(POSTGRES, group_by, since, until, filters, limit, retained)
             return usage_totals(conn.execute(sql, args).fetchall())
 
-    def prune_usage(self, retention_days: int, batch: int = 10_000) -> int:
+    def prune_usage(self, retention_days: int, batch: int = 10_000, budget_s: float | None = None) -> Pruned:
         """Delete the usage events of whole UTC days past `retention_days`; usage_daily (written with each
         upload) already holds those days. The boundary moves first, in its own transaction, so usage
         queries read those days from usage_daily from then on, while the deletes run in batches (short
-        transactions, no long lock on the table). Returns how many events went."""
+        transactions, no long lock on the table) until none is left or `budget_s` has passed."""
         if retention_days <= 0:
-            return 0
+            return Pruned(0, True)
+        started = time.monotonic()
         before_day = day_of(self.clock() - retention_days * 86400)
         before_ts = day_start(before_day)
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM usage_events WHERE ts < %s LIMIT 1", (before_ts,)).fetchone() is None:
-                return 0
+                return Pruned(0, True)
             conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
                          " SET value = GREATEST(meta.value, EXCLUDED.value)", (USAGE_KEPT_FROM, before_day))
         total = 0
@@ -424,7 +426,9 @@ class PostgresLedger:
                                     " WHERE ts < %s ORDER BY ts LIMIT %s)", (before_ts, batch)).rowcount
             total += gone
             if gone < batch:
-                return total
+                return Pruned(total, True)
+            if budget_s is not None and time.monotonic() - started >= budget_s:
+                return Pruned(total, False)
 
     def kept_from(self) -> str | None:
         """The first day whose usage events are all kept (None: none were ever pruned)."""
@@ -438,8 +442,8 @@ class PostgresLedger:
             return [dict(r) for r in conn.execute(sql, args)]
 
     def audit(self, *, since: float | None = None, actor: str | None = None, action: str | None = None,
-              limit: int = 100) -> list[dict[str, Any]]:
-        sql, args = audit_query(POSTGRES, since, actor, action, limit)
+              limit: int = 100, until: float | None = None, after: int | None = None) -> list[dict[str, Any]]:
+        sql, args = audit_query(POSTGRES, since, actor, action, limit, until, after)
         with self._tx() as conn:
             rows = conn.execute(sql, args).fetchall()
         return [dict(r) for r in rows]  # details: JSONB comes back as a dict

@@ -8,7 +8,7 @@ import calendar
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from claude_proxy.config.teams import Rate
 from claude_proxy.teams.records import KeyRecord, Refused, Scope, Team, iso, limits_from_row
@@ -31,6 +31,16 @@ FAIL_OPEN_TOTAL, FAIL_OPEN_LAST_AT = "fail_open_total", "fail_open_last_at"
 # The first UTC day whose usage events are all kept (`event_retention_days`); absent until a prune removed any.
 USAGE_KEPT_FROM = "usage_kept_from"
 PRUNE_EVERY = 3600.0  # seconds between each worker's checks for usage events past the retention
+# A prune runs on the worker's keeper thread, which also renews leases: it stops after PRUNE_BUDGET seconds
+# and goes on PRUNE_AGAIN seconds later (a first prune of a year's ledger takes minutes, in slices).
+PRUNE_BUDGET, PRUNE_AGAIN = 0.5, 1.0
+
+
+class Pruned(NamedTuple):
+    events: int  # usage events folded into daily totals and deleted
+    done: bool  # False: the time budget ran out with older events left
+
+
 KEY_SELECT = """
 SELECT k.*, t.id AS t_id, t.name AS t_name, t.display_name AS t_display_name, t.created_at AS t_created_at,
        t.archived_at AS t_archived_at, t.rpm AS t_rpm, t.rpm_period_s AS t_rpm_period_s, t.tpm AS t_tpm,
@@ -185,10 +195,12 @@ def recent_query(d: Dialect, key_id: str | None, failed: bool, limit: int) -> tu
 
 
 def audit_query(d: Dialect, since: float | None, actor: str | None, action: str | None,
-                limit: int) -> tuple[str, list[Any]]:
-    """Audit events, newest first, filtered by any of time, actor and action."""
+                limit: int, until: float | None = None, after: int | None = None) -> tuple[str, list[Any]]:
+    """Audit events, newest first, filtered by any of time, actor and action; `after` (an event id) pages on
+    to the older ones."""
     clauses, args = [], []
-    for sql, value in ((f"ts >= {d.param}", since), (f"actor = {d.param}", actor), (f"action = {d.param}", action)):
+    for sql, value in ((f"ts >= {d.param}", since), (f"ts < {d.param}", until), (f"actor = {d.param}", actor),
+                       (f"action = {d.param}", action), (f"id < {d.param}", after)):
         if value is not None:
             clauses.append(sql)
             args.append(value)

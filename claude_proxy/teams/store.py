@@ -41,9 +41,12 @@ from claude_proxy.teams.rows import (
     FAIL_OPEN_LAST_AT,
     FAIL_OPEN_TOTAL,
     KEY_SELECT,
+    PRUNE_AGAIN,
+    PRUNE_BUDGET,
     PRUNE_EVERY,
     SQLITE,
     USAGE_KEPT_FROM,
+    Pruned,
     Retained,
     StoreError,
     audit_query,
@@ -247,8 +250,9 @@ class SqliteStore:
         if this process wrote since the last time: PASSIVE, so it waits for no reader or writer, and the WAL
         starts over from its beginning once it is all copied."""
         if self.retention_days and time.monotonic() >= self._prune_due:
-            self._prune_due = time.monotonic() + PRUNE_EVERY
-            self.prune_usage()
+            self._prune_due = time.monotonic() + PRUNE_EVERY  # a store error waits for the next hour too
+            if not self.prune_usage(budget_s=PRUNE_BUDGET).done:
+                self._prune_due = time.monotonic() + PRUNE_AGAIN
         writes = self._writes
         if writes == self._checkpointed:
             return
@@ -324,18 +328,19 @@ class SqliteStore:
                 (FAIL_OPEN_LAST_AT, repr(float(last_at))),
             )
 
-    def prune_usage(self, now: float | None = None, batch: int = PRUNE_BATCH) -> int:
+    def prune_usage(self, now: float | None = None, batch: int = PRUNE_BATCH, budget_s: float | None = None) -> Pruned:
         """Fold the usage events of whole UTC days past `event_retention_days` into usage_daily and delete
         them, oldest first, at most ~`batch` events per write transaction (requests queue behind each one
-        briefly, not behind the whole prune). Rolled up and deleted together: an event is counted in exactly
-        one of the two tables at every moment. Returns how many events went."""
+        briefly, not behind the whole prune), until none is left or `budget_s` has passed. Rolled up and
+        deleted together: an event is counted in exactly one of the two tables at every moment."""
         if not self.retention_days:
-            return 0
+            return Pruned(0, True)
+        started = time.monotonic()
         before_day = day_of((self.clock() if now is None else now) - self.retention_days * 86400)
         before_ts = day_start(before_day)
         with self._conn() as conn:  # the hourly check of every worker: a read, no write lock
             if conn.execute("SELECT 1 FROM usage_events WHERE ts < ? LIMIT 1", (before_ts,)).fetchone() is None:
-                return 0
+                return Pruned(0, True)
         total = 0
         while True:
             with self._write() as conn:
@@ -349,7 +354,9 @@ class SqliteStore:
                                  " SET value = max(value, excluded.value)", (USAGE_KEPT_FROM, before_day))
             total += gone
             if edge is None:
-                return total
+                return Pruned(total, True)
+            if budget_s is not None and time.monotonic() - started >= budget_s:
+                return Pruned(total, False)
 
     # -- teams ---------------------------------------------------------------------------------------------------
 
@@ -730,9 +737,10 @@ class SqliteStore:
             return [dict(r) for r in conn.execute(sql, args)]
 
     def audit(
-        self, *, since: float | None = None, actor: str | None = None, action: str | None = None, limit: int = 100
+        self, *, since: float | None = None, actor: str | None = None, action: str | None = None, limit: int = 100,
+        until: float | None = None, after: int | None = None,
     ) -> list[dict[str, Any]]:
-        sql, args = audit_query(SQLITE, since, actor, action, limit)
+        sql, args = audit_query(SQLITE, since, actor, action, limit, until, after)
         with self._conn() as conn:
             rows = conn.execute(sql, args).fetchall()
         out = []

@@ -329,7 +329,14 @@ class TeamsEdge:
             if status not in ("active", "revoked", "expired", "all"):
                 raise InvalidRequest("status: one of active, revoked, expired, all")
             found = store.keys(team=request.args.get("team"), owner=request.args.get("owner"), status=status)
-            return reply({"data": [k.public() for k in found]})
+            after = request.args.get("after")
+            if after:  # the page after this key, in creation order (the key may have left the filter since)
+                mark = store.key(after)
+                found = [k for k in found if (k.created_at, k.id) > (mark.created_at, mark.id)]
+            limit = _limit(request.args.get("limit"), 100)
+            page = found[:limit]
+            return reply({"data": [k.public() for k in page], "has_more": len(found) > limit,
+                          "last_id": page[-1].id if page else None})
 
         def key_item(key_id: str) -> Response:
             if request.method == "PATCH":
@@ -379,14 +386,17 @@ class TeamsEdge:
             return reply({"data": rows})
 
         def audit() -> Response:
-            limit = request.args.get("limit", "100")
-            if not limit.isdigit():
-                raise InvalidRequest("limit: a whole number")
-            rows = store.audit(since=_time(request.args.get("from")), actor=request.args.get("actor"),
-                               action=request.args.get("action"), limit=min(int(limit), 1000))
-            for row in rows:
+            limit = _limit(request.args.get("limit"), 100)
+            after = request.args.get("after")
+            if after is not None and not after.isdigit():
+                raise InvalidRequest("after: an audit event id (the last_id of the previous page)")
+            rows = store.audit(since=_time(request.args.get("from")), until=_time(request.args.get("to")),
+                               actor=request.args.get("actor"), action=request.args.get("action"),
+                               after=int(after) if after else None, limit=limit + 1)
+            page = rows[:limit]
+            for row in page:
                 row["time"] = iso(row.pop("ts"))
-            return reply({"data": rows})
+            return reply({"data": page, "has_more": len(rows) > limit, "last_id": page[-1]["id"] if page else None})
 
         def status() -> Response:
             return reply({**store.status(), "worker_live_requests": self.gate.live(),
@@ -466,6 +476,15 @@ def limit_changes(data: Mapping[str, Any]) -> dict[str, Any]:
         value = data["monthly_budget_usd"]
         changes["monthly_budget_micros"] = None if value is None else usd_to_micros(value)
     return changes
+
+
+def _limit(value: str | None, default: int, most: int = 1000) -> int:
+    """A page size from the query string: 1 to `most`."""
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise InvalidRequest(f"limit: a whole number from 1 to {most}")
+    return int(value)
 
 
 def _time(value: Any) -> float | None:

@@ -543,6 +543,28 @@ def test_admin_api_teams_usage_me_and_in_flight_agree_with_the_upstream(
     assert (shown["month_spend_usd"], shown["in_flight"], shown["keys"]) == (cost / 1e6, 0, [key_id])
     assert cli(a, "audit", "--action", "team.create")[0]["target_id"] == "api-team"
 
+    # pages: keys in creation order and audit events newest first, each page from either instance
+    every = _admin(a, admin, "GET", "/admin/v1/keys?status=all&limit=1000").json()
+    assert not every["has_more"] and every["last_id"] == every["data"][-1]["id"]
+    paged, after, pages = [], "", 0
+    while True:
+        page = _admin(instances[pages % 2], admin, "GET", f"/admin/v1/keys?status=all&limit=2&after={after}").json()
+        paged += [k["id"] for k in page["data"]]
+        pages += 1
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert paged == [k["id"] for k in every["data"]] and pages == (len(paged) + 1) // 2
+    trail = _admin(b, admin, "GET", "/admin/v1/audit?limit=1000").json()["data"]
+    first = _admin(a, admin, "GET", "/admin/v1/audit?limit=3").json()
+    second = _admin(b, admin, "GET", f"/admin/v1/audit?limit=3&after={first['last_id']}").json()
+    assert [e["id"] for e in first["data"] + second["data"]] == [e["id"] for e in trail[:6]] and first["has_more"]
+    cut = trail[2]["time"]  # `to`: only what came before that event's time
+    before_cut = _admin(a, admin, "GET", f"/admin/v1/audit?limit=1000&to={cut}").json()["data"]
+    assert [e["id"] for e in before_cut] == [e["id"] for e in trail if e["time"] < cut]
+    bad = _admin(a, admin, "GET", "/admin/v1/audit?limit=0")
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
 
 def test_zz_no_raw_key_anywhere_on_disk_or_in_logs(instances: list[ProxyServer], store_dir: Path) -> None:
     assert len(CREATED_KEYS) >= 10

@@ -1,5 +1,6 @@
 """How a server process is set up to stay small: `memory.defer_charset_detection` (requests'
-encoding detector stays unloaded until something uses it).
+encoding detector stays unloaded until something uses it) and `memory.defer_redis_asyncio` (redis-py's
+asyncio client likewise, for the PostgreSQL + Redis store's workers).
 
 The detector cases run in a fresh interpreter (the function changes `sys.modules` for the whole
 process), with warnings turned into errors so requests' dependency check would fail loudly.
@@ -112,3 +113,57 @@ def test_probes_for_dunder_names_load_nothing() -> None:
         """
     )
     assert out == "False False True False"
+
+
+def test_redis_imports_without_its_asyncio_client_and_the_store_uses_the_sync_one() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_redis_asyncio
+        assert defer_redis_asyncio() is True
+        import redis
+        from claude_proxy.teams.redis_limits import RedisLimiter
+        client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.1)
+        loaded = sorted(m for m in sys.modules if m.startswith("redis.asyncio.") and m.split(".")[2] in
+                        ("client", "cluster", "connection", "sentinel"))
+        print(loaded, type(sys.modules["redis.asyncio"]).__name__, type(client).__name__)
+        """
+    )
+    assert out == "[] _DeferredModule Redis"
+
+
+def test_the_first_use_of_redis_asyncio_loads_the_real_package() -> None:
+    out = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_redis_asyncio
+        defer_redis_asyncio()
+        import redis
+        import redis.asyncio as aioredis
+        client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+        print(type(client).__module__, type(sys.modules["redis.asyncio"]).__name__, redis.asyncio.Redis is aioredis.Redis)
+        """
+    )
+    assert out == "redis.asyncio.client module True"
+
+
+def test_the_switch_and_an_earlier_import_leave_redis_as_it_loads() -> None:
+    off = run(
+        """
+        import sys
+        from claude_proxy.server.memory import defer_redis_asyncio
+        print(defer_redis_asyncio())
+        import redis
+        print(type(sys.modules["redis.asyncio"]).__name__, "redis.asyncio.client" in sys.modules)
+        """,
+        fast="0",
+    )
+    assert off.splitlines() == ["False", "module True"]
+    late = run(
+        """
+        import sys, redis
+        from claude_proxy.server.memory import defer_redis_asyncio
+        print(defer_redis_asyncio(), type(sys.modules["redis.asyncio"]).__name__)
+        """
+    )
+    assert late == "False module"

@@ -335,8 +335,9 @@ def test_pruning_folds_old_events_in_batches_ties_and_all_and_a_second_prune_fin
                                               cost_micro_usd=None if i % 2 else 3, status=200))
         before = gate.store.usage(group_by=["day", "model"])
         clock.now = day_start("2027-01-15") + 3600
-        assert gate.store.prune_usage(batch=3) == 11
-        assert gate.store.prune_usage(batch=3) == 0
+        assert gate.store.prune_usage(batch=3, budget_s=0.0) == (3, False)  # out of time after one batch
+        assert gate.store.prune_usage(batch=3) == (8, True)  # 3, then 5 (the tie), then none left: 8
+        assert gate.store.prune_usage(batch=3) == (0, True)
         assert gate.store.usage(group_by=["day", "model"]) == before
         assert [(r["day"], r["requests"], r["input_tokens"], r["unpriced"]) for r in before] == [
             ("2027-01-10", 11, sum(range(11)), 5), ("2027-01-15", 1, 11, 1)]
@@ -365,6 +366,6 @@ def test_a_version_1_file_gains_the_daily_table_in_place_and_keeps_its_events(tm
     try:
         assert again.store.status()["schema_version"] == VERSION == 2
         assert [r["input_tokens"] for r in again.store.usage(group_by=[])] == [4]
-        assert again.store.prune_usage() == 0  # the new table is there to fold into
+        assert again.store.prune_usage() == (0, True)  # the new table is there to fold into
     finally:
         again.store.close()
