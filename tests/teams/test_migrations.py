@@ -78,7 +78,7 @@ def test_a_worker_on_an_older_schema_refuses_to_start_with_one_line(
 
 
 def test_0002_counts_unpriced_answers_in_the_daily_totals_filled_in_from_the_events(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer
+    postgres_server: PostgresServer,
 ) -> None:
     """A ledger at 0001 with days already uploaded: 0002 adds usage_daily.unpriced, counted from the events
     still there, so those days read the same once their events are pruned; and it goes back down cleanly."""
