@@ -25,6 +25,7 @@ from typing import Any
 from claude_proxy.config.teams import Limits, Rate
 from claude_proxy.teams import keys as keyfmt
 from claude_proxy.teams.base import StoreDown
+from claude_proxy.teams.batch import GroupCommit
 from claude_proxy.teams.limits import budget_allows, corrected, gcra, interval, month_of, month_reset, usd
 from claude_proxy.teams.records import (
     Actor,
@@ -84,6 +85,7 @@ AUTOCHECKPOINT_PAGES = 10_000
 # worker at the default and ran no faster.
 CACHE_KIB = 256
 PRUNE_BATCH = 5000  # usage events folded into usage_daily per write transaction
+LAST_USED_EVERY = 60.0  # a key's last_used_at is written at most this often (seconds; it is shown to the minute)
 # The events matching `cond` as daily totals, added to the day's row (the key, owner, provider and model of
 # an event without one are "", as in PostgreSQL's usage_daily).
 ROLLUP = """
@@ -134,6 +136,9 @@ class SqliteStore:
         self._writer = threading.Lock()  # one writer per process at a time ...
         self._lock_fd = -1  # ... and per machine: flock on `<db>.lock` (opened after the fork)
         self._lock_pid = 0
+        self.group_commit: GroupCommit[sqlite3.Connection] = GroupCommit(self._write)  # admissions, settlements
+        self._last_used: dict[str, float] = {}  # key id → when this process last wrote its last_used_at
+        self._sweep_due = 0.0  # monotonic time of this process's next sweep of expired leases
 
     # -- connections -------------------------------------------------------------------------------------------
 
@@ -199,7 +204,7 @@ class SqliteStore:
         with self._writer, self._machine_lock(), self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
-            if conn.in_transaction:  # a refusal rolls back itself and returns
+            if conn.in_transaction:  # (a caller may have rolled back already)
                 conn.execute("COMMIT")
                 self._writes += 1
 
@@ -253,6 +258,10 @@ class SqliteStore:
             self._prune_due = time.monotonic() + PRUNE_EVERY  # a store error waits for the next hour too
             if not self.prune_usage(budget_s=PRUNE_BUDGET).done:
                 self._prune_due = time.monotonic() + PRUNE_AGAIN
+        if time.monotonic() >= self._sweep_due:
+            self._sweep_due = time.monotonic() + max(self.lease_seconds, 1.0)
+            with self._write() as conn:  # a dead worker's leases (they stopped counting when they expired)
+                conn.execute("DELETE FROM rl_lease WHERE expires < ?", (self.clock(),))
         writes = self._writes
         if writes == self._checkpointed:
             return
@@ -527,85 +536,71 @@ class SqliteStore:
 
         With `expected_epoch` (the epoch the principal's key snapshot was taken under), an admin change since
         answers Stale and writes nothing. Also re-checks the key's revocation and expiry inside the same
-        transaction: a revoked key cannot slip through between a cache refill and an epoch change."""
-        with self._write() as conn:
-            now = self.clock()
-            epoch = int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0])
-            if expected_epoch is not None and epoch != expected_epoch:
-                conn.execute("ROLLBACK")
-                return Stale(epoch)
-            if not principal.static:
-                row = conn.execute(
-                    "SELECT revoked_at, expires_at FROM api_keys WHERE id = ?", (principal.key_id,)
-                ).fetchone()
-                if row is None or row["revoked_at"] is not None or (row["expires_at"] or float("inf")) <= now:
-                    conn.execute("ROLLBACK")
-                    return Refused("revoked", None, message="this key has been revoked or has expired")
-            month = month_of(now)
-            tats: dict[str, tuple[float, float]] = {}
-            headroom: dict[str, Any] = {}
-            for scope in principal.scopes:
-                room: dict[str, Any] = {}
-                for kind, rate, cost in (("rpm", scope.limits.rpm, 1), ("tpm", scope.limits.tpm, reserve_tokens)):
-                    if rate is None:
-                        continue
-                    k = f"{scope.name}:{kind}"
-                    decision = gcra(_tat(conn, k, now, rate), now, rate, min(cost, rate.amount))
-                    if not decision.allowed:
-                        conn.execute("ROLLBACK")
-                        return rate_refusal(kind, scope, rate, decision.retry_after)
-                    tats[k] = (decision.tat, interval(rate))
-                    room[kind] = decision.remaining
-                live = None
-                if scope.limits.max_concurrent is not None or scope.limits.monthly_budget_micros is not None:
-                    conn.execute("DELETE FROM rl_lease WHERE scope = ? AND expires < ?", (scope.name, now))
-                    live = conn.execute(
-                        "SELECT count(*), coalesce(sum(reserve_micros), 0) FROM rl_lease WHERE scope = ?", (scope.name,)
-                    ).fetchone()
-                if scope.limits.max_concurrent is not None and live is not None:
-                    if live[0] >= scope.limits.max_concurrent:
-                        conn.execute("ROLLBACK")
-                        return Refused(
-                            "concurrent",
-                            scope,
-                            retry_after=1.0,
-                            message=f"{scope.label}: {scope.limits.max_concurrent} concurrent requests at most;"
-                            " retry when one finishes",
-                        )
-                    room["concurrent"] = scope.limits.max_concurrent - live[0] - 1
-                budget = scope.limits.monthly_budget_micros
-                if budget is not None and live is not None:
-                    spent = conn.execute(
-                        "SELECT micros FROM spend WHERE scope = ? AND month = ?", (scope.name, month)
-                    ).fetchone()
-                    spent_micros = spent[0] if spent else 0
-                    if not budget_allows(spent_micros, live[1] + reserve_micros, budget):
-                        conn.execute("ROLLBACK")
-                        reset = month_reset(now)
-                        return Refused(
-                            "budget",
-                            scope,
-                            reset_at=reset,
-                            message=f"{scope.label}'s monthly budget of {usd(budget)} is spent; resets "
-                            + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(reset)),
-                        )
-                    room["budget_micros"] = budget - spent_micros - live[1]
-                headroom[scope.kind] = room
-            conn.executemany(
-                "INSERT INTO rl_state (k, tat, step) VALUES (?, ?, ?)"
-                " ON CONFLICT (k) DO UPDATE SET tat = excluded.tat, step = excluded.step",
-                [(k, tat, step) for k, (tat, step) in tats.items()],
+        transaction: a revoked key cannot slip through between a cache refill and an epoch change.
+        Group-committed with the other writes queued meanwhile; a refusal writes nothing."""
+        return self.group_commit.run(
+            lambda conn: self._admit(conn, principal, rid, reserve_tokens, reserve_micros, expected_epoch))
+
+    def _admit(self, conn: sqlite3.Connection, principal: Principal, rid: str, reserve_tokens: int,
+               reserve_micros: int, expected_epoch: int | None) -> Admitted | Refused | Stale:
+        """At most three reads (epoch and key; rate states; live leases and month spend) and two writes,
+        whatever the number of scopes: each statement hands the GIL over and takes it back, which under
+        load costs more than the statement."""
+        now = self.clock()
+        epoch, revoked_at, expires_at, found = conn.execute(_EPOCH_AND_KEY, (principal.key_id,)).fetchone()
+        epoch = int(epoch)
+        if expected_epoch is not None and epoch != expected_epoch:
+            return Stale(epoch)
+        if not principal.static and (not found or revoked_at is not None or (expires_at or float("inf")) <= now):
+            return Refused("revoked", None, message="this key has been revoked or has expired")
+        rates = {scope.name: [(kind, rate, cost) for kind, rate, cost in (
+            ("rpm", scope.limits.rpm, 1), ("tpm", scope.limits.tpm, reserve_tokens)) if rate is not None]
+            for scope in principal.scopes}
+        states = _rate_states(conn, [f"{name}:{kind}" for name, rs in rates.items() for kind, _, _ in rs])
+        leased = [s for s in principal.scopes
+                  if s.limits.max_concurrent is not None or s.limits.monthly_budget_micros is not None]
+        live = _leases_and_spend(conn, [s.name for s in leased], now, month_of(now))
+        tats: dict[str, tuple[float, float]] = {}
+        headroom: dict[str, Any] = {}
+        for scope in principal.scopes:  # scope by scope, each limit in turn: the first one exceeded answers
+            room: dict[str, Any] = {}
+            for kind, rate, cost in rates[scope.name]:
+                k = f"{scope.name}:{kind}"
+                decision = gcra(_rescaled(states.get(k), now, rate), now, rate, min(cost, rate.amount))
+                if not decision.allowed:
+                    return rate_refusal(kind, scope, rate, decision.retry_after)
+                tats[k] = (decision.tat, interval(rate))
+                room[kind] = decision.remaining
+            count, reserved, spent = live.get(scope.name, (0, 0, 0))
+            if scope.limits.max_concurrent is not None:
+                if count >= scope.limits.max_concurrent:
+                    return Refused("concurrent", scope, retry_after=1.0,
+                                   message=f"{scope.label}: {scope.limits.max_concurrent} concurrent requests at most;"
+                                   " retry when one finishes")
+                room["concurrent"] = scope.limits.max_concurrent - count - 1
+            budget = scope.limits.monthly_budget_micros
+            if budget is not None:
+                if not budget_allows(spent, reserved + reserve_micros, budget):
+                    reset = month_reset(now)
+                    return Refused("budget", scope, reset_at=reset,
+                                   message=f"{scope.label}'s monthly budget of {usd(budget)} is spent; resets "
+                                   + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(reset)))
+                room["budget_micros"] = budget - spent - reserved
+            headroom[scope.kind] = room
+        if tats:
+            conn.execute(
+                "INSERT INTO rl_state (k, tat, step) VALUES " + ", ".join(["(?, ?, ?)"] * len(tats))
+                + " ON CONFLICT (k) DO UPDATE SET tat = excluded.tat, step = excluded.step",
+                [v for k, (tat, step) in tats.items() for v in (k, tat, step)],
             )
+        if leased:
             expires = now + self.lease_seconds
-            conn.executemany(
-                "INSERT INTO rl_lease (scope, rid, expires, reserve_tokens, reserve_micros) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (s.name, rid, expires, reserve_tokens, reserve_micros)
-                    for s in principal.scopes
-                    if s.limits.max_concurrent is not None or s.limits.monthly_budget_micros is not None
-                ],
+            conn.execute(
+                "INSERT INTO rl_lease (scope, rid, expires, reserve_tokens, reserve_micros) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?)"] * len(leased)),
+                [v for s in leased for v in (s.name, rid, expires, reserve_tokens, reserve_micros)],
             )
-            return Admitted(rid, principal, reserve_tokens, now, epoch, headroom)
+        return Admitted(rid, principal, reserve_tokens, now, epoch, headroom)
 
     def renew(self, rids: Sequence[str]) -> int:
         """Push the expiry of live requests' leases forward (the keeper thread, every lease_seconds/3)."""
@@ -623,72 +618,78 @@ class SqliteStore:
 
     def settle(self, admitted: Admitted, usage: Usage) -> bool:
         """Close a request: record its usage (idempotent on the usage id), charge spend, correct the token
-        buckets and drop its leases, in one transaction. False when it was already settled."""
-        principal = admitted.principal
-        now = self.clock()
+        buckets and drop its leases, in one transaction (group-committed with the writes queued meanwhile).
+        False when it was already settled."""
+        now = self.clock()  # when the request finished, not when its batch commits
         tokens = usage.input_tokens + usage.output_tokens + usage.cache_write_tokens
         if self.tpm_counts_cache_reads:
             tokens += usage.cache_read_tokens
-        with self._write() as conn:
-            inserted = conn.execute(
-                "INSERT INTO usage_events (usage_id, request_id, ts, day, key_id, team_id, team, owner, endpoint,"
-                " client_model, provider, upstream_model, stream, status, error_type, input_tokens, output_tokens,"
-                " cache_read_tokens, cache_write_tokens, estimated, cost_micros, priced, latency_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (usage_id) DO NOTHING",
-                (
-                    admitted.rid,
-                    usage.request_id,
-                    now,
-                    time.strftime("%Y-%m-%d", time.gmtime(now)),
-                    principal.key_id,
-                    principal.team_id,
-                    principal.team_name,
-                    principal.owner,
-                    usage.endpoint,
-                    usage.client_model,
-                    usage.provider,
-                    usage.upstream_model,
-                    None if usage.stream is None else int(usage.stream),
-                    usage.status,
-                    usage.error_type,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cache_read_tokens,
-                    usage.cache_write_tokens,
-                    int(usage.estimated),
-                    usage.cost_micro_usd,
-                    int(usage.cost_micro_usd is not None),
-                    usage.latency_ms,
-                ),
-            ).rowcount
-            conn.execute("DELETE FROM rl_lease WHERE rid = ?", (admitted.rid,))
-            if not inserted:
-                return False
-            month = month_of(admitted.admitted_at)
-            for scope in principal.scopes:
-                if usage.cost_micro_usd:
+        return self.group_commit.run(lambda conn: self._settle(conn, admitted, usage, now, tokens))
+
+    def _settle(self, conn: sqlite3.Connection, admitted: Admitted, usage: Usage, now: float, tokens: int) -> bool:
+        principal = admitted.principal
+        inserted = conn.execute(
+            "INSERT INTO usage_events (usage_id, request_id, ts, day, key_id, team_id, team, owner, endpoint,"
+            " client_model, provider, upstream_model, stream, status, error_type, input_tokens, output_tokens,"
+            " cache_read_tokens, cache_write_tokens, estimated, cost_micros, priced, latency_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (usage_id) DO NOTHING",
+            (
+                admitted.rid,
+                usage.request_id,
+                now,
+                time.strftime("%Y-%m-%d", time.gmtime(now)),
+                principal.key_id,
+                principal.team_id,
+                principal.team_name,
+                principal.owner,
+                usage.endpoint,
+                usage.client_model,
+                usage.provider,
+                usage.upstream_model,
+                None if usage.stream is None else int(usage.stream),
+                usage.status,
+                usage.error_type,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                int(usage.estimated),
+                usage.cost_micro_usd,
+                int(usage.cost_micro_usd is not None),
+                usage.latency_ms,
+            ),
+        ).rowcount
+        conn.execute("DELETE FROM rl_lease WHERE rid = ?", (admitted.rid,))
+        if not inserted:
+            return False
+        month = month_of(admitted.admitted_at)
+        if usage.cost_micro_usd:
+            conn.execute(
+                "INSERT INTO spend (scope, month, micros) VALUES " + ", ".join(["(?, ?, ?)"] * len(principal.scopes))
+                + " ON CONFLICT (scope, month) DO UPDATE SET micros = micros + excluded.micros",
+                [v for scope in principal.scopes for v in (scope.name, month, usage.cost_micro_usd)],
+            )
+        for scope in principal.scopes:
+            rate = scope.limits.tpm
+            delta = tokens - min(admitted.reserve_tokens, rate.amount) if rate else 0
+            if rate is not None and delta:
+                k = f"{scope.name}:tpm"
+                tat = _tat(conn, k, now, rate)
+                if tat is not None:
                     conn.execute(
-                        "INSERT INTO spend (scope, month, micros) VALUES (?, ?, ?)"
-                        " ON CONFLICT (scope, month) DO UPDATE SET micros = micros + excluded.micros",
-                        (scope.name, month, usage.cost_micro_usd),
+                        "UPDATE rl_state SET tat = ?, step = ? WHERE k = ?",
+                        (corrected(tat, now, rate, delta), interval(rate), k),
                     )
-                rate = scope.limits.tpm
-                delta = tokens - min(admitted.reserve_tokens, rate.amount) if rate else 0
-                if rate is not None and delta:
-                    k = f"{scope.name}:tpm"
-                    tat = _tat(conn, k, now, rate)
-                    if tat is not None:
-                        conn.execute(
-                            "UPDATE rl_state SET tat = ?, step = ? WHERE k = ?",
-                            (corrected(tat, now, rate, delta), interval(rate), k),
-                        )
-            if not principal.static:
-                conn.execute(
-                    "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-                    (now, principal.key_id, now - 60),
-                )
-            return True
+        if not principal.static and now - self._last_used.get(principal.key_id, 0.0) >= LAST_USED_EVERY:
+            conn.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                (now, principal.key_id, now - LAST_USED_EVERY),
+            )
+            if len(self._last_used) >= 100_000:
+                self._last_used.clear()
+            self._last_used[principal.key_id] = now
+        return True
 
     def record_usage(self, admitted: Admitted, usage: Usage, cost_micro_usd: int | None) -> bool:
         """`settle` with the cost given apart (the seam for the `[prices]` cost function)."""
@@ -775,14 +776,48 @@ class SqliteStore:
         }
 
 
-def _tat(conn: sqlite3.Connection, k: str, now: float, rate: Rate) -> float | None:
+# The epoch and a stored key's revocation and expiry in one read (a static key: no row, found = 0).
+_EPOCH_AND_KEY = ("SELECT m.value, k.revoked_at, k.expires_at, k.id IS NOT NULL FROM meta m"
+                  " LEFT JOIN api_keys k ON k.id = ? WHERE m.name = 'epoch'")
+
+
+def _rate_states(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The stored (tat, step) of each rate limit in `keys`, one read for all."""
+    if not keys:
+        return {}
+    rows = conn.execute(f"SELECT k, tat, step FROM rl_state WHERE k IN ({', '.join('?' * len(keys))})", keys)
+    return {k: (float(tat), float(step)) for k, tat, step in rows}
+
+
+def _leases_and_spend(conn: sqlite3.Connection, scopes: Sequence[str], now: float, month: str
+                      ) -> dict[str, tuple[int, int, int]]:
+    """Per scope: (live leases, their reserved micro-USD, this month's spend), one read for all. Expired
+    leases do not count (the keeper deletes them)."""
+    if not scopes:
+        return {}
+    rows = conn.execute(
+        "SELECT column1,"
+        " (SELECT count(*) FROM rl_lease l WHERE l.scope = column1 AND l.expires >= ?),"
+        " (SELECT coalesce(sum(reserve_micros), 0) FROM rl_lease l WHERE l.scope = column1 AND l.expires >= ?),"
+        " (SELECT coalesce(max(micros), 0) FROM spend WHERE spend.scope = column1 AND spend.month = ?)"
+        f" FROM (VALUES {', '.join(['(?)'] * len(scopes))})",
+        (now, now, month, *scopes),
+    )
+    return {scope: (int(n), int(reserved), int(spent)) for scope, n, reserved, spent in rows}
+
+
+def _rescaled(state: tuple[float, float] | None, now: float, rate: Rate) -> float | None:
     """A limit's TAT, rescaled when the limit changed since it was written: the units already used
     stay used, in the new limit's time per unit (so raising 1/hour to 100/hour frees 99 at once)."""
-    found = conn.execute("SELECT tat, step FROM rl_state WHERE k = ?", (k,)).fetchone()
-    if found is None:
+    if state is None:
         return None
-    tat, step = found
+    tat, step = state
     new_step = interval(rate)
     if tat <= now or step == new_step or not step or new_step == float("inf"):
-        return float(tat)
+        return tat
     return now + (tat - now) / step * new_step
+
+
+def _tat(conn: sqlite3.Connection, k: str, now: float, rate: Rate) -> float | None:
+    """One limit's TAT, rescaled (see `_rescaled`)."""
+    return _rescaled(_rate_states(conn, [k]).get(k), now, rate)

@@ -100,11 +100,20 @@ class TeamsMetrics:
         self.store = store
         self.per_key = per_key  # [teams] metrics_per_key
         self._made: dict[str, Any] | None = None
+        # Each label set's child, looked up once: `labels()` sorts and locks on every call (a few µs,
+        # four times a request); the children themselves live as long as their metric.
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def _metrics(self) -> dict[str, Any]:
         if self._made is None:  # the shared lookup (a lock) once, not on every event of every request
             self._made = _teams_counters()
         return self._made
+
+    def _child(self, made: dict[str, Any], name: str, *values: str) -> Any:
+        child = self._children.get((name, *values))
+        if child is None:
+            child = self._children[(name, *values)] = made[name].labels(*values)
+        return child
 
     def cost(self, usage: Usage, team: str | None, key_id: str = "") -> None:
         """A settled answer's cost under its team (teams are few and named by admins: a bounded label); with
@@ -113,7 +122,7 @@ class TeamsMetrics:
             made = self._metrics()
             cost = (usage.cost_micro_usd or 0) / 1_000_000
             if cost:
-                made["cost"].labels(team or "", usage.provider or "", usage.upstream_model or "").inc(cost)
+                self._child(made, "cost", team or "", usage.provider or "", usage.upstream_model or "").inc(cost)
             if not self.per_key or not key_id:
                 return
             if cost:
@@ -134,9 +143,13 @@ class TeamsMetrics:
             if name == "spool_dropped":
                 metric.inc()
                 return
-            if name in ("store", "fail_open"):
-                labels = {"store": self.store, **labels}
-            metric.labels(**labels).inc()
+            key = (name, *labels.items())
+            child = self._children.get(key)
+            if child is None:
+                if name in ("store", "fail_open"):
+                    labels = {"store": self.store, **labels}
+                child = self._children[key] = metric.labels(**labels)
+            child.inc()
         except Exception:  # pragma: no cover - metrics never break serving
             log.exception("claude-proxy: recording teams metrics failed")
 

@@ -282,6 +282,58 @@ def test_writers_queue_on_the_machine_lock_and_wake_when_it_is_freed(gate: Gate,
     assert done and done[0] - released < 0.1
 
 
+def test_writes_queued_behind_another_process_go_out_together_and_stay_exact(gate: Gate, tmp_path: Path) -> None:
+    """Admissions and settlements that queue while another process holds the write lock share the next
+    transaction (group commit), and every limit still counts exactly: each admission reads the writes of
+    those before it in the same transaction."""
+    import fcntl
+    import threading
+
+    _, key = gate.store.create_key(owner="batch@example.com", actor=ADMIN,
+                                   limits=Limits(rpm=Rate(15, 3600), monthly_budget_micros=10_000))
+    p = _principal(gate, key)
+    from claude_proxy.teams.store import SqliteStore
+
+    assert isinstance(gate.store, SqliteStore)
+    group = gate.store.group_commit
+    before = group.batches
+    got: list[Admitted | Refused] = []
+    with open(tmp_path / "teams.db.lock", "rb") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        threads = [threading.Thread(target=lambda: got.append(gate.admit(p, 1))) for _ in range(40)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while group.queued < 39 and time.monotonic() < deadline:  # one leads (waiting for the lock), 39 queue
+            time.sleep(0.01)
+        assert group.queued == 39
+        fcntl.flock(other, fcntl.LOCK_UN)
+    for t in threads:
+        t.join(10)
+    assert sum(isinstance(d, Admitted) for d in got) == 15 and len(got) == 40
+    assert group.batches - before == 2  # the leader alone, then the 39 that queued behind it
+    admitted = [d for d in got if isinstance(d, Admitted)]
+    settled: list[bool] = []
+    with open(tmp_path / "teams.db.lock", "rb") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        threads = [threading.Thread(target=lambda a=a: settled.append(gate.store.settle(
+            a, Usage(input_tokens=10, output_tokens=5, status=200, upstream_model="m", cost_micro_usd=100)))) for a in admitted]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while group.queued < 14 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    for t in threads:
+        t.join(10)
+    assert settled == [True] * 15
+    assert gate.store.month_spend(f"k:{p.key_id}") == 1500
+    assert gate.store.settle(admitted[0], Usage(status=200, cost_micro_usd=100)) is False  # still idempotent
+    with sqlite3.connect(tmp_path / "teams.db") as conn:
+        assert conn.execute("SELECT count(*) FROM usage_events").fetchone()[0] == 15
+        assert conn.execute("SELECT count(*) FROM rl_lease").fetchone()[0] == 0
+
+
 def test_a_worker_booting_on_a_current_schema_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
     """Every worker migrates as it boots, a respawned one while its siblings keep writing: on a schema that is
     current that is a read, so a writer holding the lock longer than busy_timeout cannot fail the boot (which
