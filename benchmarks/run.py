@@ -130,8 +130,10 @@ def free_port() -> int:
 
 
 def start_proxy(
-    workdir: Path, upstream_port: int, extra: list[str], env: dict[str, str] | None = None, config_extra: str = ""
+    workdir: Path, upstream_port: int, extra: list[str], env: dict[str, str] | None = None, config_extra: str = "",
+    root: Path = ROOT,
 ) -> tuple[Server, Path, list[str]]:
+    """`python -m claude_proxy` run from `root` (its package first on sys.path: another checkout runs its own code)."""
     port = free_port()
     config = workdir / "claude-proxy.toml"
     config.write_text(
@@ -150,7 +152,7 @@ def start_proxy(
         *extra,
     ]
     proc = subprocess.Popen(
-        args, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        args, cwd=root, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
     server = Server(proc, port, log)
     wait_http(f"http://127.0.0.1:{port}/health", proc, log)

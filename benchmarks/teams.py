@@ -30,6 +30,7 @@ from .loadgen import Run, closed_loop
 from .payloads import claude_code_request
 from .run import (
     ANTHROPIC_HEADERS,
+    ROOT,
     STREAM_CHUNKS,
     Env,
     Measured,
@@ -134,6 +135,7 @@ class Side:
     spool: Path | None = None
     ok: int = 0  # responses that passed the check (each must leave one usage row in a teams-on store)
     sent: int = 0  # requests sent, answered or not
+    root: Path = ROOT  # the checkout the proxy and its CLI run from
 
     def count(self, run: Run) -> None:
         good = sum(1 for r in run.results if r.ok)
@@ -144,7 +146,7 @@ class Side:
 def cli(side: Side, *args: str) -> Any:
     out = subprocess.run(
         [sys.executable, "-m", "claude_proxy", *args, "--json", "-c", str(side.config)],
-        capture_output=True, text=True, timeout=60, check=True, env={**os.environ, **side.environ},
+        capture_output=True, text=True, timeout=60, check=True, env={**os.environ, **side.environ}, cwd=side.root,
     )
     return orjson.loads(out.stdout)
 
@@ -157,14 +159,14 @@ def teams_config(name: str, workdir: Path) -> str:
     return ""
 
 
-def start_side(name: str, workdir: Path, upstream_port: int, stores: Stores | None) -> Side:
+def start_side(name: str, workdir: Path, upstream_port: int, stores: Stores | None, root: Path = ROOT) -> Side:
     workdir.mkdir()
     environ = ({"CLAUDE_PROXY_POSTGRES_URL": stores.postgres_url, "CLAUDE_PROXY_REDIS_URL": stores.redis_url}
                if name == "postgres" and stores is not None else {})
     server, config, _ = start_proxy(workdir, upstream_port, ["--workers", "2"], env=environ,
-                                    config_extra=teams_config(name, workdir))
+                                    config_extra=teams_config(name, workdir), root=root)
     side = Side(name, server, config, environ, ANTHROPIC_HEADERS["x-api-key"],
-                spool=workdir / "spool" if name == "postgres" else None)
+                spool=workdir / "spool" if name == "postgres" else None, root=root)
     if name != "off":  # the same team, key and limits on every teams-on side
         cli(side, "teams", "create", "bench", "--budget", "1000000", "--max-concurrent", "1000")
         made = cli(side, "keys", "create", "--owner", "bench@example.com", "--team", "bench",

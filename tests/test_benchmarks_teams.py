@@ -73,3 +73,34 @@ def test_without_the_off_side_there_are_no_deltas() -> None:
     text = table(names, rows_of(names, got, memory, {"postgres": (40, side("postgres", ok=40, sent=40))}))
     assert text.splitlines()[0] == "| scenario | metric | PG+Redis | target |  |"
     assert "PG+Redis ✅" in next(line for line in text.splitlines() if "RSS idle" in line)
+
+
+def test_the_ab_comparison_alternates_and_checks_its_sides() -> None:
+    """`python -m benchmarks.ab`: A then B in even rounds, B then A in odd ones; two known sides or a usage error."""
+    from benchmarks.ab import main
+    from benchmarks.ab import order as ab_order
+
+    assert [ab_order(n) for n in range(4)] == [(0, 1), (1, 0), (0, 1), (1, 0)]
+    for bad in ("sqlite", "off,postgres", "off,sqlite,sqlite"):
+        with pytest.raises(SystemExit):
+            main(["--sides", bad])
+
+
+def test_the_ab_comparison_checks_a_revision_out_beside_this_one_and_removes_it() -> None:
+    import subprocess
+
+    from benchmarks.ab import checkout
+    from benchmarks.run import ROOT
+
+    with checkout(None) as here:
+        assert here == ROOT
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked source tree): nothing to check a revision out from")
+    with checkout("HEAD") as tree:
+        assert (tree / "claude_proxy" / "__init__.py").is_file() and tree != ROOT
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True, check=True)
+        assert head.stdout == subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                             check=True).stdout
+    assert not tree.exists()
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert str(tree) not in listed
