@@ -9,8 +9,9 @@ first thread that queued after it took the batch. A caller still gets its own re
 only once its work is committed, so what a caller sees is exactly what it saw one transaction at a time:
 each job reads the writes of the jobs before it, in the same transaction.
 
-If the batch's transaction fails, nothing of it was committed, and each job runs again alone, so one
-job's error (a bug, a constraint) is that job's only. No I/O of its own: the transaction is given.
+If one job fails, nothing of the batch was committed: that job gets its error and the others run again
+together without it, so one job's error (a bug, a constraint) is that job's only. No I/O of its own: the
+transaction is given.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class _Job:
 
 class GroupCommit(Generic[C]):
     """Runs jobs in shared transactions opened by `transaction` (a context manager that commits on a
-    clean exit and rolls back on an exception). `batches` and `jobs` count what ran, for tests and
-    the curious."""
+    clean exit and rolls back on an exception). `batches` counts transactions tried and `jobs` the jobs
+    handed in, for tests and the curious."""
 
     def __init__(self, transaction: Callable[[], AbstractContextManager[C]], *, max_batch: int = 256) -> None:
         self.transaction = transaction
@@ -101,21 +102,30 @@ class GroupCommit(Generic[C]):
                 successor.wake.release()
 
     def _commit(self, batch: list[_Job]) -> None:
-        self.batches += 1
+        """One transaction for the batch. A job that raises gets its own error and the others go again
+        together without it (nothing of the first try was committed); a transaction that fails around
+        the jobs (it cannot begin — the store is locked past its timeout — or cannot commit) fails them
+        all at once, so a store that is down costs each caller one wait, not one per job before it."""
         self.jobs += len(batch)
-        try:
-            with self.transaction() as tx:
-                for job in batch:
-                    job.result = job.work(tx)
-            return
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].result, batch[0].error = _PENDING, exc
-                return
-        for job in batch:  # rolled back together: each again alone, so an error stays with its job
-            job.result, job.error = _PENDING, None
+        pending = list(batch)
+        while pending:
+            self.batches += 1
+            running: _Job | None = None
             try:
                 with self.transaction() as tx:
-                    job.result = job.work(tx)
-            except Exception as exc:
-                job.result, job.error = _PENDING, exc
+                    for job in pending:
+                        running = job
+                        job.result = job.work(tx)
+                    running = None
+                return
+            except BaseException as exc:
+                for job in pending:  # rolled back: no job of this try is done
+                    job.result = _PENDING
+                if not isinstance(exc, Exception):
+                    raise  # the leader is being stopped: `_lead` wakes the jobs it carried with an error
+                if running is None:
+                    for job in pending:
+                        job.error = exc
+                    return
+                running.error = exc
+                pending = [job for job in pending if job is not running]

@@ -125,6 +125,7 @@ def test_a_failing_job_fails_alone_and_the_others_are_committed_once() -> None:
     assert set(errors) == {2} and isinstance(errors[2], ValueError)
     assert ledger.committed == ["first", "x", "y"]  # the broken job's half-write rolled back; no job twice
     assert results[3] == ["first", "x"]
+    assert batch.batches == 3  # the first alone; the three that queued; the two healthy ones again, together
 
 
 def test_a_transaction_that_cannot_begin_fails_every_job_of_its_batch() -> None:
@@ -190,3 +191,42 @@ def test_a_leader_interrupted_mid_batch_fails_the_jobs_it_carried_and_hands_on(e
     assert isinstance(errors[2], RuntimeError) and "interrupted" in str(errors[2])
     assert batch.run(_append("after")) == ["a"]
     assert ledger.committed == ["a", "after"] and batch.idle
+
+
+def test_no_job_is_reported_done_when_its_batch_was_rolled_back() -> None:
+    """The leader's batch ran one job, then the next one interrupted it: the first job's write was rolled
+    back with the rest, so its caller must not hear that it succeeded."""
+    ledger = Ledger()
+    batch = GroupCommit(ledger.transaction)
+
+    def interrupted(view: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    results: dict[int, object] = {}
+    errors: dict[int, BaseException] = {}
+    _queue_behind_a_held_transaction(ledger, batch, [_append("a"), _append("b"), interrupted], results, errors)
+    assert results == {0: []} and ledger.committed == ["a"]
+    assert isinstance(errors[1], KeyboardInterrupt)  # b's thread led the batch the interruption broke
+    assert isinstance(errors[2], RuntimeError)
+
+
+def test_a_store_that_fails_at_commit_costs_each_caller_one_try() -> None:
+    """A transaction that cannot commit (or begin) fails its whole batch at once: no job is tried again alone,
+    so callers queued behind a store that is down wait for one attempt, not one per job ahead of them."""
+    ledger = Ledger()
+    attempts: list[int] = []
+
+    @contextlib.contextmanager
+    def failing_commit() -> Iterator[list[str]]:
+        with ledger.transaction() as view:
+            attempts.append(len(view))
+            yield view
+            raise OSError("disk I/O error at COMMIT")
+
+    batch = GroupCommit(failing_commit)
+    results: dict[int, object] = {}
+    errors: dict[int, BaseException] = {}
+    _queue_behind_a_held_transaction(ledger, batch, [_append(f"j{i}") for i in range(6)], results, errors)
+    assert not results and all(isinstance(e, OSError) for e in errors.values()) and len(errors) == 6
+    assert len(attempts) == 2 == batch.batches  # the first caller's, then one for the five that queued
+    assert ledger.committed == []
