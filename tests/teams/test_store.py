@@ -334,6 +334,56 @@ def test_writes_queued_behind_another_process_go_out_together_and_stay_exact(gat
         assert conn.execute("SELECT count(*) FROM rl_lease").fetchone()[0] == 0
 
 
+def test_admissions_queued_behind_a_foreign_writer_fail_together_then_recover(tmp_path: Path) -> None:
+    """Someone else's writer (a backup, the sqlite3 shell: no flock of ours) holds the write lock past
+    busy_timeout: the admissions queued meanwhile fail in one attempt per batch, each as the store being
+    unavailable, instead of one busy_timeout per admission ahead of them; once it lets go, they go through."""
+    import threading
+
+    from claude_proxy.teams.base import StoreDown
+    from claude_proxy.teams.store import SqliteStore
+
+    db = tmp_path / "teams.db"
+    gate = Gate(TeamsSettings(path=str(db), busy_timeout_ms=300), clock=Clock(1_800_000_000.0))
+    gate.prepare()
+    try:
+        _, key = gate.store.create_key(owner="locked@example.com", actor=ADMIN, limits=Limits(rpm=Rate(100, 60)))
+        p = _principal(gate, key)
+        store = gate.store
+        assert isinstance(store, SqliteStore)
+        outcomes: list[object] = []
+
+        def admit(i: int) -> None:
+            try:
+                outcomes.append(store.admit(p, f"r{i}", 1))
+            except StoreDown as exc:
+                outcomes.append(exc)
+
+        attempts: list[int] = []
+        transaction = store.group_commit.transaction
+
+        def counted() -> Any:
+            attempts.append(1)
+            return transaction()
+
+        store.group_commit.transaction = counted
+        foreign = sqlite3.connect(db, isolation_level=None)
+        foreign.execute("BEGIN IMMEDIATE")
+        threads = [threading.Thread(target=admit, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        foreign.execute("ROLLBACK")
+        foreign.close()
+        assert len(outcomes) == 8 and all(isinstance(o, StoreDown) for o in outcomes), outcomes
+        assert "locked" in str(outcomes[0])
+        assert len(attempts) <= 3  # one BEGIN per batch (the first caller's, then the rest), none per job
+        assert isinstance(store.admit(p, "after", 1), Admitted)
+    finally:
+        gate.store.close()
+
+
 def test_a_worker_booting_on_a_current_schema_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
     """Every worker migrates as it boots, a respawned one while its siblings keep writing: on a schema that is
     current that is a read, so a writer holding the lock longer than busy_timeout cannot fail the boot (which
