@@ -1,9 +1,9 @@
 """Group commit: the writes that queue while one transaction runs go out together in the next one.
 
 Every admission and settlement of the embedded store is a write transaction behind one machine-wide
-lock. Taken one by one under load, each pays the lock hand-offs (a thread lock, `flock`, then the GIL
-after every statement) and a BEGIN/COMMIT of its own, and threads spend most of a request queued for
-the lock rather than working. Here the first thread to arrive leads: it runs its own work and that of
+lock. Taken one by one under load, each pays the lock hand-offs (a thread lock, then `flock`) and a
+BEGIN/COMMIT of its own, and threads spend most of a request queued for the lock rather than working
+(measured: 10 ms per write at 16 concurrent streams, against ~0.1 ms of work). Here the first thread to arrive leads: it runs its own work and that of
 every thread that queued meanwhile in one transaction, in arrival order, then hands the lead to the
 first thread that queued after it took the batch. A caller still gets its own result (or exception)
 only once its work is committed, so what a caller sees is exactly what it saw one transaction at a time:

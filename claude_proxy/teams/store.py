@@ -544,8 +544,7 @@ class SqliteStore:
     def _admit(self, conn: sqlite3.Connection, principal: Principal, rid: str, reserve_tokens: int,
                reserve_micros: int, expected_epoch: int | None) -> Admitted | Refused | Stale:
         """At most three reads (epoch and key; rate states; live leases and month spend) and two writes,
-        whatever the number of scopes: each statement hands the GIL over and takes it back, which under
-        load costs more than the statement."""
+        whatever the number of scopes."""
         now = self.clock()
         epoch, revoked_at, expires_at, found = conn.execute(_EPOCH_AND_KEY, (principal.key_id,)).fetchone()
         epoch = int(epoch)
