@@ -3,9 +3,10 @@
 Every admission and settlement of the embedded store is a write transaction behind one machine-wide
 lock. Taken one by one under load, each pays the lock hand-offs (a thread lock, then `flock`) and a
 BEGIN/COMMIT of its own, and threads spend most of a request queued for the lock rather than working
-(measured: 10 ms per write at 16 concurrent streams, against ~0.1 ms of work). Here the first thread to arrive leads: it runs its own work and that of
-every thread that queued meanwhile in one transaction, in arrival order, then hands the lead to the
-first thread that queued after it took the batch. A caller still gets its own result (or exception)
+(measured: 10 ms per write at 16 concurrent streams, against ~0.1 ms of work). Here the first thread
+to arrive leads: it runs its own work and that of every thread that queued meanwhile in one
+transaction, in arrival order, then hands the lead to the first thread that queued after it took the
+batch. A caller still gets its own result (or exception)
 only once its work is committed, so what a caller sees is exactly what it saw one transaction at a time:
 each job reads the writes of the jobs before it, in the same transaction.
 
@@ -88,7 +89,7 @@ class GroupCommit(Generic[C]):
         finally:
             for job in batch:
                 if job.result is _PENDING and job.error is None:  # the leader was interrupted (e.g. SystemExit)
-                    job.error = RuntimeError("the write batch was interrupted before this job ran")
+                    job.error = RuntimeError("the write batch was interrupted: this job's write was not committed")
             with self._lock:
                 successor = self._queue[0] if self._queue else None
                 if successor is None:
