@@ -2,13 +2,15 @@
 too small for `--only teams` to show (its three-sided runs move ±5 % from run to run).
 
 Side A runs from `--ref` (any git revision, checked out in a temporary worktree; default: this checkout), side B
-from this checkout. `--sides A,B` picks each side's set-up from `--only teams` (`off` or `sqlite`; the same
-[prices], team, key and limits there). One load (`--load`) alternates between them for `--rounds` rounds, the order
+from this checkout. `--sides A,B` picks each side's set-up from `--only teams` (`off`, `sqlite` or `postgres`; the
+same [prices], team, key and limits there; each postgres side gets its own database and Redis database on one
+private PostgreSQL + Redis started for the run). One load (`--load`) alternates between them for `--rounds` rounds, the order
 flipping every round, so drift on the machine falls on both alike; each side's rounds are pooled. Prints each
 round's rate, the pooled rate and p50 per side, and B/A. Examples:
 
     python -m benchmarks.ab --ref HEAD~1 --load stream16        # this commit's SQLite store against the last one
     python -m benchmarks.ab --sides off,sqlite --load nonstream1  # what the store costs, in this checkout
+    python -m benchmarks.ab --ref HEAD~1 --sides postgres,postgres --load nonstream1
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from .loadgen import closed_loop
 from .run import ROOT, STREAM_CHUNKS, ok_anthropic_stream, ok_message, start_upstream
-from .teams import STAGGER, Side, request, start_side
+from .teams import STAGGER, Side, Stores, private_stores, request, start_side
 
 LOADS = {  # name: (streamed, concurrency)
     "stream16": (True, 16),
@@ -32,7 +34,7 @@ LOADS = {  # name: (streamed, concurrency)
     "nonstream8": (False, 8),
     "nonstream1": (False, 1),
 }
-AB_SIDES = ("off", "sqlite")
+AB_SIDES = ("off", "sqlite", "postgres")
 
 
 @contextlib.contextmanager
@@ -48,6 +50,31 @@ def checkout(ref: str | None) -> Iterator[Path]:
             yield tree
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
+@contextlib.contextmanager
+def stores_for(names: list[str]) -> Iterator[list[Stores | None]]:
+    """For each postgres side a database and a Redis database of its own, on one private PostgreSQL + Redis (two
+    postgres sides share no keys, epoch or limits); None for the other sides."""
+    if "postgres" not in names:
+        yield [None for _ in names]
+        return
+    import psycopg
+
+    from tests.support.stores import migrate  # importable: private_stores put the checkout on sys.path
+
+    with private_stores(ROOT) as shared:
+        base, redis_base = shared.postgres_url.rpartition("/")[0], shared.redis_url.rpartition("/")[0]
+        out: list[Stores | None] = []
+        for i, name in enumerate(names):
+            if name != "postgres":
+                out.append(None)
+                continue
+            with psycopg.connect(shared.postgres_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "claude_proxy_ab{i}"')
+            migrate(f"{base}/claude_proxy_ab{i}")
+            out.append(Stores(f"{base}/claude_proxy_ab{i}", f"{redis_base}/{i + 1}", shared.versions))
+        yield out
 
 
 def order(n: int) -> tuple[int, int]:
@@ -71,7 +98,7 @@ async def one_round(side: Side, stream: bool, concurrency: int, seconds: float) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.splitlines()[0])
     parser.add_argument("--ref", help="git revision for side A (default: this checkout)")
-    parser.add_argument("--sides", default="sqlite,sqlite", help="A,B: each off or sqlite (default sqlite,sqlite)")
+    parser.add_argument("--sides", default="sqlite,sqlite", help="A,B: each off, sqlite or postgres (default sqlite,sqlite)")
     parser.add_argument("--load", choices=sorted(LOADS), default="stream16")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round (after 1 s of warm-up)")
@@ -80,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) != 2 or any(n not in AB_SIDES for n in names):
         parser.error(f"--sides: two of {', '.join(AB_SIDES)}, comma-separated")
     stream, concurrency = LOADS[args.load]
-    with tempfile.TemporaryDirectory(prefix="claude-proxy-ab-run-") as tmp, checkout(args.ref) as tree_a:
+    with (tempfile.TemporaryDirectory(prefix="claude-proxy-ab-run-") as tmp, checkout(args.ref) as tree_a,
+          stores_for(names) as stores):
         workdir = Path(tmp)
         upstream = start_upstream(workdir)
         sides: list[Side] = []
         try:
             for i, (name, root) in enumerate(zip(names, (tree_a, ROOT), strict=True)):
-                sides.append(start_side(name, workdir / f"side{i}", upstream.port, None, root=root))
+                sides.append(start_side(name, workdir / f"side{i}", upstream.port, stores[i], root=root))
             rates: list[list[float]] = [[], []]
             times: list[list[float]] = [[], []]
 

@@ -81,7 +81,7 @@ def test_the_ab_comparison_alternates_and_checks_its_sides() -> None:
     from benchmarks.ab import order as ab_order
 
     assert [ab_order(n) for n in range(4)] == [(0, 1), (1, 0), (0, 1), (1, 0)]
-    for bad in ("sqlite", "off,postgres", "off,sqlite,sqlite"):
+    for bad in ("sqlite", "off,mysql", "off,sqlite,sqlite"):
         with pytest.raises(SystemExit):
             main(["--sides", bad])
 
@@ -104,3 +104,31 @@ def test_the_ab_comparison_checks_a_revision_out_beside_this_one_and_removes_it(
     assert not tree.exists()
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert str(tree) not in listed
+
+
+def test_each_postgres_side_of_the_ab_comparison_has_a_database_and_a_redis_database_of_its_own() -> None:
+    """Two postgres sides on one private PostgreSQL + Redis share no keys, epoch or limits: a migrated database and a
+    Redis database number each. Sides without a store get none, and start no server."""
+    import psycopg
+    import redis
+
+    from benchmarks.ab import stores_for
+    from tests.support.stores import require
+
+    with stores_for(["off", "sqlite"]) as none:
+        assert none == [None, None]
+    try:
+        with stores_for(["postgres", "sqlite", "postgres"]) as stores:
+            first, middle, last = stores
+            assert middle is None and first is not None and last is not None
+            assert first.postgres_url != last.postgres_url and first.redis_url != last.redis_url
+            versions = []
+            for own in (first, last):
+                with psycopg.connect(own.postgres_url) as conn:
+                    versions.append(conn.execute("SELECT version_num FROM alembic_version").fetchone())
+                r = redis.Redis.from_url(own.redis_url)
+                r.set("cp:epoch", 7 if own is first else 9)
+            assert versions[0] == versions[1] and versions[0] is not None  # both at the packaged head
+            assert redis.Redis.from_url(first.redis_url).get("cp:epoch") == b"7"  # not overwritten by the other
+    except SystemExit as exc:  # private_stores: a server binary is missing
+        require("PostgreSQL and Redis", str(exc))

@@ -252,11 +252,23 @@ def _stored_rows(server: ProxyServer, admin: str) -> int:
                .json()["usage_events"])
 
 
-def _wait(condition: Any, what: str, timeout: float = 30) -> None:
+def _wait(condition: Any, what: str, timeout: float = 30, detail: Any = None) -> None:
+    """Poll `condition` until it holds; past `timeout` fail, saying `what` and (when given) `detail()`, the
+    figures that did not meet."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting: {what}" + (f" ({detail()})" if detail is not None else ""))
         time.sleep(0.02)
+
+
+def _settling(instances: list[ProxyServer], admin: str, finished: int) -> str:
+    """What a settlement wait that timed out saw: rows against finished requests, and the instances' own
+    complaints about settling (a store error loses the row, and says so in the log)."""
+    complaints = [line for server in instances for line in server.output().splitlines()
+                  if "settl" in line and ("could not" in line or "failed" in line)]
+    return (f"{_stored_rows(instances[1], admin)} usage rows for {finished} finished requests; "
+            f"{len(complaints)} settlement errors logged" + (f", the last: {complaints[-1][:300]}" if complaints else ""))
 
 
 def _table(rows: list[dict[str, Any]], ids: dict[str, str]) -> Counter[tuple[str, str, str]]:
@@ -281,14 +293,23 @@ def test_10k_mixed_requests_with_a_worker_killed_count_every_token_once(
     admin = cli(instances[0], "keys", "create", "--owner", "mixed-admin@example.com", "--admin")["key"]
     run = Run(instances, [m["key"] for m in made])
     killed_pid: list[int] = []
+    chaos_failed: list[BaseException] = []  # why the worker was not killed, for the test's own failure
 
     def kill_midway() -> None:
+        try:
+            hold_and_kill()
+        except BaseException as exc:
+            chaos_failed.append(exc)
+            raise
+
+    def hold_and_kill() -> None:
         _wait(lambda: run.done() >= REQUESTS // 2, "half the run", timeout=600)
         ledger.hold()
         try:
             # every client waits at the upstream, and every request that finished has settled
             _wait(lambda: run.in_flight == ledger.held == CLIENTS, "every client held at the upstream")
-            _wait(lambda: _stored_rows(instances[1], admin) == run.done(), "every finished request settled")
+            _wait(lambda: _stored_rows(instances[1], admin) == run.done(), "every finished request settled",
+                  detail=lambda: _settling(instances, admin, run.done()))
             victim = _workers(instances[0])[0]
             os.kill(victim, signal.SIGKILL)
             killed_pid.append(victim)
@@ -303,14 +324,15 @@ def test_10k_mixed_requests_with_a_worker_killed_count_every_token_once(
         list(pool.map(run.one, range(REQUESTS)))
     elapsed = time.monotonic() - started
     chaos.join(30)
-    assert killed_pid, "the worker was never killed"
+    assert killed_pid, f"the worker was never killed: {chaos_failed[0] if chaos_failed else 'no error'}"
 
     seen = run.counts()
     assert sum(seen.values()) == REQUESTS
     assert 1 <= seen["killed"] < CLIENTS  # only the victim's held requests
     assert seen["cut"] + sum(1 for i, s in run.seen.items() if s == "killed" and i % CUT_EVERY == 0) \
         == len(range(0, REQUESTS, CUT_EVERY))
-    _wait(lambda: _stored_rows(instances[1], admin) == seen["ok"] + seen["cut"], "every request settled", 60)
+    _wait(lambda: _stored_rows(instances[1], admin) == seen["ok"] + seen["cut"], "every request settled", 60,
+          detail=lambda: _settling(instances, admin, seen["ok"] + seen["cut"]))
 
     # the upstream's view agrees with the clients': answered = seen whole or cut; never answered = killed
     assert set(ledger.answers) == {rid for rid, s in run.seen.items() if s != "killed"}
