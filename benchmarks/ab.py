@@ -55,7 +55,8 @@ def checkout(ref: str | None) -> Iterator[Path]:
 @contextlib.contextmanager
 def stores_for(names: list[str]) -> Iterator[list[Stores | None]]:
     """For each postgres side a database and a Redis database of its own, on one private PostgreSQL + Redis (two
-    postgres sides share no keys, epoch or limits); None for the other sides."""
+    postgres sides share no keys, epoch or limits); None for the other sides. Both databases get this checkout's
+    migrations: a `--ref` with another schema refuses to start against them, as a worker behind its schema does."""
     if "postgres" not in names:
         yield [None for _ in names]
         return
