@@ -9,7 +9,6 @@ the data directory is chowned to `postgres` and initdb/pg_ctl run through `runus
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import shutil
@@ -100,14 +99,6 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def cleanup_after(self) -> Iterator[RedisServer]:
-        """`with server.cleanup_after():` a Redis of one test's own, stopped and removed when it ends."""
-        try:
-            yield self
-        finally:
-            self.cleanup()
 
 
 class PostgresServer:
