@@ -56,7 +56,7 @@ def checkout(ref: str | None) -> Iterator[Path]:
 def stores_for(names: list[str]) -> Iterator[list[Stores | None]]:
     """For each postgres side a database and a Redis database of its own, on one private PostgreSQL + Redis (two
     postgres sides share no keys, epoch or limits); None for the other sides. Both databases get this checkout's
-    migrations: a `--ref` with another schema refuses to start against them, as a worker behind its schema does."""
+    migrations: a `--ref` that expects another schema may not start against them."""
     if "postgres" not in names:
         yield [None for _ in names]
         return
