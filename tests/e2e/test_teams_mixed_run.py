@@ -263,12 +263,16 @@ def _wait(condition: Any, what: str, timeout: float = 30, detail: Any = None) ->
 
 
 def _settling(instances: list[ProxyServer], admin: str, finished: int) -> str:
-    """What a settlement wait that timed out saw: rows against finished requests, and the instances' own
-    complaints about settling (a store error loses the row, and says so in the log)."""
+    """What a settlement wait that timed out saw: the rows each instance counts in the one SQLite file against
+    the finished requests, the /v1/messages lines each instance's request log has, and their own complaints
+    about the store (a store error loses the row, and says so in the log)."""
+    rows = [_stored_rows(server, admin) for server in instances]
+    logged = [sum(1 for line in server.journal() if line.get("endpoint") == "messages") for server in instances]
     complaints = [line for server in instances for line in server.output().splitlines()
-                  if "settl" in line and ("could not" in line or "failed" in line)]
-    return (f"{_stored_rows(instances[1], admin)} usage rows for {finished} finished requests; "
-            f"{len(complaints)} settlement errors logged" + (f", the last: {complaints[-1][:300]}" if complaints else ""))
+                  if "teams:" in line or ("settl" in line and ("could not" in line or "failed" in line))]
+    return (f"usage rows counted through each instance {rows} for {finished} finished requests; "
+            f"request-log lines per instance {logged}; {len(complaints)} store complaints logged"
+            + (f", the last: {complaints[-1][:300]}" if complaints else ""))
 
 
 def _table(rows: list[dict[str, Any]], ids: dict[str, str]) -> Counter[tuple[str, str, str]]:
