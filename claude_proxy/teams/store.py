@@ -153,12 +153,36 @@ class SqliteStore:
                 os.chmod(self.path, 0o600)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._into_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         return conn
+
+    def _into_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode, which then stays with the file: read first, so every open after the first
+        takes no lock for it. The switch needs the file to itself, and SQLite answers "database is locked" at
+        once instead of running the busy handler (or leaves the mode as it was) when another connection holds
+        it: every worker of a new instance opens the new file together, and a worker that failed here failed
+        to boot, and gunicorn then stopped the whole instance. So: again, with backoff, within busy_timeout."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause = 0.001
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                    return
+                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                    return
+                refused: sqlite3.Error = sqlite3.OperationalError("database is locked (journal mode left as it was)")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                refused = exc
+            if time.monotonic() + pause > deadline:
+                raise refused
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:

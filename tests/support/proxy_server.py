@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class ProxyServer:
         ]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[str] | None = None
+        self.stopped = False  # stop() ran: an exit after it is ours
         self.stderr_path = self.dir / "stderr.log"
 
     @property
@@ -134,7 +136,15 @@ class ProxyServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
+        stopped_before = self.stopped
+        code, self.stopped = self.process.poll(), True
+        # Exited on its own (a signal a test sent gives a negative code), e.g. gunicorn halting on a worker that
+        # failed to boot: every test after it sees only "connection refused", so say why, with its output.
+        if code is not None and code > 0 and not stopped_before:
+            tail = "\n".join(self.output().splitlines()[-40:])
+            warnings.warn(f"{self.name} on port {self.port} exited by itself with {code} before the test stopped it; "
+                          f"its output ends:\n{tail}", RuntimeWarning, stacklevel=2)
+        if code is None:
             gc.collect()  # connections the test dropped but the collector has not closed yet would hold the stop
             self.process.send_signal(sig)
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,10 +14,12 @@ from typing import Any
 import pytest
 
 from claude_proxy.config.teams import Limits, Rate, TeamsSettings
+from claude_proxy.teams.base import StoreDown
 from claude_proxy.teams.gate import AuthFailure, Gate
 from claude_proxy.teams.keys import hash_key, key_id_of
 from claude_proxy.teams.records import Actor, Admitted, Principal, Refused, Usage
-from claude_proxy.teams.store import StoreError
+from claude_proxy.teams.schema import VERSION
+from claude_proxy.teams.store import SqliteStore, StoreError
 from tests.support.clock import Clock
 
 ADMIN = Actor("test", remote_addr="127.0.0.1")
@@ -257,6 +260,41 @@ def test_the_wal_is_checkpointed_by_the_keeper_not_inside_a_request(tmp_path: Pa
             assert conn.execute("SELECT count(*) FROM usage_events").fetchone()[0] == 100
     finally:
         gate.store.close()
+
+
+def _open_new_files(directory: str, rounds: int, together: Any, out: Any) -> None:
+    """One process, like a booting worker: for each round, open that round's new file at the same moment as
+    the others (the barrier) and make the schema."""
+    outcomes: list[str] = []
+    for n in range(rounds):
+        store = SqliteStore(f"{directory}/teams{n}.db")
+        together.wait(60)
+        try:
+            outcomes.append(f"schema {store.migrate()}")
+        except StoreDown as exc:
+            outcomes.append(str(exc))
+        store.close()
+    out.put(outcomes)
+
+
+def test_a_new_instances_workers_open_the_new_file_together(tmp_path: Path) -> None:
+    """Every worker of a new instance opens the file, which does not exist yet, at the same moment, and
+    SQLite refuses the switch to WAL to all but one of them at once ("database is locked", without waiting
+    busy_timeout). A worker that failed there failed to boot, and gunicorn then stopped the whole instance:
+    ~1 open in 20 did, in CI and here."""
+    rounds, workers = 40, 6
+    ctx = multiprocessing.get_context("spawn")
+    together, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_open_new_files, args=(str(tmp_path), rounds, together, out)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    outcomes = Counter(o for _ in procs for o in out.get(timeout=120))
+    for proc in procs:
+        proc.join(10)
+    assert outcomes == {f"schema {VERSION}": rounds * workers}
+    for n in range(rounds):
+        with sqlite3.connect(tmp_path / f"teams{n}.db") as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_writers_queue_on_the_machine_lock_and_wake_when_it_is_freed(gate: Gate, tmp_path: Path) -> None:
