@@ -98,7 +98,7 @@ class ProxyServer:
         ]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[str] | None = None
-        self.stopped = False  # stop() ran: an exit after it is ours
+        self.exit_told = False  # its exit was ours (stop) or already reported (start): stop() says nothing more
         self.stderr_path = self.dir / "stderr.log"
 
     @property
@@ -113,6 +113,7 @@ class ProxyServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.exit_told = True
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
             try:
                 if requests.get(self.url + self.health_path, timeout=1).status_code == 200:
@@ -136,11 +137,11 @@ class ProxyServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        stopped_before = self.stopped
-        code, self.stopped = self.process.poll(), True
+        told, self.exit_told = self.exit_told, True
+        code = self.process.poll()
         # Exited on its own (a signal a test sent gives a negative code), e.g. gunicorn halting on a worker that
         # failed to boot: every test after it sees only "connection refused", so say why, with its output.
-        if code is not None and code > 0 and not stopped_before:
+        if code is not None and code > 0 and not told:
             tail = "\n".join(self.output().splitlines()[-40:])
             warnings.warn(f"{self.name} on port {self.port} exited by itself with {code} before the test stopped it; "
                           f"its output ends:\n{tail}", RuntimeWarning, stacklevel=2)
