@@ -196,6 +196,11 @@ class Run:
         finally:
             with self.lock:
                 self.in_flight -= 1
+        if seen == "killed" and server is not self.servers[0]:  # only the first instance loses a worker
+            code = server.process.poll() if server.process is not None else None
+            state = "still runs" if code is None else f"exited with {code}"
+            tail = "\n".join(server.output().splitlines()[-30:])
+            raise AssertionError(f"instance 1 refused request r{i} (it {state}); its output ends:\n{tail}")
         with self.lock:
             self.seen[i] = seen
 
