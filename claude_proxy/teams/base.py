@@ -39,7 +39,8 @@ class Store(Protocol):
     clock: Callable[[], float]
 
     def migrate(self) -> Any: ...
-    def close(self) -> None: ...
+    def close(self) -> None: ...  # let go of connections (before the fork too); the store opens them again on use
+    def stop(self) -> None: ...  # the end of this process's use: background work finished, then close
     def maintain(self) -> None: ...  # upkeep off the request path (each worker's keeper, a few times a second)
     def epoch(self) -> int: ...
     def epoch_hint(self) -> int | None: ...  # an epoch known without a round trip, when there is news; else None

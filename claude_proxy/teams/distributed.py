@@ -74,6 +74,11 @@ class DistributedStore:
         """In a serving worker: the uploader (it also adopts spools left by dead workers)."""
         self.spool.start()
 
+    def stop(self) -> None:
+        """The end of this process's use: the uploader stops after uploading what it can, then `close`."""
+        self.spool.stop()
+        self.close()
+
     def close(self) -> None:
         self.ledger.close()
         self.limiter.close()

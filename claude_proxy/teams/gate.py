@@ -105,6 +105,7 @@ class Gate:
         self._live: dict[str, Admitted] = {}
         self._lock = threading.Lock()
         self._keeper: threading.Thread | None = None
+        self._closed = threading.Event()
         self._keeper_pid = 0
 
     def prepare(self) -> None:
@@ -346,6 +347,8 @@ class Gate:
         keeper = self._keeper
         if keeper is not None and self._keeper_pid == os.getpid() and keeper.is_alive():
             return
+        if self._closed.is_set():  # after close(): no keeper again
+            return
         with self._lock:
             if self._keeper is not None and self._keeper_pid == os.getpid() and self._keeper.is_alive():
                 return
@@ -359,8 +362,7 @@ class Gate:
         renew_every = max(self.settings.lease_seconds / 3, 0.05)
         tick = min(MAINTAIN_EVERY, renew_every)
         renewed = time.monotonic()
-        while True:
-            time.sleep(tick)
+        while not self._closed.wait(tick):
             try:
                 self.store.maintain()
             except STORE_ERRORS as exc:
@@ -382,6 +384,17 @@ class Gate:
             except STORE_ERRORS as exc:
                 log.warning("teams: lease renewal failed: %s", exc)
                 self.events("store", {"op": "renew", "result": "error", "store": self._limiter_name()})
+
+    def close(self) -> None:
+        """The end of this gate in this process (an embedding app's teardown; tests): the keeper stops, fail-opens
+        not yet counted are written, the uploader (PostgreSQL) uploads what it can and stops, the store closes.
+        A worker that just exits needs none of it: its leases expire and its spool is adopted."""
+        self._closed.set()
+        keeper = self._keeper
+        if keeper is not None and self._keeper_pid == os.getpid() and keeper is not threading.current_thread():
+            keeper.join(10)
+        self.flush_fail_open()
+        self.store.stop()
 
     def flush_fail_open(self) -> int:
         """Add this worker's fail-opens since the last flush to the store's count (what `store status`, the

@@ -86,6 +86,7 @@ class Spool:
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         self._appended = 0
         self.uploaded = 0
         self.dropped = 0
@@ -135,6 +136,7 @@ class Spool:
         if self._thread is not None and self._thread.is_alive() and self._thread_pid == os.getpid():
             return
         self._thread_pid = os.getpid()
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="teams-usage-uploader", daemon=True)
         self._thread.start()
 
@@ -145,6 +147,8 @@ class Spool:
         while True:
             self._wake.wait(backoff)
             self._wake.clear()
+            if self._stopping.is_set():
+                return
             try:
                 self.drain()
                 backoff = self.flush_interval
@@ -228,6 +232,15 @@ class Spool:
     def backlog(self) -> dict[str, Any]:
         return {"pending_bytes": self.pending_bytes(), "uploaded": self.uploaded, "dropped": self.dropped,
                 "adopted_files": len(self._adopted), "last_error": self.last_error}
+
+    def stop(self) -> None:
+        """Stop this process's uploader (it finishes the batch it is uploading), then upload what is left."""
+        thread = self._thread
+        self._stopping.set()
+        self._wake.set()
+        if thread is not None and self._thread_pid == os.getpid() and thread is not threading.current_thread():
+            thread.join(10)
+        self.close()
 
     def close(self) -> None:
         """Upload what is left if the ledger answers (a clean shutdown leaves no backlog behind)."""

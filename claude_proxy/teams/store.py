@@ -293,6 +293,10 @@ class SqliteStore:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._checkpointed = writes
 
+    def stop(self) -> None:
+        """No background work of its own (the gate's keeper does its upkeep): the same as close."""
+        self.close()
+
     def close(self) -> None:
         if self._lock_fd >= 0 and self._lock_pid == os.getpid():
             os.close(self._lock_fd)

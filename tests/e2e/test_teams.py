@@ -240,7 +240,7 @@ def test_a_spent_budget_is_429_not_to_be_retried_with_its_reset_time(
     admitted = gate.admit(principal, 1)
     assert isinstance(admitted, Admitted)
     gate.settle(admitted, Usage(input_tokens=1, cost_micro_usd=1_000_000))
-    gate.store.close()
+    gate.close()
     for server in instances:
         r = post(server, key)
         assert r.status_code == 429 and r.headers["x-should-retry"] == "false"

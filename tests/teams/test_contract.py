@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +44,7 @@ def gate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_pa
     g = Gate(settings)
     g.prepare()
     yield g
-    g.store.close()
+    g.close()
 
 
 def flush(store: Store) -> None:
@@ -58,6 +59,30 @@ def principal(gate: Gate, **limits: Any) -> tuple[Principal, str]:
     found = gate.authenticate([key], {})
     assert isinstance(found, Principal)
     return found, record.id
+
+
+def test_closing_a_gate_stops_its_threads_and_loses_no_usage(gate: Gate) -> None:
+    """`Gate.close()`, an embedding app's teardown (and every test's here): the keeper and, on PostgreSQL, the
+    uploader stop (they ran on for the rest of the process, against a closed store or a stopped server), and
+    what was settled before is in the ledger (PostgreSQL: the uploader's last upload, made by the close)."""
+    before = set(threading.enumerate())
+    closing = Gate(gate.settings)
+    closing.prepare()
+    p, key_id = principal(closing)
+    admitted = closing.admit(p, 1)
+    assert isinstance(admitted, Admitted)
+    closing.settle(admitted, Usage(input_tokens=7, output_tokens=3, status=200, upstream_model="m"))
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith("teams-")]
+    expected = {"teams-lease-keeper"} | ({"teams-usage-uploader"} if gate.store.name == "postgres" else set())
+    assert {t.name for t in started} == expected
+    closing.close()
+    assert [t.name for t in started if t.is_alive()] == []
+    rows = gate.store.usage(group_by=["key"], filters={"key": key_id})  # through the fixture's own gate
+    assert [(r["requests"], r["input_tokens"], r["output_tokens"]) for r in rows] == [(1, 7, 3)]
+    # a closed gate still answers (its store opens connections again on use), with no keeper or uploader again
+    assert isinstance(closing.admit(p, 1), Admitted)
+    assert [t.name for t in threading.enumerate() if t not in before and t.name.startswith("teams-")] == []
+    closing.store.close()
 
 
 def test_keys_are_stored_hashed_found_and_revoked_with_an_audit_trail(gate: Gate) -> None:
@@ -374,4 +399,4 @@ def test_usage_past_the_retention_becomes_daily_totals_and_every_grouping_reads_
         assert [(r["day"], r["requests"]) for r in late] == [
             (r["day"], r["requests"] + (r["day"] == "2026-11-02")) for r in before[0]]
     finally:
-        aged.store.close()
+        aged.close()

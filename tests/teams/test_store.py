@@ -35,7 +35,7 @@ def gate(tmp_path: Path, clock: Clock) -> Iterator[Gate]:
     gate = Gate(TeamsSettings(path=str(tmp_path / "teams.db"), lease_seconds=30), ["static-door-key"], clock=clock)
     gate.prepare()
     yield gate
-    gate.store.close()
+    gate.close()
 
 
 def _principal(gate: Gate, key: str, headers: dict[str, str] | None = None) -> Principal:
@@ -48,7 +48,7 @@ def test_keys_are_stored_only_as_their_hash(gate: Gate, tmp_path: Path) -> None:
     record, key = gate.store.create_key(owner="alice@example.com", name="laptop", actor=ADMIN)
     assert key.startswith("cpk_") and key_id_of(key) == record.id
     assert gate.store.find_key(hash_key(key)) == record
-    gate.store.close()
+    gate.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("teams.db"))
     assert key.encode() not in raw and key.split("_", 2)[2].encode() not in raw  # the secret (it may hold "_")
     assert hash_key(key) in raw
@@ -259,7 +259,7 @@ def test_the_wal_is_checkpointed_by_the_keeper_not_inside_a_request(tmp_path: Pa
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             assert conn.execute("SELECT count(*) FROM usage_events").fetchone()[0] == 100
     finally:
-        gate.store.close()
+        gate.close()
 
 
 def _open_new_files(directory: str, rounds: int, together: Any, out: Any) -> None:
@@ -419,7 +419,7 @@ def test_admissions_queued_behind_a_foreign_writer_fail_together_then_recover(tm
         assert len(attempts) <= 3  # one BEGIN per batch (the first caller's, then the rest), none per job
         assert isinstance(store.admit(p, "after", 1), Admitted)
     finally:
-        gate.store.close()
+        gate.close()
 
 
 def test_a_worker_booting_on_a_current_schema_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
@@ -483,7 +483,7 @@ def test_pruning_folds_old_events_in_batches_ties_and_all_and_a_second_prune_fin
             ("2027-01-10", 11, sum(range(11)), 5), ("2027-01-15", 1, 11, 1)]
         assert gate.store.status()["usage_events"] == 1
     finally:
-        gate.store.close()
+        gate.close()
 
 
 def test_a_version_1_file_gains_the_daily_table_in_place_and_keeps_its_events(tmp_path: Path, clock: Clock) -> None:
@@ -496,7 +496,7 @@ def test_a_version_1_file_gains_the_daily_table_in_place_and_keeps_its_events(tm
     admitted = gate.admit(_principal(gate, key), 1)
     assert isinstance(admitted, Admitted)
     gate.store.settle(admitted, Usage(input_tokens=4, status=200))
-    gate.store.close()
+    gate.close()
     old = sqlite3.connect(path, isolation_level=None)
     old.execute("DROP TABLE usage_daily")
     old.execute("PRAGMA user_version = 1")  # as the previous release left it
@@ -508,4 +508,4 @@ def test_a_version_1_file_gains_the_daily_table_in_place_and_keeps_its_events(tm
         assert [r["input_tokens"] for r in again.store.usage(group_by=[])] == [4]
         assert again.store.prune_usage() == (0, True)  # the new table is there to fold into
     finally:
-        again.store.close()
+        again.close()
