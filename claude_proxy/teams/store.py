@@ -172,9 +172,12 @@ class SqliteStore:
             try:
                 if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
                     return
-                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode == "wal":
                     return
-                refused: sqlite3.Error = sqlite3.OperationalError("database is locked (journal mode left as it was)")
+                refused: sqlite3.Error = sqlite3.OperationalError(
+                    f"the file stays in {mode} journal mode, not WAL: another process held it past busy_timeout, "
+                    "or its filesystem has no shared memory for WAL (a local disk is needed)")
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc):
                     raise
