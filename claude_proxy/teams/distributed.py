@@ -47,7 +47,8 @@ class DistributedStore:
             raise StoreDown("config", f"${missing} is not set")
         self.settings = settings
         self.clock = clock
-        self.ledger = PostgresLedger(pg_url, pgbouncer=settings.postgres_pgbouncer, clock=clock, breaker=Breaker())
+        self.ledger = PostgresLedger(pg_url, pgbouncer=settings.postgres_pgbouncer, clock=clock, breaker=Breaker(),
+                                     on_change=self._publish)
         self.limiter = RedisLimiter(redis_url, lease_seconds=settings.lease_seconds, breaker=Breaker(),
                                     tpm_counts_cache_reads=settings.tpm_counts_cache_reads)
         self.spool = Spool(settings.spool_dir, self.ledger.record_usage, instance=settings.instance,
@@ -137,9 +138,7 @@ class DistributedStore:
         return self.ledger.meta(name, make)
 
     def create_team(self, name: str, limits: Limits, actor: Actor, display_name: str | None = None) -> Team:
-        team, epoch = self.ledger.create_team(name, limits, actor, display_name)
-        self._publish(epoch)
-        return team
+        return self.ledger.create_team(name, limits, actor, display_name)
 
     def team(self, name: str) -> Team:
         return self.ledger.team(name)
@@ -148,17 +147,13 @@ class DistributedStore:
         return self.ledger.teams(include_archived)
 
     def update_team(self, name: str, changes: Mapping[str, Any], actor: Actor) -> Team:
-        team, epoch = self.ledger.update_team(name, changes, actor)
-        self._publish(epoch)
-        return team
+        return self.ledger.update_team(name, changes, actor)
 
     def create_key(self, *, owner: str, actor: Actor, name: str = "", team: str | None = None, admin: bool = False,
                    gateway: bool = False, limits: Limits = Limits(), expires_at: float | None = None
                    ) -> tuple[KeyRecord, str]:
-        record, key, epoch = self.ledger.create_key(owner=owner, actor=actor, name=name, team=team, admin=admin,
-                                                    gateway=gateway, limits=limits, expires_at=expires_at)
-        self._publish(epoch)
-        return record, key
+        return self.ledger.create_key(owner=owner, actor=actor, name=name, team=team, admin=admin, gateway=gateway,
+                                      limits=limits, expires_at=expires_at)
 
     def key(self, key_id: str) -> KeyRecord:
         return self.ledger.key(key_id)
@@ -170,17 +165,14 @@ class DistributedStore:
         return self.ledger.keys(team=team, owner=owner, status=status)
 
     def update_key(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> KeyRecord:
-        record, epoch = self.ledger.update_key(key_id, changes, actor)
-        self._publish(epoch)
-        return record
+        return self.ledger.update_key(key_id, changes, actor)
 
     def revoke_key(self, key_id: str, actor: Actor, reason: str | None = None) -> KeyRecord:
-        record, epoch = self.ledger.revoke_key(key_id, actor, reason)
+        record = self.ledger.revoke_key(key_id, actor, reason)  # its epoch published (`on_change`)
         try:  # the second guard: the admission script refuses a flagged key even from a stale cache
             self.limiter.flag_revoked(record.id, record.team.id if record.team else None)
         except StoreDown as exc:
             log.warning("teams: could not flag key %s revoked in Redis: %s", record.id, exc)
-        self._publish(epoch)
         return record
 
     # -- limiter ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ twice and concurrent uploaders never deadlock.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -25,30 +24,23 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from claude_proxy.config.teams import Limits
-from claude_proxy.teams import keys as keyfmt
 from claude_proxy.teams.base import SchemaBehind, StoreDown
 from claude_proxy.teams.breaker import Breaker
+from claude_proxy.teams.catalog import Catalog
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.migrations import HEAD
-from claude_proxy.teams.records import Actor, KeyRecord, Team, limits_to_columns
 from claude_proxy.teams.rows import (
     FAIL_OPEN_LAST_AT,
     FAIL_OPEN_TOTAL,
-    KEY_SELECT,
     POSTGRES,
     USAGE_KEPT_FROM,
     Pruned,
     Retained,
-    StoreError,
     audit_query,
     day_of,
     day_start,
     fail_open_status,
-    key_from,
-    limit_changes,
     recent_query,
-    team_from,
     usage_query,
     usage_totals,
 )
@@ -86,13 +78,17 @@ INSERT_EVENTS = (
 )
 
 
-class PostgresLedger:
-    """Durable records on PostgreSQL. Thread-safe; raises StoreDown when the database cannot answer."""
+class PostgresLedger(Catalog):
+    """Durable records on PostgreSQL. Thread-safe; raises StoreDown when the database cannot answer.
+    Teams, keys and shared settings: `Catalog`; each committed admin change's epoch goes to `on_change`."""
 
     name = "postgres"
+    dialect = POSTGRES
 
     def __init__(self, dsn: str, *, pgbouncer: bool = False, clock: Callable[[], float] = time.time,
-                 breaker: Breaker | None = None, max_size: int = 3) -> None:
+                 breaker: Breaker | None = None, max_size: int = 3,
+                 on_change: Callable[[int], None] | None = None) -> None:
+        self.on_change = on_change
         self._dsn = dsn
         self.pgbouncer = pgbouncer
         self.clock = clock
@@ -136,6 +132,12 @@ class PostgresLedger:
         else:
             self.breaker.success()
 
+    _reading = _writing = _tx  # for Catalog
+
+    def _published(self, epoch: int) -> None:
+        if self.on_change is not None:
+            self.on_change(epoch)
+
     def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None and self._pid == os.getpid():
@@ -163,24 +165,9 @@ class PostgresLedger:
         with self._tx() as conn:
             return int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()["value"])
 
-    @staticmethod
-    def _changed(conn: psycopg.Connection[Any]) -> int:
+    def _changed(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE name = 'epoch' RETURNING value")
         return int(row.fetchone()["value"])
-
-    def _audit(self, conn: psycopg.Connection[Any], actor: Actor, action: str, target_type: str, target_id: str,
-               details: Any) -> None:
-        conn.execute(
-            "INSERT INTO audit_events (ts, actor, actor_key_id, action, target_type, target_id, details, remote_addr,"
-            " request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (self.clock(), actor.who, actor.key_id, action, target_type, target_id,
-             json.dumps(details, sort_keys=True, default=str), actor.remote_addr, actor.request_id),
-        )
-
-    def meta(self, name: str, make: Callable[[], str]) -> str:
-        with self._tx() as conn:
-            conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, make()))
-            return str(conn.execute("SELECT value FROM meta WHERE name = %s", (name,)).fetchone()["value"])
 
     def note_fail_open(self, count: int, last_at: float) -> None:
         """Add `count` admissions that went unchecked (Redis down) to the fleet's count in `meta`."""
@@ -190,144 +177,6 @@ class PostgresLedger:
             conn.execute("INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
                          " SET value = GREATEST(meta.value::float8, EXCLUDED.value::float8)::text",
                          (FAIL_OPEN_LAST_AT, repr(float(last_at))))
-
-    # -- teams -------------------------------------------------------------------------------------------------
-
-    def _team(self, conn: psycopg.Connection[Any], name: str) -> Team:
-        row = conn.execute("SELECT * FROM teams WHERE name = %s", (name,)).fetchone()
-        if row is None:
-            raise StoreError(f"no team named {name!r}", 404)
-        return team_from(row)
-
-    def create_team(self, name: str, limits: Limits, actor: Actor, display_name: str | None = None
-                    ) -> tuple[Team, int]:
-        now = self.clock()
-        cols = limits_to_columns(limits)
-        with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM teams WHERE name = %s", (name,)).fetchone():
-                raise StoreError(f"team {name!r} already exists", 409)
-            conn.execute(
-                f"INSERT INTO teams (name, display_name, {', '.join(cols)}, created_at, updated_at)"
-                f" VALUES (%s, %s, {', '.join(['%s'] * len(cols))}, %s, %s)",
-                (name, display_name, *cols.values(), now, now),
-            )
-            epoch = self._changed(conn)
-            self._audit(conn, actor, "team.create", "team", name, {"display_name": display_name, **cols})
-            return self._team(conn, name), epoch
-
-    def team(self, name: str) -> Team:
-        with self._tx() as conn:
-            return self._team(conn, name)
-
-    def teams(self, include_archived: bool = False) -> list[Team]:
-        where = "" if include_archived else " WHERE archived_at IS NULL"
-        with self._tx() as conn:
-            return [team_from(r) for r in conn.execute(f"SELECT * FROM teams{where} ORDER BY name")]
-
-    def update_team(self, name: str, changes: Mapping[str, Any], actor: Actor) -> tuple[Team, int]:
-        columns = limit_changes(changes)
-        if "display_name" in changes:
-            columns["display_name"] = changes["display_name"]
-        if "archived" in changes:
-            columns["archived_at"] = self.clock() if changes["archived"] else None
-        with self._tx() as conn:
-            self._team(conn, name)
-            if columns:
-                sets = ", ".join(f"{c} = %s" for c in columns)
-                conn.execute(f"UPDATE teams SET {sets}, updated_at = %s WHERE name = %s",
-                             (*columns.values(), self.clock(), name))
-            epoch = self._changed(conn)
-            self._audit(conn, actor, "team.archive" if changes.get("archived") else "team.update", "team", name,
-                        columns)
-            return self._team(conn, name), epoch
-
-    # -- keys --------------------------------------------------------------------------------------------------
-
-    def _key(self, conn: psycopg.Connection[Any], key_id: str) -> KeyRecord:
-        row = conn.execute(KEY_SELECT + " WHERE k.id = %s", (key_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no key with id {key_id!r}", 404)
-        return key_from(row)
-
-    def create_key(self, *, owner: str, actor: Actor, name: str = "", team: str | None = None, admin: bool = False,
-                   gateway: bool = False, limits: Limits = Limits(), expires_at: float | None = None
-                   ) -> tuple[KeyRecord, str, int]:
-        now = self.clock()
-        cols = limits_to_columns(limits)
-        with self._tx() as conn:
-            team_id = self._team(conn, team).id if team else None
-            while True:
-                key_id, key = keyfmt.new_key()
-                if not conn.execute("SELECT 1 FROM api_keys WHERE id = %s", (key_id,)).fetchone():
-                    break
-            conn.execute(
-                f"INSERT INTO api_keys (id, secret_hash, name, owner, team_id, role, gateway, {', '.join(cols)},"
-                f" created_at, created_by, expires_at)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s, {', '.join(['%s'] * len(cols))}, %s, %s, %s)",
-                (key_id, keyfmt.hash_key(key), name or owner, owner, team_id, "admin" if admin else "user",
-                 bool(gateway), *cols.values(), now, actor.who, expires_at),
-            )
-            epoch = self._changed(conn)
-            self._audit(conn, actor, "key.create", "key", key_id,
-                        {"owner": owner, "name": name or owner, "team": team, "admin": admin, "gateway": gateway,
-                         "expires_at": expires_at, **cols})
-            return self._key(conn, key_id), key, epoch
-
-    def key(self, key_id: str) -> KeyRecord:
-        with self._tx() as conn:
-            return self._key(conn, key_id)
-
-    def find_key(self, secret_hash: bytes) -> KeyRecord | None:
-        with self._tx() as conn:
-            row = conn.execute(KEY_SELECT + " WHERE k.secret_hash = %s", (secret_hash,)).fetchone()
-            return key_from(row) if row else None
-
-    def keys(self, *, team: str | None = None, owner: str | None = None, status: str = "active") -> list[KeyRecord]:
-        clauses, args = [], []
-        if team:
-            clauses.append("t.name = %s")
-            args.append(team)
-        if owner:
-            clauses.append("k.owner = %s")
-            args.append(owner)
-        with self._tx() as conn:
-            rows = conn.execute(KEY_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                                + " ORDER BY k.created_at, k.id", args).fetchall()
-        now = self.clock()
-        found = [key_from(r) for r in rows]
-        return found if status == "all" else [k for k in found if k.status(now) == status]
-
-    def update_key(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> tuple[KeyRecord, int]:
-        columns = limit_changes(changes)
-        for field in ("name", "owner", "expires_at"):
-            if field in changes:
-                columns[field] = changes[field]
-        if "admin" in changes:
-            columns["role"] = "admin" if changes["admin"] else "user"
-        if "gateway" in changes:
-            columns["gateway"] = bool(changes["gateway"])
-        with self._tx() as conn:
-            self._key(conn, key_id)
-            if "team" in changes:
-                columns["team_id"] = self._team(conn, changes["team"]).id if changes["team"] else None
-            if columns:
-                sets = ", ".join(f"{c} = %s" for c in columns)
-                conn.execute(f"UPDATE api_keys SET {sets} WHERE id = %s", (*columns.values(), key_id))
-            epoch = self._changed(conn)
-            self._audit(conn, actor, "key.update", "key", key_id, {**columns, "team": changes.get("team")})
-            return self._key(conn, key_id), epoch
-
-    def revoke_key(self, key_id: str, actor: Actor, reason: str | None = None) -> tuple[KeyRecord, int]:
-        with self._tx() as conn:
-            record = self._key(conn, key_id)
-            if record.revoked_at is None:
-                conn.execute("UPDATE api_keys SET revoked_at = %s, revoked_by = %s, revoke_reason = %s WHERE id = %s",
-                             (self.clock(), actor.who, reason, key_id))
-                epoch = self._changed(conn)
-            else:
-                epoch = int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()["value"])
-            self._audit(conn, actor, "key.revoke", "key", key_id, {"reason": reason})
-            return self._key(conn, key_id), epoch
 
     # -- usage -------------------------------------------------------------------------------------------------
 

@@ -22,26 +22,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from claude_proxy.config.teams import Limits, Rate
-from claude_proxy.teams import keys as keyfmt
+from claude_proxy.config.teams import Rate
 from claude_proxy.teams.base import StoreDown
 from claude_proxy.teams.batch import GroupCommit
+from claude_proxy.teams.catalog import Catalog
 from claude_proxy.teams.limits import budget_allows, corrected, gcra, interval, month_of, month_reset, usd
 from claude_proxy.teams.records import (
-    Actor,
     Admitted,
-    KeyRecord,
     Principal,
     Refused,
     Stale,
-    Team,
     Usage,
-    limits_to_columns,
 )
 from claude_proxy.teams.rows import (
     FAIL_OPEN_LAST_AT,
     FAIL_OPEN_TOTAL,
-    KEY_SELECT,
     PRUNE_AGAIN,
     PRUNE_BUDGET,
     PRUNE_EVERY,
@@ -54,11 +49,8 @@ from claude_proxy.teams.rows import (
     day_of,
     day_start,
     fail_open_status,
-    key_from,
-    limit_changes,
     rate_refusal,
     recent_query,
-    team_from,
     usage_query,
     usage_totals,
 )
@@ -105,10 +97,12 @@ ON CONFLICT (day, key_id, owner, provider, upstream_model) DO UPDATE SET
 """
 
 
-class SqliteStore:
-    """All reads and writes of the teams store. Thread-safe; connections are opened after the fork."""
+class SqliteStore(Catalog):
+    """All reads and writes of the teams store. Thread-safe; connections are opened after the fork.
+    Teams, keys and shared settings: `Catalog`."""
 
     name = "sqlite"
+    dialect = SQLITE
 
     def __init__(
         self,
@@ -235,6 +229,8 @@ class SqliteStore:
                 conn.execute("COMMIT")
                 self._writes += 1
 
+    _reading, _writing = _conn, _write  # for Catalog
+
     @contextlib.contextmanager
     def _machine_lock(self) -> Iterator[None]:
         """The machine-wide writer lock (released by the kernel if the process dies holding it)."""
@@ -321,38 +317,9 @@ class SqliteStore:
         """Nothing to add: every admission reads the epoch inside its own transaction."""
         return None
 
-    @staticmethod
-    def _changed(conn: sqlite3.Connection) -> None:
+    def _changed(self, conn: sqlite3.Connection) -> int:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'epoch'")
-
-    def _audit(
-        self, conn: sqlite3.Connection, actor: Actor, action: str, target_type: str, target_id: str, details: Any
-    ) -> None:
-        conn.execute(
-            "INSERT INTO audit_events (ts, actor, actor_key_id, action, target_type, target_id, details, remote_addr,"
-            " request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.clock(),
-                actor.who,
-                actor.key_id,
-                action,
-                target_type,
-                target_id,
-                json.dumps(details, sort_keys=True, default=str),
-                actor.remote_addr,
-                actor.request_id,
-            ),
-        )
-
-    def meta(self, name: str, make: Callable[[], str]) -> str:
-        """A shared setting (e.g. the page's cookie secret), created once for every worker and instance."""
-        with self._write() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                value = make()
-                conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)", (name, value))
-                return value
-            return str(row[0])
+        return int(conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0])
 
     def note_fail_open(self, count: int, last_at: float) -> None:
         """Add `count` admissions that went unchecked to the store's running count (rows of `meta`)."""
@@ -397,167 +364,6 @@ class SqliteStore:
                 return Pruned(total, True)
             if budget_s is not None and time.monotonic() - started >= budget_s:
                 return Pruned(total, False)
-
-    # -- teams ---------------------------------------------------------------------------------------------------
-
-    def create_team(self, name: str, limits: Limits, actor: Actor, display_name: str | None = None) -> Team:
-        now = self.clock()
-        cols = limits_to_columns(limits)
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():
-                raise StoreError(f"team {name!r} already exists", 409)
-            conn.execute(
-                f"INSERT INTO teams (name, display_name, {', '.join(cols)}, created_at, updated_at)"
-                f" VALUES (?, ?, {', '.join('?' * len(cols))}, ?, ?)",
-                (name, display_name, *cols.values(), now, now),
-            )
-            self._changed(conn)
-            self._audit(conn, actor, "team.create", "team", name, {"display_name": display_name, **cols})
-            return self._team(conn, name)
-
-    def _team(self, conn: sqlite3.Connection, name: str) -> Team:
-        row = conn.execute("SELECT * FROM teams WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise StoreError(f"no team named {name!r}", 404)
-        return team_from(row)
-
-    def team(self, name: str) -> Team:
-        with self._conn() as conn:
-            return self._team(conn, name)
-
-    def teams(self, include_archived: bool = False) -> list[Team]:
-        where = "" if include_archived else " WHERE archived_at IS NULL"
-        with self._conn() as conn:
-            return [team_from(r) for r in conn.execute(f"SELECT * FROM teams{where} ORDER BY name")]
-
-    def update_team(self, name: str, changes: Mapping[str, Any], actor: Actor) -> Team:
-        """`changes`: display_name, and rpm/tpm (Rate or None), max_concurrent, monthly_budget_micros."""
-        columns = limit_changes(changes)
-        if "display_name" in changes:
-            columns["display_name"] = changes["display_name"]
-        if "archived" in changes:
-            columns["archived_at"] = self.clock() if changes["archived"] else None
-        with self._write() as conn:
-            self._team(conn, name)
-            if columns:
-                sets = ", ".join(f"{c} = ?" for c in columns)
-                conn.execute(f"UPDATE teams SET {sets}, updated_at = ? WHERE name = ?", (*columns.values(), self.clock(), name))
-            self._changed(conn)
-            action = "team.archive" if changes.get("archived") else "team.update"
-            self._audit(conn, actor, action, "team", name, columns)
-            return self._team(conn, name)
-
-    # -- keys ----------------------------------------------------------------------------------------------------
-
-    def create_key(
-        self,
-        *,
-        owner: str,
-        actor: Actor,
-        name: str = "",
-        team: str | None = None,
-        admin: bool = False,
-        gateway: bool = False,
-        limits: Limits = Limits(),
-        expires_at: float | None = None,
-    ) -> tuple[KeyRecord, str]:
-        """A new key: (its record, the full key). The key is returned here once and never stored."""
-        now = self.clock()
-        cols = limits_to_columns(limits)
-        with self._write() as conn:
-            team_id = self._team(conn, team).id if team else None
-            while True:
-                key_id, key = keyfmt.new_key()
-                if not conn.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone():
-                    break
-            conn.execute(
-                f"INSERT INTO api_keys (id, secret_hash, name, owner, team_id, role, gateway, {', '.join(cols)},"
-                f" created_at, created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(cols))}, ?, ?, ?)",
-                (
-                    key_id,
-                    keyfmt.hash_key(key),
-                    name or owner,
-                    owner,
-                    team_id,
-                    "admin" if admin else "user",
-                    int(gateway),
-                    *cols.values(),
-                    now,
-                    actor.who,
-                    expires_at,
-                ),
-            )
-            self._changed(conn)
-            details = {"owner": owner, "name": name or owner, "team": team, "admin": admin, "gateway": gateway,
-                       "expires_at": expires_at, **cols}
-            self._audit(conn, actor, "key.create", "key", key_id, details)
-            return self._key(conn, key_id), key
-
-    def _key(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
-        row = conn.execute(KEY_SELECT + " WHERE k.id = ?", (key_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no key with id {key_id!r}", 404)
-        return key_from(row)
-
-    def key(self, key_id: str) -> KeyRecord:
-        with self._conn() as conn:
-            return self._key(conn, key_id)
-
-    def find_key(self, secret_hash: bytes) -> KeyRecord | None:
-        with self._conn() as conn:
-            row = conn.execute(KEY_SELECT + " WHERE k.secret_hash = ?", (secret_hash,)).fetchone()
-            return key_from(row) if row else None
-
-    def keys(self, *, team: str | None = None, owner: str | None = None, status: str = "active") -> list[KeyRecord]:
-        clauses, args = [], []
-        if team:
-            clauses.append("t.name = ?")
-            args.append(team)
-        if owner:
-            clauses.append("k.owner = ?")
-            args.append(owner)
-        with self._conn() as conn:
-            rows = conn.execute(
-                KEY_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY k.created_at, k.id",
-                args,
-            ).fetchall()
-        now = self.clock()
-        found = [key_from(r) for r in rows]
-        return found if status == "all" else [k for k in found if k.status(now) == status]
-
-    def update_key(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> KeyRecord:
-        """`changes`: name, owner, team (name or None), admin, gateway, expires_at, and the limits."""
-        columns = limit_changes(changes)
-        for field in ("name", "owner", "expires_at"):
-            if field in changes:
-                columns[field] = changes[field]
-        if "admin" in changes:
-            columns["role"] = "admin" if changes["admin"] else "user"
-        if "gateway" in changes:
-            columns["gateway"] = int(bool(changes["gateway"]))
-        with self._write() as conn:
-            self._key(conn, key_id)
-            if "team" in changes:
-                columns["team_id"] = self._team(conn, changes["team"]).id if changes["team"] else None
-            if columns:
-                sets = ", ".join(f"{c} = ?" for c in columns)
-                conn.execute(f"UPDATE api_keys SET {sets} WHERE id = ?", (*columns.values(), key_id))
-            self._changed(conn)
-            self._audit(conn, actor, "key.update", "key", key_id, {**columns, "team": changes.get("team")})
-            return self._key(conn, key_id)
-
-    def revoke_key(self, key_id: str, actor: Actor, reason: str | None = None) -> KeyRecord:
-        """Revoke (idempotent: a second revoke keeps the first time and reason, and is audited too)."""
-        with self._write() as conn:
-            record = self._key(conn, key_id)
-            if record.revoked_at is None:
-                conn.execute(
-                    "UPDATE api_keys SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
-                    (self.clock(), actor.who, reason, key_id),
-                )
-                self._changed(conn)
-            self._audit(conn, actor, "key.revoke", "key", key_id, {"reason": reason})
-            return self._key(conn, key_id)
 
     # -- admission -----------------------------------------------------------------------------------------------
 

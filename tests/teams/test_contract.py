@@ -4,6 +4,7 @@ loopback ports) must give the same answers to the gate, the admin API, the page 
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -291,7 +292,15 @@ def test_a_change_redis_missed_applies_within_a_second(gate: Gate) -> None:
     record, key = store.create_key(owner=f"u{next(_n)}@example.com", actor=ACTOR, limits=Limits(rpm=Rate(50, 3600)))
     first = gate.authenticate([key], {}, admitting=True)
     assert isinstance(first, Principal) and isinstance(gate.admit(first, 1), Admitted)
-    store.ledger.update_key(record.id, {"rpm": Rate(1, 3600)}, ACTOR)  # committed; never published to Redis
+    # Committed by another instance whose publish to Redis was lost: a ledger that tells no one.
+    from claude_proxy.teams.postgres import PostgresLedger
+
+    other = PostgresLedger(os.environ["CLAUDE_PROXY_POSTGRES_URL"])
+    try:
+        other.update_key(record.id, {"rpm": Rate(1, 3600)}, ACTOR)
+    finally:
+        other.close()
+    assert store.limiter.epoch() < store.ledger.epoch()  # Redis did not hear of it
     changed_at = time.monotonic()
     while True:
         p = gate.authenticate([key], {}, admitting=True)
@@ -303,6 +312,39 @@ def test_a_change_redis_missed_applies_within_a_second(gate: Gate) -> None:
         time.sleep(0.05)
     assert decision.limit == "rpm" and "1 request per hour" in decision.message
     assert store.limiter.epoch() == store.ledger.epoch()  # pushed to Redis for every other worker
+
+
+def test_every_admin_change_bumps_the_epoch_once_and_is_audited(gate: Gate) -> None:
+    """Each committed change makes every worker's key snapshot stale (one epoch step) and leaves one audit line;
+    on PostgreSQL the new epoch is in Redis as soon as the call returns, for the other workers' next admission.
+    A second revoke changes nothing: no epoch step, but it is audited too."""
+    store: Any = gate.store
+    team = f"epoch{next(_n)}"
+    limiter = getattr(store, "limiter", None)
+    made: dict[str, str] = {}
+
+    def create_key() -> None:
+        made["key"] = store.create_key(owner="e@example.com", actor=ACTOR, team=team)[0].id
+
+    changes: list[tuple[str, Callable[[], Any]]] = [
+        ("team.create", lambda: store.create_team(team, Limits(), ACTOR)),
+        ("team.update", lambda: store.update_team(team, {"max_concurrent": 3}, ACTOR)),
+        ("key.create", create_key),
+        ("key.update", lambda: store.update_key(made["key"], {"name": "renamed", "gateway": True}, ACTOR)),
+        ("key.revoke", lambda: store.revoke_key(made["key"], ACTOR, "left")),
+    ]
+    for action, change in changes:
+        before = store.epoch()
+        change()
+        assert store.epoch() == before + 1, action
+        if limiter is not None:
+            assert limiter.epoch() == before + 1, f"{action}: not published to Redis"
+        assert store.audit(limit=1)[0]["action"] == action
+    assert store.key(made["key"]).gateway and store.key(made["key"]).name == "renamed"
+    before = store.epoch()
+    again = store.revoke_key(made["key"], ACTOR, "twice")
+    assert store.epoch() == before and again.revoke_reason == "left"
+    assert [e["action"] for e in store.audit(limit=2)] == ["key.revoke", "key.revoke"]
 
 
 def test_fail_open_admissions_are_counted_for_the_whole_fleet_in_status(
