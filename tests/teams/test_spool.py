@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from claude_proxy.teams.base import StoreDown
 from claude_proxy.teams.spool import Spool, dir_backlog
@@ -33,11 +36,25 @@ def on_disk(directory: Path) -> int:
     return dir_backlog(str(directory))
 
 
-def spool(directory: Path, ledger: Ledger, **kw: Any) -> Spool:
-    return Spool(str(directory), ledger.upload, instance="t", flush_interval=3600, **kw)  # drained by the test
+@pytest.fixture
+def spool() -> Iterator[Callable[..., Spool]]:
+    """Spools drained by the test (an hour between the uploader's own rounds); each stopped at the end, so no
+    uploader thread outlives its test."""
+    made: list[Spool] = []
+    uploaders = lambda: sum(t.name == "teams-usage-uploader" for t in threading.enumerate())  # noqa: E731
+    before = uploaders()
+
+    def make(directory: Path, ledger: Ledger, **kw: Any) -> Spool:
+        made.append(Spool(str(directory), ledger.upload, instance="t", flush_interval=3600, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+    assert uploaders() == before
 
 
-def test_pending_bytes_follow_appends_rotation_and_uploads(tmp_path: Path) -> None:
+def test_pending_bytes_follow_appends_rotation_and_uploads(tmp_path: Path, spool: Callable[..., Spool]) -> None:
     ledger = Ledger()
     s = spool(tmp_path, ledger, rotate_bytes=2_000)
     for i in range(40):
@@ -58,11 +75,10 @@ def test_pending_bytes_follow_appends_rotation_and_uploads(tmp_path: Path) -> No
     assert s.pending_bytes() == on_disk(tmp_path) > 0
 
 
-def test_past_its_bound_new_records_are_dropped_and_counted(tmp_path: Path) -> None:
+def test_past_its_bound_new_records_are_dropped_and_counted(tmp_path: Path, spool: Callable[..., Spool]) -> None:
     ledger = Ledger()
     seen: list[str] = []
-    s = Spool(str(tmp_path), ledger.upload, instance="t", flush_interval=3600, max_bytes=1_000,
-              events=lambda name, labels: seen.append(name))
+    s = spool(tmp_path, ledger, max_bytes=1_000, events=lambda name, labels: seen.append(name))
     kept = [s.append({"usage_id": f"u{i}", "pad": "y" * 80}) for i in range(30)]
     assert kept.count(True) == 9 and not any(kept[9:])  # ~100 bytes a line: 9 fit under 1,000
     assert s.dropped == 21 and seen.count("spool_dropped") == 21
@@ -71,7 +87,7 @@ def test_past_its_bound_new_records_are_dropped_and_counted(tmp_path: Path) -> N
     assert s.append({"usage_id": "room-again"})  # uploaded lines free the bound
 
 
-def test_a_dead_process_file_is_adopted_with_its_size_and_uploaded(tmp_path: Path) -> None:
+def test_a_dead_process_file_is_adopted_with_its_size_and_uploaded(tmp_path: Path, spool: Callable[..., Spool]) -> None:
     script = ("import sys; from claude_proxy.teams.spool import Spool\n"
               "s = Spool(sys.argv[1], lambda b: 0, instance='dead', flush_interval=3600)\n"
               "[s.append({'usage_id': f'd{i}'}) for i in range(5)]\n"

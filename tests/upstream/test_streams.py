@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import gzip
 import socket
-import ssl
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +25,6 @@ from claude_proxy.upstream.client import PING, Upstream
 from tests.support.upstream import Close, FakeUpstream, Hang, Json, Reset, Sleep, Stream, Text, chunk
 
 BODY = b'{"model":"m","stream":true}'
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(params=["http", "https"])
-def up(request: pytest.FixtureRequest, ca: trustme.CA) -> Iterator[FakeUpstream]:
-    context = None
-    if request.param == "https":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-    with FakeUpstream(tls=context) as server:
-        yield server
-
-
-@pytest.fixture
-def plain() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
 
 
 class SplittingRelay:

@@ -6,9 +6,7 @@ checks the behaviour both paths share."""
 from __future__ import annotations
 
 import gzip
-import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,27 +22,6 @@ from claude_proxy.upstream.fastpath.socketbody import SocketBody
 from tests.support.upstream import FakeUpstream, Json, Sleep, Stream, Text, chunk
 
 BODY = b'{"model":"m","stream":true}'
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(params=["http", "https"])
-def up(request: pytest.FixtureRequest, ca: trustme.CA) -> Iterator[FakeUpstream]:
-    context = None
-    if request.param == "https":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-    with FakeUpstream(tls=context) as server:
-        yield server
-
-
-@pytest.fixture
-def plain() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
 
 
 def make_upstream(up: FakeUpstream, ca: trustme.CA, tmp_path: Path, fast_paths: bool = True) -> Upstream:
