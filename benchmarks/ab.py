@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .loadgen import closed_loop
-from .run import ROOT, STREAM_CHUNKS, ok_anthropic_stream, ok_message, start_upstream
+from .run import ROOT, STREAM_CHUNKS, cpus_awake, ok_anthropic_stream, ok_message, start_upstream
 from .teams import STAGGER, Side, Stores, private_stores, request, start_side
 
 LOADS = {  # name: (streamed, concurrency)
@@ -103,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", choices=sorted(LOADS), default="stream16")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round (after 1 s of warm-up)")
+    parser.add_argument("--awake", action="store_true", help="keep every CPU busy at nice 19 (as benchmarks.run --awake)")
     args = parser.parse_args(argv)
     names = args.sides.split(",")
     if len(names) != 2 or any(n not in AB_SIDES for n in names):
         parser.error(f"--sides: two of {', '.join(AB_SIDES)}, comma-separated")
     stream, concurrency = LOADS[args.load]
     with (tempfile.TemporaryDirectory(prefix="claude-proxy-ab-run-") as tmp, checkout(args.ref) as tree_a,
-          stores_for(names) as stores):
+          stores_for(names) as stores, cpus_awake(args.awake)):
         workdir = Path(tmp)
         upstream = start_upstream(workdir)
         sides: list[Side] = []
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 side.server.stop()
             upstream.stop()
     labels = (f"A {args.ref or 'this checkout'} {names[0]}", f"B this checkout {names[1]}")
-    print(f"{args.load}, {args.rounds} rounds of {args.seconds:g} s, alternating")
+    print(f"{args.load}, {args.rounds} rounds of {args.seconds:g} s, alternating" + (", CPUs kept awake" if args.awake else ""))
     for i, label in enumerate(labels):
         ordered = sorted(times[i])
         print(f"  {label}: {sum(rates[i]) / len(rates[i]):,.1f}/s (rounds {', '.join(f'{r:,.0f}' for r in rates[i])}),"

@@ -132,3 +132,29 @@ def test_each_postgres_side_of_the_ab_comparison_has_a_database_and_a_redis_data
             assert redis.Redis.from_url(first.redis_url).get("cp:epoch") == b"7"  # not overwritten by the other
     except SystemExit as exc:  # private_stores: a server binary is missing
         require("PostgreSQL and Redis", str(exc))
+
+
+def test_awake_keeps_one_lowest_priority_busy_loop_per_core_for_the_block_only() -> None:
+    """`--awake`: a busy loop per core at nice 19 while the run lasts (no vCPU halts), none left after it."""
+    import os
+    import time
+
+    from benchmarks.procfs import children
+    from benchmarks.run import cpus_awake
+
+    def stat(pid: int) -> list[str]:  # the fields after the command name: state is [0], nice is [16]
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+
+    before = set(children(os.getpid()))
+    with cpus_awake(True):
+        spinners = [p for p in children(os.getpid()) if p not in before]
+        assert len(spinners) == (os.cpu_count() or 1)
+        deadline = time.monotonic() + 10
+        while any(stat(p)[16] != "19" for p in spinners):  # each lowers itself as its first step
+            assert time.monotonic() < deadline, [stat(p)[16] for p in spinners]
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert all(stat(p)[0] == "R" for p in spinners)  # running, not sleeping: they spin
+    assert not set(children(os.getpid())) - before
+    with cpus_awake(False):
+        assert set(children(os.getpid())) == before
