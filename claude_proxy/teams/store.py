@@ -307,7 +307,7 @@ class SqliteStore(Catalog):
             except queue.Empty:
                 break
 
-    # -- epoch and audit -----------------------------------------------------------------------------------------
+    # -- epoch and shared counts -------------------------------------------------------------------------------
 
     def epoch(self) -> int:
         with self._conn() as conn:
