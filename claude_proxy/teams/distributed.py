@@ -11,6 +11,7 @@ same contract as the embedded SQLite store (teams/base.py), for any number of ma
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -34,6 +35,14 @@ log = logging.getLogger("claude_proxy.teams")
 LEDGER_EPOCH_EVERY = 1.0  # seconds between reads of the ledger's epoch per worker
 
 
+def publish_epoch(limiter: RedisLimiter, epoch: int) -> None:
+    """A committed admin change's epoch, to Redis at once (the other workers' next admission sees it)."""
+    try:
+        limiter.raise_epoch(epoch)
+    except StoreDown as exc:  # the workers' once-a-second ledger read picks it up
+        log.warning("teams: could not publish epoch %d to Redis: %s", epoch, exc)
+
+
 class DistributedStore:
     name = "postgres"
 
@@ -47,10 +56,12 @@ class DistributedStore:
             raise StoreDown("config", f"${missing} is not set")
         self.settings = settings
         self.clock = clock
-        self.ledger = PostgresLedger(pg_url, pgbouncer=settings.postgres_pgbouncer, clock=clock, breaker=Breaker(),
-                                     on_change=self._publish)
         self.limiter = RedisLimiter(redis_url, lease_seconds=settings.lease_seconds, breaker=Breaker(),
                                     tpm_counts_cache_reads=settings.tpm_counts_cache_reads)
+        # Not a method of ours: the ledger holding this store would make a cycle, and a store only the cycle
+        # collector frees is freed at interpreter exit, where its pool's threads no longer stop (5 s each, 3.13).
+        self.ledger = PostgresLedger(pg_url, pgbouncer=settings.postgres_pgbouncer, clock=clock, breaker=Breaker(),
+                                     on_change=functools.partial(publish_epoch, self.limiter))
         self.spool = Spool(settings.spool_dir, self.ledger.record_usage, instance=settings.instance,
                            flush_interval=settings.flush_interval, max_bytes=settings.spool_max_mb * 1024 * 1024,
                            events=events)
@@ -125,12 +136,6 @@ class DistributedStore:
             base = ledger_epoch if ledger_epoch is not None else self.ledger.epoch()
             return self.limiter.raise_epoch(base)
         return max(fleet, self._ledger_epoch)
-
-    def _publish(self, epoch: int) -> None:
-        try:
-            self.limiter.raise_epoch(epoch)
-        except StoreDown as exc:  # the workers' once-a-second ledger read picks it up
-            log.warning("teams: could not publish epoch %d to Redis: %s", epoch, exc)
 
     # -- ledger: admin changes -------------------------------------------------------------------------------------
 
