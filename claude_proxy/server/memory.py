@@ -53,6 +53,21 @@ class Trimmer:
         return True
 
 
+def set_up_digests_once() -> None:
+    """In the master, before the workers fork: OpenSSL's digests set up once for all of them.
+
+    Importing `hashlib` initialises OpenSSL's digest tables, and the first SHA-256 (every worker
+    computes them: key hashes, prompt-cache keys, tool ids) fetches and activates its provider. A
+    worker that does either itself faults in ~2.3 MB of libcrypto's code and read-only data: file
+    pages are not copied at a fork, so each process counts the ones it touches. Done here, the
+    workers find it done and touch ~0.5 MB each (BENCHMARKS.md, "Teams on"). No library internals:
+    only the import and one hash.
+    """
+    import hashlib
+
+    hashlib.sha256(b"claude-proxy").digest()
+
+
 class _DeferredModule(types.ModuleType):
     """Stands in for a module in `sys.modules` until something uses it, then loads the real one."""
 

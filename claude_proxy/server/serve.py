@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from claude_proxy import __version__
 from claude_proxy.config.loader import Config, ConfigError
 from claude_proxy.config.network import proxy_summary
-from claude_proxy.server import multiproc
+from claude_proxy.server import memory, multiproc
 
 PROG = "claude-proxy"
 
@@ -112,6 +112,7 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
 
     # Before anything imports prometheus_client: workers then share one metrics directory.
     metrics_dir = multiproc.setup_multiprocess()
+    memory.set_up_digests_once()
     master = os.getpid()
 
     class Server(BaseApplication):

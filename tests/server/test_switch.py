@@ -6,7 +6,6 @@ the real-server cases start `claude-proxy` both ways and look at the worker proc
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -101,15 +100,7 @@ def test_the_ledger_lists_every_item() -> None:
 
 
 def _worker_pid(server: ProxyServer) -> int:
-    assert server.process is not None
-    master = server.process.pid
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        kids = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        if kids:
-            return int(kids[0])
-        time.sleep(0.05)
-    raise AssertionError("no worker")
+    return server.worker_pids()[0]
 
 
 def _serves(server: ProxyServer) -> None:

@@ -127,6 +127,18 @@ class ProxyServer:
     def output(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""
 
+    def worker_pids(self, timeout: float = 10.0) -> list[int]:
+        """The gunicorn master's children (its workers), once it has forked at least one."""
+        assert self.process is not None
+        master = self.process.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kids = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+            if kids:
+                return [int(pid) for pid in kids]
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: no worker after {timeout} s")
+
     def journal(self) -> list[dict[str, Any]]:
         import json
 
