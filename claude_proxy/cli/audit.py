@@ -6,7 +6,8 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from claude_proxy.cli.teams_common import common, emit, open_store, run, span
+from claude_proxy.cli.teams_common import common, emit, run_on_store, span
+from claude_proxy.teams.base import Store
 from claude_proxy.teams.records import iso
 
 
@@ -20,8 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _audit(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _audit(args: argparse.Namespace, store: Store) -> int:
     since = time.time() - span(args.since) if args.since else None
     rows = store.audit(since=since, actor=args.actor, action=args.action, limit=args.limit)
     for row in rows:
@@ -31,4 +31,4 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(_audit, build_parser().parse_args(argv))
+    return run_on_store(_audit, build_parser().parse_args(argv))

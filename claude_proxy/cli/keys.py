@@ -15,8 +15,7 @@ from claude_proxy.cli.teams_common import (
     emit,
     limit_changes,
     limit_flags,
-    open_store,
-    run,
+    run_on_store,
     when,
 )
 from claude_proxy.config.teams import Limits
@@ -72,8 +71,7 @@ def _detail(store: Store, record: KeyRecord) -> dict[str, object]:
     return out
 
 
-def _create(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _create(args: argparse.Namespace, store: Store) -> int:
     changes = limit_changes(args)
     limits = Limits(
         rpm=changes.get("rpm"),
@@ -100,22 +98,19 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _list(args: argparse.Namespace, store: Store) -> int:
     status = "all" if args.all else "revoked" if args.revoked else "active"
     records = [k.public() for k in store.keys(team=args.team, owner=args.owner, status=status)]
     emit(records, args.json, records, ("id", "name", "owner", "team", "role", "status", "limits", "last_used_at"))
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _show(args: argparse.Namespace, store: Store) -> int:
     emit(_detail(store, store.key(args.key_id)), args.json)
     return 0
 
 
-def _update(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _update(args: argparse.Namespace, store: Store) -> int:
     changes: dict[str, object] = dict(limit_changes(args))
     for name in ("name", "owner"):
         if getattr(args, name) is not None:
@@ -131,8 +126,7 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
-def _revoke(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _revoke(args: argparse.Namespace, store: Store) -> int:
     emit(store.revoke_key(args.key_id, actor(), args.reason).public(), args.json)
     return 0
 
@@ -142,4 +136,4 @@ VERBS = {"create": _create, "list": _list, "show": _show, "update": _update, "re
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run(VERBS[args.verb], args)
+    return run_on_store(VERBS[args.verb], args)

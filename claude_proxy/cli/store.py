@@ -94,7 +94,10 @@ def _status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     store = open_store(settings)
-    out = store.status()
+    try:
+        out = store.status()
+    finally:
+        store.stop()  # as `run_on_store` does for the other verbs
     if settings.store == "postgres":
         from claude_proxy.teams.migrations import HEAD
         from claude_proxy.teams.spool import dir_backlog

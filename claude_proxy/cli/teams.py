@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from claude_proxy.cli.teams_common import actor, common, emit, limit_changes, limit_flags, open_store, run
+from claude_proxy.cli.teams_common import actor, common, emit, limit_changes, limit_flags, run_on_store
 from claude_proxy.config.teams import Limits
+from claude_proxy.teams.base import Store
 from claude_proxy.teams.limits import month_of
 
 
@@ -32,23 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _create(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _create(args: argparse.Namespace, store: Store) -> int:
     c = limit_changes(args)
     limits = Limits(c.get("rpm"), c.get("tpm"), c.get("max_concurrent"), c.get("monthly_budget_micros"))
     emit(store.create_team(args.name, limits, actor(), args.display_name).public(), args.json)
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _list(args: argparse.Namespace, store: Store) -> int:
     rows = [t.public() for t in store.teams(include_archived=args.all)]
     emit(rows, args.json, rows, ("id", "name", "display_name", "limits", "archived_at"))
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _show(args: argparse.Namespace, store: Store) -> int:
     team = store.team(args.name)
     out = team.public()
     out["month"] = month_of(store.clock())
@@ -59,8 +57,7 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _update(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _update(args: argparse.Namespace, store: Store) -> int:
     changes: dict[str, object] = dict(limit_changes(args))
     if args.display_name is not None:
         changes["display_name"] = args.display_name
@@ -68,8 +65,7 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
-def _archive(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _archive(args: argparse.Namespace, store: Store) -> int:
     emit(store.update_team(args.name, {"archived": True}, actor()).public(), args.json)
     return 0
 
@@ -79,4 +75,4 @@ VERBS = {"create": _create, "list": _list, "show": _show, "update": _update, "ar
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run(VERBS[args.verb], args)
+    return run_on_store(VERBS[args.verb], args)

@@ -8,7 +8,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from claude_proxy.cli.teams_common import UsageError, common, emit, month_bounds, open_store, run, span
+from claude_proxy.cli.teams_common import UsageError, common, emit, month_bounds, run_on_store, span
+from claude_proxy.teams.base import Store
 from claude_proxy.teams.limits import month_of
 from claude_proxy.teams.rows import GROUPS
 
@@ -29,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _usage(args: argparse.Namespace) -> int:
-    store = open_store(args)
+def _usage(args: argparse.Namespace, store: Store) -> int:
     if args.since:
         since, until = time.time() - span(args.since), None
     else:
@@ -53,4 +53,4 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(_usage, build_parser().parse_args(argv))
+    return run_on_store(_usage, build_parser().parse_args(argv))

@@ -123,3 +123,50 @@ def test_config_validation_names_the_key(tmp_path: Path) -> None:
     assert load_config(data=base, env={}).teams is None
     default = load_config(data={**base, "teams": {}}, env={"HOME": str(tmp_path)}).teams
     assert default is not None and default.path == str(tmp_path / ".local/state/claude-proxy/teams.db")
+
+
+VERB_RUNS = [
+    ("teams", ["create", "ops"], 0),
+    ("keys", ["create", "--owner", "a@example.com", "--team", "ops"], 0),
+    ("keys", ["list"], 0),
+    ("keys", ["show", "k_none"], 2),  # the verb fails: its store is stopped all the same
+    ("teams", ["show", "ops"], 0),
+    ("usage", ["--by", "key"], 0),
+    ("audit", [], 0),
+    ("store", ["status"], 0),
+]
+
+
+def test_every_verb_stops_its_store_when_it_is_done(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each verb, in this process: the store it opened is stopped once before the verb returns, whether the
+    verb succeeded or failed, and no thread it started outlives it (a PostgreSQL pool's), so nothing is
+    left for the interpreter's exit to tear down."""
+    import importlib
+    import threading
+
+    from claude_proxy.teams import gate
+
+    opened: list[Any] = []
+    build = gate.open_store
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        store = build(*args, **kwargs)
+        stop, stops = store.stop, []
+
+        def counted() -> None:
+            stops.append(1)
+            stop()
+
+        monkeypatch.setattr(store, "stop", counted)
+        opened.append((store, stops))
+        return store
+
+    monkeypatch.setattr(gate, "open_store", recording)
+    for command, argv, code in VERB_RUNS:
+        before = set(threading.enumerate())
+        main = importlib.import_module(f"claude_proxy.cli.{command}").main
+        assert main([*argv, "-c", str(config)]) == code, (command, argv)
+        assert len(opened) == 1 and opened[0][1] == [1], (command, argv, opened)
+        left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        assert not left, (command, argv, left)
+        opened.clear()
