@@ -18,6 +18,7 @@ import requests
 
 from claude_proxy.server.switch import ENV
 from tests.conftest import proxy_config
+from tests.support.gunicorn_server import GunicornServer
 from tests.support.proxy_server import ROOT, ProxyServer
 from tests.support.upstream import FakeUpstream
 
@@ -202,3 +203,15 @@ def test_the_master_sets_up_openssl_digests_once_for_its_workers(upstream: FakeU
         in_master, in_worker = _resident_kib(master, "libcrypto"), _resident_kib(worker, "libcrypto")
         assert in_master > 0, "this interpreter's OpenSSL is not a shared libcrypto"
         assert in_worker < in_master / 2, (in_worker, in_master)
+
+
+def test_under_your_own_gunicorn_the_readme_line_does_the_same(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """The README's line for a gunicorn config file: gunicorn runs it in the master, so `gunicorn -c … wsgi:app`
+    gets the same set-up (without it the master of plain gunicorn never loads `_hashlib`)."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from claude_proxy.server.memory import set_up_digests_once; set_up_digests_once()\n")
+    with GunicornServer(proxy_config(upstream), extra_args=("-c", str(conf))) as server:
+        assert server.process is not None
+        master, worker = server.process.pid, server.worker_pids()[0]
+        assert "_hashlib" in Path(f"/proc/{master}/maps").read_text()
+        assert _resident_kib(worker, "libcrypto") < _resident_kib(master, "libcrypto") / 2
