@@ -12,6 +12,7 @@ from typing import Any
 
 from claude_proxy import __version__
 from claude_proxy.config.loader import CONFIG_ENV, Config, ConfigError, load_config, read_toml, search_paths
+from claude_proxy.config.teams import sqlite_path_problem
 from claude_proxy.server.serve import is_loopback, serve
 
 PROG = "claude-proxy"
@@ -78,6 +79,15 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Conf
     return replace(config, **changes) if changes else config
 
 
+def check_store_path(config: Config) -> None:
+    """A SQLite teams store where it cannot be: one line now, instead of every worker failing to boot."""
+    teams = config.teams
+    if teams is not None and teams.store == "sqlite":
+        problem = sqlite_path_problem(teams.path)
+        if problem:
+            raise ConfigError(f"[teams] path: {problem}")
+
+
 def check_exposure(config: Config) -> None:
     protected = bool(config.auth_keys) or config.teams is not None  # [teams]: stored keys are required
     if not is_loopback(config.host) and not protected and not config.allow_unauthenticated:
@@ -116,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve(args)
         check_exposure(config)
+        check_store_path(config)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -124,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _checked(config: Config) -> Config:
     check_exposure(config)
+    check_store_path(config)
     return config
 
 

@@ -70,7 +70,11 @@ def open_store(args: argparse.Namespace) -> Store:
         where = config.source or "the config"
         raise ConfigError(f"{where}: no [teams] table: add one (store = \"sqlite\") to use stored keys")
     store = build(config.teams)
-    store.migrate()
+    try:
+        store.migrate()
+    except BaseException:
+        store.stop()  # a store that cannot be made ready is let go of here, like one a verb is done with
+        raise
     return store
 
 

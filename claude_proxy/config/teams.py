@@ -146,6 +146,24 @@ def default_store_path(env: Mapping[str, str] | None = None) -> str:
     return str(state / "claude-proxy" / "teams.db")
 
 
+def sqlite_path_problem(path: str) -> str | None:
+    """Why the SQLite store cannot live at `path`, found without creating anything: a file where one of its
+    directories should be, or a directory this user cannot write to. None when nothing is in the way."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{path} is a directory: give the store's file, e.g. {target / 'teams.db'}"
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:  # the nearest part of the path that exists
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable by this user"
+    if target.exists() and not os.access(target, os.R_OK | os.W_OK):
+        return f"{path} is not readable and writable by this user"
+    return None
+
+
 def usd_to_micros(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise RateError(f"expected an amount in USD (a number ≥ 0), got {value!r}")

@@ -59,9 +59,10 @@ def set_up_digests_once() -> None:
     Importing `hashlib` initialises OpenSSL's digest tables, and the first SHA-256 (every worker
     computes them: key hashes, prompt-cache keys, tool ids) fetches and activates its provider. A
     worker that does either itself faults in ~2.3 MB of libcrypto's code and read-only data: file
-    pages are not copied at a fork, so each process counts the ones it touches. Done here, the
-    workers find it done and touch ~0.5 MB each (BENCHMARKS.md, "Teams on"). No library internals:
-    only the import and one hash.
+    pages are not copied at a fork, so each process counts the ones it touches. Done here, a worker's
+    import touches nothing new and its first hash ~0.7 MB (the hashing path itself): libcrypto resident
+    per worker 2.3 -> 0.5 MB, 1.2 MB with [teams] (BENCHMARKS.md, item 34). No library internals: only
+    the import and one hash.
     """
     import hashlib
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from claude_proxy.config.loader import ConfigError
 from claude_proxy.config.teams import Limits, TeamsSettings
 from claude_proxy.errors import ProxyError
 from claude_proxy.teams import keys as keyfmt
@@ -115,8 +116,8 @@ class Gate:
         try:
             self.store.migrate()
         except STORE_ERRORS as exc:
-            if self.store.name == "sqlite":
-                raise
+            if self.store.name == "sqlite":  # its own file: what stops it now will stop every request
+                raise ConfigError(f"[teams] the SQLite store cannot be opened: {exc}") from None
             log.warning("teams: the ledger is unreachable at start (%s); serving what the cache allows", exc)
         self.store.close()
         start = getattr(self.store, "start", None)

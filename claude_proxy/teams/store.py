@@ -97,6 +97,15 @@ ON CONFLICT (day, key_id, owner, provider, upstream_model) DO UPDATE SET
 """
 
 
+def _cannot_open(path: str, exc: Exception) -> str:
+    """Why the store file (or its lock file) could not be opened, in one line."""
+    if isinstance(exc, FileExistsError):  # mkdir met a file where a directory of the path should be
+        return f"cannot open {path}: {exc.filename} is a file, not a directory"
+    if isinstance(exc, OSError):
+        return f"cannot open {path}: {exc.strerror} ({exc.filename or path})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class SqliteStore(Catalog):
     """All reads and writes of the teams store. Thread-safe; connections are opened after the fork.
     Teams, keys and shared settings: `Catalog`."""
@@ -196,10 +205,10 @@ class SqliteStore(Catalog):
                 self._opened += grow
             try:
                 conn = self._connect() if grow else pool.get()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:  # OSError: its directory cannot be made
                 with self._lock:
                     self._opened -= grow
-                raise StoreDown("sqlite", f"{type(exc).__name__}: {exc}") from exc
+                raise StoreDown("sqlite", _cannot_open(self.path, exc)) from exc
         try:
             yield conn
         except sqlite3.Error as exc:  # locked past busy_timeout, I/O, a damaged file: unavailable, said once
@@ -239,11 +248,11 @@ class SqliteStore(Catalog):
             yield
             return
         if self._lock_fd < 0 or self._lock_pid != os.getpid():  # first write, or first after a fork
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
-                raise StoreDown("sqlite", f"cannot open {self.path}.lock: {exc.strerror}") from None
+                raise StoreDown("sqlite", _cannot_open(self.path + ".lock", exc)) from None
             self._lock_pid = os.getpid()
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:

@@ -103,6 +103,21 @@ def test_refuses_a_public_bind_address_without_proxy_keys(isolated: dict[str, An
     assert "auth_keys" in result.stderr and "allow_unauthenticated" in result.stderr
 
 
+@pytest.mark.parametrize("where", ["through_a_file", "a_directory"])
+def test_a_sqlite_store_path_that_cannot_be_is_one_line_before_any_worker(isolated: dict[str, Any], where: str) -> None:
+    """`[teams] path` through a file, or naming a directory: exit 2 with one line, no worker started (each
+    would fail to boot, and gunicorn would stop with a traceback)."""
+    (isolated["tmp"] / "afile").write_text("")
+    path = isolated["tmp"] / "afile" / "teams.db" if where == "through_a_file" else isolated["tmp"]
+    cfg = isolated["tmp"] / "teams.toml"
+    cfg.write_text(f'[provider]\nname = "ollama"\n\n[teams]\nstore = "sqlite"\npath = "{path}"\n')
+    result = run(["-c", str(cfg), "--port", str(free_port())], isolated)
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    expected = (f"{isolated['tmp'] / 'afile'} is a file, not a directory" if where == "through_a_file"
+                else f"{path} is a directory: give the store's file")
+    assert result.stderr.startswith(f"claude-proxy: error: [teams] path: {expected}"), result.stderr
+
+
 # -- informational flags -----------------------------------------------------------------------------------------
 
 

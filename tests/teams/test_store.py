@@ -509,3 +509,37 @@ def test_a_version_1_file_gains_the_daily_table_in_place_and_keeps_its_events(tm
         assert again.store.prune_usage() == (0, True)  # the new table is there to fold into
     finally:
         again.close()
+
+
+def test_a_path_through_a_file_is_a_store_error_that_says_so(tmp_path: Path) -> None:
+    """Not an OSError from deep inside (the CLI printed a traceback): StoreDown, one line, naming the file."""
+    (tmp_path / "afile").write_text("")
+    store = SqliteStore(str(tmp_path / "afile" / "teams.db"))
+    with pytest.raises(StoreDown, match=f"cannot open .*: {tmp_path / 'afile'} is a file, not a directory"):
+        store.migrate()
+    with pytest.raises(StoreDown):  # and again: the failed open was not counted as a pooled connection
+        store.migrate()
+    store.close()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_store_error_that_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "teams.db"
+    first = SqliteStore(str(path))
+    first.migrate()
+    first.close()
+    Path(str(path) + ".lock").unlink()
+    Path(str(path) + ".lock").mkdir()  # where the writers' lock file should be
+    store = SqliteStore(str(path))
+    store.migrate()  # current: only read
+    with pytest.raises(StoreDown, match=r"cannot open .*teams\.db\.lock: Is a directory"):
+        store.create_team("ops", Limits(), Actor("test"))
+    store.close()
+
+
+def test_an_embedding_app_gets_a_config_error_for_a_store_that_cannot_be_opened(tmp_path: Path) -> None:
+    from claude_proxy.config.loader import ConfigError
+
+    (tmp_path / "afile").write_text("")
+    gate = Gate(TeamsSettings(path=str(tmp_path / "afile" / "teams.db")))
+    with pytest.raises(ConfigError, match=r"\[teams\] the SQLite store cannot be opened: .* is a file, not a directory"):
+        gate.prepare()
