@@ -109,6 +109,7 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     again) gives the config its new workers serve. A config it refuses is one log line: the workers keep
     the old one. Old workers drain (graceful_timeout): streams in flight finish on the config they began with."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.errors import HaltServer
 
     # Before anything imports prometheus_client: workers then share one metrics directory.
     metrics_dir = multiproc.setup_multiprocess()
@@ -163,6 +164,11 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     print(banner(config), file=sys.stderr, flush=True)
     try:
         Server().run()
+    except HaltServer as halt:
+        # gunicorn halts when a worker fails to boot; when another one has failed too by the time it stops,
+        # its stop raises the same HaltServer again, out of `run` (a traceback after the workers' own lines).
+        _say(f"stopped: {halt.reason}")
+        return halt.exit_status
     finally:
         if os.getpid() == master:  # a worker's exit unwinds through here too
             multiproc.cleanup(metrics_dir)

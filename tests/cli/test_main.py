@@ -118,6 +118,25 @@ def test_a_sqlite_store_path_that_cannot_be_is_one_line_before_any_worker(isolat
     assert result.stderr.startswith(f"claude-proxy: error: [teams] path: {expected}"), result.stderr
 
 
+def test_workers_that_all_fail_to_boot_end_the_command_with_their_line_and_no_traceback(
+    isolated: dict[str, Any],
+) -> None:
+    """A store file that is not a database fails each worker's boot (one line each, exit 4). With several
+    workers another fails while gunicorn stops for the first, and gunicorn's stop raised its HaltServer again:
+    a traceback and exit 1 (every time with four workers). Now: the workers' line, why it stopped, exit 4."""
+    store = isolated["tmp"] / "teams.db"
+    store.write_bytes(b"not a database" * 400)
+    cfg = isolated["tmp"] / "teams.toml"
+    cfg.write_text(f'[provider]\nname = "ollama"\n\n[teams]\nstore = "sqlite"\npath = "{store}"\n')
+    result = run(["-c", str(cfg), "--port", str(free_port()), "--workers", "4"], isolated)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "claude-proxy: error: [teams] the SQLite store cannot be opened: sqlite: DatabaseError: file is not a" \
+        " database" in result.stderr
+    assert "claude-proxy: stopped: App failed to load." in result.stderr or "Reason: App failed to load." in \
+        result.stderr, result.stderr
+
+
 # -- informational flags -----------------------------------------------------------------------------------------
 
 
