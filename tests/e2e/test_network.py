@@ -418,3 +418,24 @@ def test_gunicorn_hup_with_a_broken_config_keeps_serving_the_last_good_one(upstr
             assert wait_for(lambda: ask(server).json()["content"][0]["text"] == "answered by second-model"), server.output()
     finally:
         upstream.handler = None
+
+
+def test_a_reload_to_a_sqlite_store_path_that_cannot_be_is_refused(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """SIGHUP with a config whose `[teams] path` runs through a file: one line naming it, and the config before
+    keeps serving (the check `claude-proxy` makes at start, made again on reload)."""
+    upstream.handler = lambda request: completion(f"answered by {request.json['model']}")
+    try:
+        config = proxy_config(upstream, models={"*": "first-model"})
+        with ProxyServer(config) as proxy:
+            pid = proxy.process.pid if proxy.process else 0
+            assert ask(proxy).json()["content"][0]["text"] == "answered by first-model"
+            (tmp_path / "afile").write_text("")
+            teams = {"store": "sqlite", "path": str(tmp_path / "afile" / "teams.db")}
+            write_config(proxy.config_path, {**config, "port": proxy.port, "teams": teams})
+            os.kill(pid, signal.SIGHUP)
+            assert wait_for(lambda: "config reload refused" in proxy.output()), proxy.output()
+            assert f"[teams] path: {tmp_path / 'afile'} is a file, not a directory" in proxy.output(), proxy.output()
+            assert ask(proxy).json()["content"][0]["text"] == "answered by first-model"
+            assert proxy.process is not None and proxy.process.poll() is None
+    finally:
+        upstream.handler = None
