@@ -5,14 +5,12 @@ first byte, error type); `observe()` turns it into counters and histograms, the 
 same object, so the metrics and the JSONL log can never disagree. Streams in flight are counted by
 the stream pump (`pipeline.streaming`).
 
-Under gunicorn each worker is a separate process with its own memory, so the metrics use
-prometheus_client's multiprocess mode: the `claude-proxy` command creates a private directory,
-exports PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (the library
-chooses its storage at import time), marks dead workers with the `child_exit` hook (their
-live gauges vanish, their counters stay) and removes the directory when the master exits.
-Without that variable (tests, an embedding app) a plain per-process registry is used.
-
-prometheus_client is imported lazily so `setup_multiprocess()` can run before it.
+Under gunicorn each worker is a separate process with its own memory: the `claude-proxy` command
+creates a private directory and exports PROMETHEUS_MULTIPROC_DIR (the variable prometheus_client's
+users know) before the workers fork; each worker keeps its values in files there, and a scrape sums
+them (`pipeline.prometheus`). The `child_exit` hook marks dead workers (their live gauges vanish,
+their counters stay) and the master removes the directory when it exits. Without that variable
+(tests, an embedding app) the values live in the process's memory.
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from claude_proxy.pipeline import prometheus
 
 if TYPE_CHECKING:
     from claude_proxy.pipeline.outcome import Outcome
@@ -45,89 +45,61 @@ TOKEN_KINDS = (
 log = logging.getLogger("claude_proxy")
 
 
-_MULTIPROC_AT_IMPORT: bool | None = None
-
-
-def multiprocess_enabled() -> bool:
-    """Whether prometheus_client chose file-backed values.
-
-    The library decides once, at its import, from PROMETHEUS_MULTIPROC_DIR; we record that variable
-    when we are the first to import it (public behaviour, not the library's module state).
-    """
-    global _MULTIPROC_AT_IMPORT
-    if _MULTIPROC_AT_IMPORT is None:
-        _MULTIPROC_AT_IMPORT = bool(os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()))
-        import prometheus_client  # noqa: F401  (decides its storage now, from the same variable)
-    return _MULTIPROC_AT_IMPORT
+def multiprocess_dir(env: Mapping[str, str] | None = None) -> str | None:
+    """The directory the workers share their values in, when there is one."""
+    env = os.environ if env is None else env
+    return env.get(MULTIPROC_ENV) or env.get(MULTIPROC_ENV.lower()) or None
 
 
 class Metrics:
     """The metric objects of this process (one instance, see `metrics()`)."""
 
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        # Our own registry: an embedding app's default registry is left alone.
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.multiprocess = multiprocess_enabled()
+    def __init__(self, directory: str | None = None) -> None:
+        # This process's own registry (files in the shared directory under gunicorn), whatever else
+        # an embedding app registers with prometheus_client.
+        self.registry = prometheus.Registry(directory or multiprocess_dir())
+        self.multiprocess = self.registry.directory is not None
         model_labels = ("endpoint", "route", "client_model", "upstream_model", "provider")
-        self.requests = Counter(
-            "requests",
+        ns = NAMESPACE + "_"
+        self.requests = self.registry.counter(
+            ns + "requests",
             "Requests answered, by endpoint, route, client model, upstream model, provider and HTTP status",
             (*model_labels, "status"),
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.duration = Histogram(
-            "request_duration_seconds",
+        self.duration = self.registry.histogram(
+            ns + "request_duration_seconds",
             "Time from request to the last byte of the answer",
             ("endpoint", "route", "upstream_model", "provider", "stream"),
-            namespace=NAMESPACE,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.ttft = Histogram(
-            "time_to_first_token_seconds",
+        self.ttft = self.registry.histogram(
+            ns + "time_to_first_token_seconds",
             "Time from request to the first streamed event carrying content",
             ("upstream_model", "provider"),
-            namespace=NAMESPACE,
-            buckets=TTFT_BUCKETS,
-            registry=self.registry,
+            TTFT_BUCKETS,
         )
-        self.tokens = Counter(
-            "tokens",
+        self.tokens = self.registry.counter(
+            ns + "tokens",
             "Tokens reported by the upstream (kind: input, output, cache_read, cache_write)",
             ("kind", "client_model", "upstream_model", "provider"),
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.cost = Counter(
-            "cost_usd",
+        self.cost = self.registry.counter(
+            ns + "cost_usd",
             "What answers cost in USD, from the [prices] table (requests on unpriced models are not in it)",
             ("provider", "upstream_model"),
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.unpriced = Counter(
-            "unpriced_requests",
+        self.unpriced = self.registry.counter(
+            ns + "unpriced_requests",
             "Answers on a model the [prices] table has no price for (their cost is unknown, not zero)",
             ("provider", "upstream_model"),
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.upstream_errors = Counter(
-            "upstream_errors",
+        self.upstream_errors = self.registry.counter(
+            ns + "upstream_errors",
             "Failures that came from the upstream (HTTP errors, timeouts, broken streams), by error type",
             ("provider", "error_type"),
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.streams_in_flight = Gauge(
-            "streams_in_flight",
-            "Streamed answers currently being relayed",
-            namespace=NAMESPACE,
-            multiprocess_mode="livesum",
-            registry=self.registry,
+        self.streams_in_flight = self.registry.gauge(
+            ns + "streams_in_flight", "Streamed answers currently being relayed (summed over live workers)"
         )
         self._client_models: set[str] = set()
         self._lock = threading.Lock()
@@ -139,8 +111,8 @@ class Metrics:
         return MappingProxyType(self._children)
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: prometheus_client checks and converts the labels
-        and takes a lock on every call; a proxy sees the same few label sets over and over."""
+        """`metric.labels(*labels)`, remembered: `labels` converts and checks the values on every
+        call; a proxy sees the same few label sets over and over."""
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
@@ -198,16 +170,8 @@ class Metrics:
             self.upstream_errors.labels(provider, _label(outcome.error_type)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
-        """The text format for a scrape, summed over all workers in multiprocess mode."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-        if self.multiprocess:
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The text format for a scrape, summed over all workers when they share a directory."""
+        return self.registry.exposition(), prometheus.CONTENT_TYPE
 
 
 def _label(value: Any) -> str:

@@ -1,8 +1,8 @@
-"""prometheus_client's multiprocess mode under gunicorn (master side).
+"""The workers' shared metrics directory under gunicorn (master side).
 
 Each worker is a separate process, so the `claude-proxy` command creates a private directory and
-exports PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (the library chooses its
-storage at import time), marks dead workers with the `child_exit` hook (their live gauges vanish,
+exports PROMETHEUS_MULTIPROC_DIR before the workers fork (each keeps its values in files there:
+`pipeline.prometheus`), marks dead workers with the `child_exit` hook (their live gauges vanish,
 their counters stay) and removes the directory when the master exits.
 """
 
@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import MutableMapping
 from typing import Any
 
-from claude_proxy.pipeline.metrics import MULTIPROC_ENV
+from claude_proxy.pipeline.metrics import MULTIPROC_ENV, multiprocess_dir
+from claude_proxy.pipeline.prometheus import mark_dead
 
 PREFIX = "claude-proxy-metrics-"  # then the master's pid, so a later start can tell a dead master's leftovers
 
@@ -76,8 +77,6 @@ def cleanup(path: str | None) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """gunicorn `child_exit` hook: a dead worker's live gauges (streams in flight) stop counting."""
-    path = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    path = multiprocess_dir()
     if path:
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid, path)
+        mark_dead(path, worker.pid)

@@ -111,7 +111,7 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     from gunicorn.app.base import BaseApplication
     from gunicorn.errors import HaltServer
 
-    # Before anything imports prometheus_client: workers then share one metrics directory.
+    # Before the workers fork: they then share one metrics directory.
     metrics_dir = multiproc.setup_multiprocess()
     memory.set_up_digests_once()
     master = os.getpid()

@@ -25,6 +25,7 @@ from claude_proxy.config.loader import Config
 from claude_proxy.config.teams import RateError, limits_from, parse_rate, usd_to_micros
 from claude_proxy.errors import InvalidRequest, NotFound, ProxyError
 from claude_proxy.pipeline import metrics as proxy_metrics
+from claude_proxy.pipeline import prometheus
 from claude_proxy.pipeline.outcome import Outcome, Recorder
 from claude_proxy.pipeline.reply import JSON
 from claude_proxy.pipeline.route import TargetPolicy
@@ -64,31 +65,24 @@ def _teams_counters() -> dict[str, Any]:
         return made
 
 
-def _make_counters(registry: Any) -> dict[str, Any]:
-    from prometheus_client import Counter
-
-    ns = proxy_metrics.NAMESPACE
+def _make_counters(registry: prometheus.Registry) -> dict[str, Any]:
+    ns = proxy_metrics.NAMESPACE + "_"
+    counter = registry.counter
     return {
-        "refusal": Counter("limit_refusals", "Requests refused by a limit or budget", ("limit", "scope"),
-                           namespace=ns, registry=registry),
-        "auth": Counter("auth", "Authentication results", ("result",), namespace=ns, registry=registry),
-        "store": Counter("store_operations", "Teams store operations", ("store", "op", "result"),
-                         namespace=ns, registry=registry),
-        "fail_open": Counter("store_fail_open", "Requests admitted unchecked: the store failed",
-                             ("store",), namespace=ns, registry=registry),
-        "spool_uploaded": Counter("usage_spool_uploaded", "Usage records uploaded from the local spool",
-                                  namespace=ns, registry=registry),
-        "spool_dropped": Counter("usage_spool_dropped", "Usage records dropped: the spool was full",
-                                 namespace=ns, registry=registry),
-        "cost": Counter("team_cost_usd", "What answers cost in USD (from [prices]) by the key's team "
+        "refusal": counter(ns + "limit_refusals", "Requests refused by a limit or budget", ("limit", "scope")),
+        "auth": counter(ns + "auth", "Authentication results", ("result",)),
+        "store": counter(ns + "store_operations", "Teams store operations", ("store", "op", "result")),
+        "fail_open": counter(ns + "store_fail_open", "Requests admitted unchecked: the store failed", ("store",)),
+        "spool_uploaded": counter(ns + "usage_spool_uploaded", "Usage records uploaded from the local spool"),
+        "spool_dropped": counter(ns + "usage_spool_dropped", "Usage records dropped: the spool was full"),
+        "cost": counter(ns + "team_cost_usd", "What answers cost in USD (from [prices]) by the key's team "
                         "(\"\" for a key in none), provider and upstream model",
-                        ("team", "provider", "upstream_model"), namespace=ns, registry=registry),
+                        ("team", "provider", "upstream_model")),
         # [teams] metrics_per_key only: one series per key (cardinality), the ledger has the rest.
-        "key_cost": Counter("key_cost_usd", "What answers cost in USD (from [prices]) by key, its team, provider and "
-                            "upstream model", ("key_id", "team", "provider", "upstream_model"), namespace=ns,
-                            registry=registry),
-        "key_tokens": Counter("key_tokens", "Tokens by key, its team and kind (input, output, cache_read, "
-                              "cache_write)", ("key_id", "team", "kind"), namespace=ns, registry=registry),
+        "key_cost": counter(ns + "key_cost_usd", "What answers cost in USD (from [prices]) by key, its team, "
+                            "provider and upstream model", ("key_id", "team", "provider", "upstream_model")),
+        "key_tokens": counter(ns + "key_tokens", "Tokens by key, its team and kind (input, output, cache_read, "
+                              "cache_write)", ("key_id", "team", "kind")),
     }
 
 

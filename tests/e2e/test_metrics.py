@@ -1,7 +1,7 @@
 """Prometheus metrics: exact counts summed over gunicorn workers, histograms, streams in flight.
 
 The server tests run the real `claude-proxy` command with two workers: whichever worker answers
-the scrape must report the totals of both (prometheus_client multiprocess mode), a killed worker's
+the scrape must report the totals of both (their files in the shared directory), a killed worker's
 open streams must stop counting (the child_exit hook), and the private metrics directory the
 command made must be gone after it stops.
 """
@@ -21,6 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from claude_proxy import load_config
+from claude_proxy.pipeline import prometheus
 from claude_proxy.pipeline.metrics import MAX_CLIENT_MODELS, Metrics
 from claude_proxy.pipeline.outcome import Outcome
 from claude_proxy.web.app import create_app
@@ -79,7 +80,8 @@ def metrics_dir_in(tmp: Path) -> Path:
 
 
 def pids_with_counters(directory: Path) -> set[str]:
-    return {p.stem.split("_")[-1] for p in directory.glob("counter_*.db")}
+    """The workers that have recorded a metric: each keeps its totals in `<pid>-<n>.total.cpm` there."""
+    return {p.name.split("-")[0] for p in directory.glob(f"*.{prometheus.TOTAL}{prometheus.SUFFIX}")}
 
 
 # -- in-process: the observer and the endpoint's auth ------------------------------------------------------------
