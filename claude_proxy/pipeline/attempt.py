@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -18,7 +18,7 @@ from claude_proxy.pipeline.outcome import CLIENT_DISCONNECTED, Outcome, Recorder
 from claude_proxy.pipeline.reply import SSE, STREAM_HEADERS, Reply, json_reply
 from claude_proxy.pipeline.route import Attempt
 from claude_proxy.pipeline.streaming import Opened, inband_failure, open_stream, sse, translate_stream
-from claude_proxy.search import SearchTurn, UpstreamCaller, WebSearch
+from claude_proxy.search.plan import WebSearch
 from claude_proxy.translate import StreamTranslator, openai_to_anthropic, translate_request
 from claude_proxy.translate.errors import envelope, thread_refusal
 from claude_proxy.translate.inband import inband_error
@@ -26,6 +26,9 @@ from claude_proxy.translate.overflow import overflow_error, with_window
 from claude_proxy.translate.recovery import recover, token_field
 from claude_proxy.translate.request import KNOWN_FIELDS
 from claude_proxy.translate.response import new_message_id
+
+if TYPE_CHECKING:  # the search loop's pieces load when a search runs (search/__init__.py)
+    from claude_proxy.search import SearchTurn, UpstreamCaller
 
 MAX_LEARNED = 1024  # (provider, model) pairs come from clients: keep the memory bounded
 
@@ -98,6 +101,8 @@ class OpenAIAttempts:
         prepared = self.web_search.prepare(body, translation, provider.dialect, deadline)
         out_body = self.lessons.apply(prepared.body, key)
         if prepared.turn is not None:  # a web_search server tool the proxy serves (search/loop.py)
+            from claude_proxy.search.upstream_call import UpstreamCaller
+
             caller = UpstreamCaller(upstream, out_headers, deadline, stream=stream, retry=attempt.last)
             return self._search_reply(prepared.turn, caller, out_body, outcome, stream)
         second_chance = True

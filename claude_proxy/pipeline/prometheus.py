@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import math
 import mmap
 import os
@@ -89,9 +90,10 @@ class MemoryValues:
 class MappedFile:
     """The entries of one file, this process writing them through a shared memory map."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, exclusive: bool = False) -> None:
+        """A new, empty file at `path`; with `exclusive`, FileExistsError when there is one already."""
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
         try:
             os.ftruncate(fd, INITIAL_SIZE)
             self.map = mmap.mmap(fd, INITIAL_SIZE)
@@ -148,8 +150,17 @@ class FileValues:
         _OPEN.add(self)
 
     def _open(self) -> dict[str, MappedFile]:
-        serial = next(_SERIALS)  # a second registry of the process (an app made twice) gets files of its own
-        return {kind: MappedFile(file_path(self.directory, os.getpid(), kind, serial)) for kind in (TOTAL, LIVE)}
+        """Files no one else has: a second registry of the process (an app made twice) gets a serial of its own,
+        and an earlier process with the same pid (pids wrap) keeps its totals."""
+        pid = os.getpid()
+        while True:
+            serial = next(_SERIALS)
+            try:
+                total = MappedFile(file_path(self.directory, pid, TOTAL, serial), exclusive=True)
+            except FileExistsError:
+                continue
+            # A live file by that name would be a dead process's that was never marked: its gauges are void.
+            return {TOTAL: total, LIVE: MappedFile(file_path(self.directory, pid, LIVE, serial))}
 
     def slot(self, key: bytes, kind: str) -> int:
         file = self.files[kind]
@@ -189,6 +200,12 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _key(parts: list[Any]) -> bytes:
+    """A slot's key as compact JSON. Not orjson: its bytes objects keep a 4 KiB buffer each, and a
+    process holds one key per slot for as long as it lives."""
+    return json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def file_path(directory: str, pid: int, kind: str, serial: int = 0) -> str:
@@ -258,7 +275,7 @@ class Registry:
                 raise ValueError(f"metric {metric.name} is already registered")
             self.families[metric.name] = metric
             meta = ["#", metric.name, metric.type, metric.help, list(metric.labelnames), list(metric.bounds)]
-            self.values.slot(orjson.dumps(meta), TOTAL)
+            self.values.slot(_key(meta), TOTAL)
         if not metric.labelnames:
             metric.labels()  # an unlabelled metric is 0 from the start, as the text format expects
         return metric
@@ -360,11 +377,11 @@ class Child:
         kind = LIVE if metric.type == "gauge" else TOTAL
         if metric.type == "histogram":
             self.buckets = [
-                registry.values.slot(orjson.dumps([metric.name, labels, i]), kind) for i in range(len(metric.bounds) + 1)
+                registry.values.slot(_key([metric.name, labels, i]), kind) for i in range(len(metric.bounds) + 1)
             ]
-            self.slot = registry.values.slot(orjson.dumps([metric.name, labels, "sum"]), kind)
+            self.slot = registry.values.slot(_key([metric.name, labels, "sum"]), kind)
         else:
-            self.slot = registry.values.slot(orjson.dumps([metric.name, labels]), kind)
+            self.slot = registry.values.slot(_key([metric.name, labels]), kind)
 
     def inc(self, amount: float = 1.0) -> None:
         if amount < 0 and self.metric.type == "counter":

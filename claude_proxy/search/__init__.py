@@ -4,11 +4,37 @@ Sits between pipeline and upstream: the pipeline asks `WebSearch.prepare` what t
 gets a `SearchTurn` back it runs the turn with an `UpstreamCaller` (see README, "Web search").
 """
 
-from claude_proxy.search.backends import Backend, Brave, SearchError, SearXNG, Tavily, build_backend
-from claude_proxy.search.loop import SearchTurn, assemble
-from claude_proxy.search.plan import Prepared, WebSearch
-from claude_proxy.search.upstream_call import UpstreamCaller
-from claude_proxy.translate.websearch import Result
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from claude_proxy.search.backends import Backend, Brave, SearchError, SearXNG, Tavily, build_backend
+    from claude_proxy.search.loop import SearchTurn, assemble
+    from claude_proxy.search.plan import Prepared, WebSearch
+    from claude_proxy.search.upstream_call import UpstreamCaller
+    from claude_proxy.translate.websearch import Result
+
+# Each name from the submodule that defines it, loaded on first use: every attempt asks `plan.WebSearch`
+# whether a request has a search tool, but the backends and the search loop only run when one does.
+_WHERE = {
+    "Backend": "backends", "Brave": "backends", "SearchError": "backends", "SearXNG": "backends",
+    "Tavily": "backends", "build_backend": "backends", "SearchTurn": "loop", "assemble": "loop",
+    "Prepared": "plan", "WebSearch": "plan", "UpstreamCaller": "upstream_call",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Result":
+        from claude_proxy.translate.websearch import Result
+
+        return Result
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{where}"), name)
+
 
 __all__ = [
     "Backend",

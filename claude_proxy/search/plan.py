@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from claude_proxy.config.websearch import WebSearchConfig
 from claude_proxy.errors import InvalidRequest
-from claude_proxy.search.backends import Backend, SearchError, build_backend
-from claude_proxy.search.loop import SearchTurn
 from claude_proxy.translate.dialect import Dialect
 from claude_proxy.translate.request import Translation
 from claude_proxy.translate.websearch import (
@@ -21,6 +19,10 @@ from claude_proxy.translate.websearch import (
     offer_function,
 )
 from claude_proxy.upstream.client import host_of
+
+if TYPE_CHECKING:  # loaded when a search runs (or a backend is configured), not by every worker
+    from claude_proxy.search.backends import Backend
+    from claude_proxy.search.loop import SearchTurn
 
 log = logging.getLogger("claude_proxy.search")
 
@@ -38,7 +40,11 @@ class WebSearch:
 
     def __init__(self, config: WebSearchConfig | None, pool_size: int = 16) -> None:
         self.config = config
-        self.backend: Backend | None = build_backend(config, pool_size)
+        self.backend: Backend | None = None
+        if config is not None and config.runs_searches:
+            from claude_proxy.search.backends import build_backend
+
+            self.backend = build_backend(config, pool_size)
 
     def close(self) -> None:
         if self.backend is not None:
@@ -59,6 +65,8 @@ class WebSearch:
             how = "drop the server tool" if config is not None and config.on_missing == "drop" else "answer 400"
             return False, f"web search: not configured (add a [web_search] table); requests with it {how}"
         assert config is not None  # a backend is only built from a config
+        from claude_proxy.search.backends import SearchError
+
         try:
             results = self.backend.search("claude-proxy", max_results=1)
         except SearchError as exc:
@@ -75,6 +83,8 @@ class WebSearch:
         tool = find_server_tool(body)
         if tool is None:
             return Prepared(translation.body)
+        from claude_proxy.search.loop import SearchTurn
+
         config = self.config
         if self.backend is not None and config is not None:
             upstream = offer_function(translation.body, body, tool, dialect)

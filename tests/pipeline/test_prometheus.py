@@ -8,6 +8,7 @@ a reader never trips on a file cut short or filled with junk.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
@@ -198,6 +199,19 @@ def test_processes_sum_and_a_dead_ones_gauges_go_while_its_totals_stay(tmp_path:
     assert samples[("t_requests_total", frozenset({("route", "a")}))] == 12  # what it counted stays counted
     prometheus.mark_dead(directory, second)
     assert parsed(scraper.exposition().decode())[("t_streams", frozenset())] == 0
+
+
+def test_a_new_process_with_a_dead_ones_pid_keeps_its_totals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pids wrap: a worker that gets the pid of one long dead must not overwrite what that one counted."""
+    monkeypatch.setattr(prometheus, "_SERIALS", itertools.count())
+    first = Registry(str(tmp_path))
+    first.counter("t_requests", "Requests").inc(3)
+    [old] = tmp_path.glob("*.total.cpm")
+    monkeypatch.setattr(prometheus, "_SERIALS", itertools.count())  # a fresh process: its serials start again
+    second = Registry(str(tmp_path))  # the same pid and serial here, as a reused pid would be
+    second.counter("t_requests", "Requests").inc(4)
+    assert old.exists() and len(list(tmp_path.glob("*.total.cpm"))) == 2
+    assert Registry(str(tmp_path)).get_sample_value("t_requests_total") == 7
 
 
 def test_a_file_grows_past_its_first_size(tmp_path: Path) -> None:
