@@ -57,7 +57,13 @@ class Metrics:
     def __init__(self, directory: str | None = None) -> None:
         # This process's own registry (files in the shared directory under gunicorn), whatever else
         # an embedding app registers with prometheus_client.
-        self.registry = prometheus.Registry(directory or multiprocess_dir())
+        shared = directory or multiprocess_dir()
+        try:
+            self.registry = prometheus.Registry(shared)
+        except OSError as exc:  # the directory is gone (a tmp cleaner) or not ours to write: still serve
+            log.warning("claude-proxy: metrics directory %s unusable (%s): this worker's /metrics counts "
+                        "its own requests only", shared, exc.strerror or exc)
+            self.registry = prometheus.Registry(None)
         self.multiprocess = self.registry.directory is not None
         model_labels = ("endpoint", "route", "client_model", "upstream_model", "provider")
         ns = NAMESPACE + "_"

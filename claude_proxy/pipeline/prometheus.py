@@ -3,13 +3,14 @@
 Each worker is a process with its own memory, so a scrape answered by one worker must read the others'
 numbers from somewhere they all reach: with a metrics directory, every process keeps its values in two
 memory-mapped files of its own there (`<pid>-<n>.total.cpm` for counters and histograms,
-`<pid>-<n>.live.cpm` for gauges; n counts the registries of the process, normally one), and the exposition sums every file it finds. The master's `child_exit` hook deletes a dead
-worker's live file (its open streams stop counting) and leaves its total file (what it counted stays
-counted). Without a directory (tests, an app that embeds the proxy) the values are plain memory.
+`<pid>-<n>.live.cpm` for gauges; n counts the registries of the process, normally one), and the
+exposition sums every file it finds. The master's `child_exit` hook deletes a dead worker's live file
+(its open streams stop counting) and leaves its total file (what it counted stays counted). Without a
+directory (tests, an app that embeds the proxy) the values are plain memory.
 
 The same scheme as prometheus_client's multiprocess mode, and the same text format (0.0.4), for the
 three kinds of metric the proxy uses: that library's package loads its exposition servers, `wsgiref`,
-`gzip` and collectors into every worker that records a metric, ~1.5 MB per worker (BENCHMARKS.md,
+`gzip` and collectors into every worker that records a metric, ~1 MB per worker (BENCHMARKS.md,
 item 35). The tests read our output with its parser.
 
 File layout (native byte order, one writer per file, readers any process): an 8-byte header holding
@@ -92,7 +93,7 @@ class MappedFile:
 
     def __init__(self, path: str, exclusive: bool = False) -> None:
         """A new, empty file at `path`; with `exclusive`, FileExistsError when there is one already."""
-        self.path = path
+        self.path: str | None = path
         fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
         try:
             os.ftruncate(fd, INITIAL_SIZE)
@@ -125,10 +126,22 @@ class MappedFile:
         size = len(self.map)
         while size < needed:
             size *= 2
-        with open(self.path, "r+b") as file:
-            file.truncate(size)
-            grown = mmap.mmap(file.fileno(), size)
+        if self.path is None:  # detached: a bigger private map
+            grown = mmap.mmap(-1, size)
+            grown[: len(self.map)] = self.map[:]
+        else:
+            with open(self.path, "r+b") as file:
+                file.truncate(size)
+                grown = mmap.mmap(file.fileno(), size)
         old, self.map = self.map, grown
+        old.close()
+
+    def detach(self) -> None:
+        """From now on this process's writes reach a private copy, not the file (a forked child that could
+        not make files of its own: better its numbers unreported than written over its parent's)."""
+        private = mmap.mmap(-1, len(self.map))
+        private[:] = self.map[:]
+        old, self.map, self.path = self.map, private, None
         old.close()
 
     def store(self, slot: int, value: float) -> None:
@@ -171,7 +184,13 @@ class FileValues:
     def reopen(self) -> None:
         """In a child just forked: files of its own, every slot from 0 (what the parent counted stays the
         parent's; the maps it shares with the parent are closed here, in the child only)."""
-        old, self.files = self.files, self._open()
+        try:
+            fresh = self._open()
+        except OSError:  # the directory is gone or full: keep the slots, on private copies
+            for file in self.files.values():
+                file.detach()
+            return
+        old, self.files = self.files, fresh
         self.slots = [(self.files[kind], self.files[kind].append(key)) for key, kind in self.keys]
         for file in old.values():
             file.close()
@@ -306,7 +325,7 @@ class Registry:
         return collect(self.entries())
 
     def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
-        """One sample's value (None when there is none): for tests and `/v1/me`-style readers."""
+        """One sample's value (None when there is none), labels matched exactly."""
         wanted = labels or {}
         for family in self.collect():
             for sample in family.samples:

@@ -27,8 +27,9 @@ def setup_multiprocess(env: MutableMapping[str, str] | None = None) -> str | Non
     or None when the operator already set PROMETHEUS_MULTIPROC_DIR (theirs to manage).
     """
     env = os.environ if env is None else env
-    if env.get(MULTIPROC_ENV) or env.get(MULTIPROC_ENV.lower()):
-        os.makedirs(env.get(MULTIPROC_ENV) or env[MULTIPROC_ENV.lower()], exist_ok=True)
+    theirs = multiprocess_dir(env)
+    if theirs:
+        os.makedirs(theirs, exist_ok=True)
         return None
     remove_stale(tempfile.gettempdir())
     path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")

@@ -165,6 +165,18 @@ def test_observe_counts_one_record_into_every_metric() -> None:
     )
 
 
+def test_an_unusable_metrics_directory_leaves_the_worker_counting_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = tmp_path / "cleaned-by-tmpfiles"
+    with caplog.at_level("WARNING", logger="claude_proxy"):
+        m = Metrics(str(gone))
+    assert not m.multiprocess and "metrics directory" in caplog.text and str(gone) in caplog.text
+    observe(m, {"endpoint": "messages", "provider": "p", "status": 200, "client_model": "c", "latency_ms": 5.0})
+    assert total_of(m, "claude_proxy_requests_total") == 1
+    assert b"claude_proxy_requests_total" in m.exposition()[0]
+
+
 def test_only_upstream_failures_count_as_upstream_errors() -> None:
     m = Metrics()
     base = {"endpoint": "messages", "provider": "p", "client_model": "c", "upstream_model": "u", "latency_ms": 1.0}

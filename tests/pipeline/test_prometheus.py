@@ -281,3 +281,20 @@ def test_a_forked_child_writes_its_own_file(tmp_path: Path) -> None:
     counter.labels("parent").inc(10)  # the parent's slots are untouched by the child's
     assert registry.get_sample_value("t_requests_total", {"who": "parent"}) == 2 + 1 + 10
     assert registry.get_sample_value("t_requests_total", {"who": "child"}) == 1 + 5
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_child_that_cannot_make_files_never_writes_over_its_parents(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path))
+    counter = registry.counter("t_requests", "Requests")
+    counter.inc(2)
+    assert isinstance(registry.values, prometheus.FileValues)
+    registry.values.directory = str(tmp_path / "gone")  # where a child would make its files: not there
+    pid = os.fork()
+    if pid == 0:
+        try:
+            counter.inc(100)  # on a private copy of the parent's map, not in the parent's file
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert registry.get_sample_value("t_requests_total") == 2
