@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -41,7 +42,7 @@ def parsed(text: str) -> Samples:
     return samples
 
 
-def both(directory: str | None = None) -> tuple[Registry, dict[str, object], CollectorRegistry, dict[str, object]]:
+def both(directory: str | None = None) -> tuple[Registry, dict[str, Any], CollectorRegistry, dict[str, Any]]:
     ours = Registry(directory)
     reference = CollectorRegistry()
     mine = {
@@ -70,17 +71,18 @@ OPERATIONS = st.lists(
 )
 
 
-def apply(metrics: dict[str, object], operation: tuple[object, ...]) -> None:
+def apply(metrics: dict[str, Any], operation: tuple[Any, ...]) -> None:
+    """The same call on either library's metric (both spell them alike)."""
     kind = operation[0]
-    metric: object = metrics[str(kind)]
+    metric = metrics[str(kind)]
     if kind == "c":
-        metric.labels(operation[1], operation[2]).inc(operation[3])  # type: ignore[attr-defined]
+        metric.labels(operation[1], operation[2]).inc(operation[3])
     elif kind == "g":
         getattr(metric, str(operation[1]))(operation[2])
     elif kind == "h":
-        metric.labels(operation[1]).observe(operation[2])  # type: ignore[attr-defined]
+        metric.labels(operation[1]).observe(operation[2])
     else:
-        metric.inc(operation[1])  # type: ignore[attr-defined]
+        metric.inc(operation[1])
 
 
 def same(ours: Samples, reference: Samples) -> None:
@@ -91,7 +93,7 @@ def same(ours: Samples, reference: Samples) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(OPERATIONS)
-def test_the_same_operations_read_back_the_same_as_prometheus_client(operations: list[tuple[object, ...]]) -> None:
+def test_the_same_operations_read_back_the_same_as_prometheus_client(operations: list[tuple[Any, ...]]) -> None:
     ours, mine, reference, theirs = both()
     for operation in operations:
         apply(mine, operation)
@@ -102,7 +104,7 @@ def test_the_same_operations_read_back_the_same_as_prometheus_client(operations:
 @settings(max_examples=40, deadline=None)
 @given(operations=OPERATIONS)
 def test_the_file_backed_values_read_back_the_same(
-    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[object, ...]]
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[Any, ...]]
 ) -> None:
     directory = str(tmp_path_factory.mktemp("metrics"))
     ours, mine, reference, theirs = both(directory)
