@@ -472,6 +472,9 @@ def _remembered(cache: dict[tuple[Any, ...], Any], limit: int, value: Any, extra
     if found is None:
         if len(cache) >= limit:
             cache.clear()
+        # Kept as an exact-size copy: orjson's bytes hold the writer's whole buffer (~3.4 KB of memory
+        # for a 100-byte schema), and a worker keeps up to `limit` keys for as long as it lives.
+        key = (bytes(memoryview(key[0])), *key[1:])
         found = cache[key] = compute()
     return found
 

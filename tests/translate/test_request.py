@@ -1161,6 +1161,29 @@ def test_cleaned_schemas_are_remembered_per_content_and_dialect() -> None:
     assert "$schema" not in cleaned_schema(deep, Dialect())
 
 
+def test_remembered_schemas_keep_their_keys_at_their_own_size() -> None:
+    """orjson's output holds the writer's whole buffer (~4 KB for a short schema); a worker keeps up to 512
+    schema keys for as long as it lives, so the cache stores exact-size copies: ~0.8 KB an entry here,
+    key and cleaned schema together, against ~4.8 KB with orjson's own bytes as the key."""
+    import gc
+    import tracemalloc
+
+    from claude_proxy.translate.request import _CLEANED, cleaned_schema
+
+    _CLEANED.clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(300):
+            cleaned_schema({"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x"}}}, Dialect())
+        gc.collect()
+        per_entry = tracemalloc.get_traced_memory()[0] / 300
+    finally:
+        tracemalloc.stop()
+        _CLEANED.clear()
+    assert per_entry < 2000, f"{per_entry:.0f} bytes per remembered schema"
+
+
 def test_the_context_lets_go_of_the_request_once_it_has_its_estimate() -> None:
     t = translate_request(req())
     assert t.context.source is not None
