@@ -203,10 +203,6 @@ class FileValues:
         file, index = self.slots[slot]
         file.store(index, value)
 
-    def entries(self) -> Iterable[tuple[bytes, float]]:
-        for file in self.files.values():
-            yield from read_entries(bytes(file.map[: file.used]))
-
 
 _OPEN: weakref.WeakSet[FileValues] = weakref.WeakSet()
 _SERIALS = itertools.count()
@@ -301,7 +297,7 @@ class Registry:
 
     def entries(self) -> Iterable[tuple[bytes, float]]:
         """Every (key, value) to report: this process's, or with a directory, every process's."""
-        if self.directory is None:
+        if isinstance(self.values, MemoryValues):  # no directory: this process's values are all there is
             with self.lock:
                 return list(self.values.entries())
         found: list[tuple[bytes, float]] = []

@@ -16,24 +16,22 @@ if TYPE_CHECKING:
     from claude_proxy.search.upstream_call import UpstreamCaller
     from claude_proxy.translate.websearch import Result
 
-# Each name from the submodule that defines it, loaded on first use: every attempt asks `plan.WebSearch`
+# Each name from the module that defines it, loaded on first use: every attempt asks `plan.WebSearch`
 # whether a request has a search tool, but the backends and the search loop only run when one does.
 _WHERE = {
-    "Backend": "backends", "Brave": "backends", "SearchError": "backends", "SearXNG": "backends",
-    "Tavily": "backends", "build_backend": "backends", "SearchTurn": "loop", "assemble": "loop",
-    "Prepared": "plan", "WebSearch": "plan", "UpstreamCaller": "upstream_call",
+    **dict.fromkeys(("Backend", "Brave", "SearchError", "SearXNG", "Tavily", "build_backend"), "backends"),
+    **dict.fromkeys(("SearchTurn", "assemble"), "loop"),
+    **dict.fromkeys(("Prepared", "WebSearch"), "plan"),
+    "UpstreamCaller": "upstream_call",
+    "Result": "claude_proxy.translate.websearch",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Result":
-        from claude_proxy.translate.websearch import Result
-
-        return Result
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    return getattr(importlib.import_module(where if "." in where else f"{__name__}.{where}"), name)
 
 
 __all__ = [
